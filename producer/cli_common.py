@@ -1,0 +1,42 @@
+"""Pieces every command shares: setting flags that mirror environment variables, output helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+BrokerUrlOpt = Annotated[
+    str | None, typer.Option("--broker-url", envvar="TTSFLEET_BROKER_URL", show_envvar=True,
+                             help="Celery broker URL [default: redis://localhost:6379/0]")]
+DatabaseUrlOpt = Annotated[
+    str | None, typer.Option("--database-url", envvar="TTSFLEET_DATABASE_URL", show_envvar=True,
+                             help="SQL store URL [default: sqlite:///ttsfleet.db]")]
+OutputDirOpt = Annotated[
+    Path | None, typer.Option("--output-dir", envvar="TTSFLEET_OUTPUT_DIR", show_envvar=True,
+                              help="where audio is written [default: ttsfleet-output]")]
+VoiceOpt = Annotated[
+    str | None, typer.Option("--voice", envvar="TTSFLEET_VOICE", show_envvar=True,
+                             help="voice for jobs that name none [default: piper:joe]")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout, nothing else")]
+
+err_console = Console(stderr=True)
+
+
+def environ() -> dict[str, str]:
+    """The environment, read once per command (never at import)."""
+    return dict(os.environ)
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def stdout_is_terminal() -> bool:
+    return sys.stdout.isatty()

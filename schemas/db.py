@@ -1,0 +1,180 @@
+"""Engines and schema upkeep for the SQL store (SQLite embedded, PostgreSQL in production).
+
+`open_store(url)` is the one entry point: it makes the engine and, the first time a process sees a
+database, brings its schema to the newest Alembic revision under a lock, so several workers starting
+on an empty database do not race.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from schemas.errors import StoreUnavailable
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_PG_MIGRATION_LOCK = 7_316_584_201  # pg_advisory_lock key shared by every ttsfleet process
+_upgraded: set[str] = set()
+
+
+class Store:
+    """An engine plus a session factory; sessions are short and never span model inference."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in one transaction: committed on exit, rolled back on error.
+
+        Raises:
+            StoreUnavailable: the database cannot be reached.
+        """
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except OperationalError as err:
+            raise StoreUnavailable(f"database unavailable: {_first_line(err)}") from err
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine tuned per dialect: WAL and `BEGIN IMMEDIATE` on SQLite, pre-ping on PostgreSQL."""
+    sa_url = make_url(url)
+    if sa_url.get_backend_name() == "sqlite":
+        if sa_url.database and sa_url.database != ":memory:":
+            Path(sa_url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(sa_url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_begin_immediate)
+        return engine
+    if sa_url.get_backend_name() == "postgresql" and sa_url.get_driver_name() in ("", "psycopg2"):
+        sa_url = sa_url.set(drivername="postgresql+psycopg")
+    return create_engine(sa_url, pool_pre_ping=True, pool_size=2, max_overflow=4, pool_recycle=1800)
+
+
+def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # let SQLAlchemy emit BEGIN (IMMEDIATE, below)
+    cursor = dbapi_conn.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "foreign_keys=ON"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    # Take the write lock up front: a read transaction that later upgrades to a write gets SQLITE_BUSY.
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def open_store(url: str) -> Store:
+    """Engine for `url` with its schema at the newest revision.
+
+    Raises:
+        StoreUnavailable: the database cannot be reached.
+    """
+    engine = make_engine(url)
+    if url not in _upgraded:
+        try:
+            upgrade(engine)
+        except OperationalError as err:
+            engine.dispose()
+            raise StoreUnavailable(f"cannot open database {_safe(url)}: {_first_line(err)}") from err
+        _upgraded.add(url)
+    return Store(engine)
+
+
+def head_revision() -> str:
+    script = _script_directory()
+    head = script.get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Migrate to `revision`, serialized across processes (advisory lock on PostgreSQL, file lock on SQLite)."""
+    if revision == "head" and current_revision(engine) == head_revision():
+        return
+    with _migration_lock(engine):
+        _run_alembic(engine, "upgrade", revision)
+
+
+def downgrade(engine: Engine, revision: str = "base") -> None:
+    with _migration_lock(engine):
+        _run_alembic(engine, "downgrade", revision)
+
+
+def _run_alembic(engine: Engine, verb: str, revision: str) -> None:
+    from alembic import command
+
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        getattr(command, verb)(cfg, revision)
+
+
+def _alembic_config() -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def _script_directory() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(_alembic_config())
+
+
+@contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _PG_MIGRATION_LOCK})
+                conn.commit()
+        return
+    from filelock import FileLock
+
+    key = hashlib.sha256(str(engine.url).encode()).hexdigest()[:16]
+    with FileLock(Path(tempfile.gettempdir()) / f"ttsfleet-migrate-{key}.lock", timeout=120):
+        yield
+
+
+def table_names(engine: Engine) -> list[str]:
+    return sorted(inspect(engine).get_table_names())
+
+
+def _first_line(err: BaseException) -> str:
+    return str(getattr(err, "orig", None) or err).strip().splitlines()[0]
+
+
+def _safe(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)

@@ -1,0 +1,56 @@
+"""The one exception tree of ttsfleet.
+
+`RetryableError`: the same call may succeed later (broker or database down, a lease held elsewhere);
+the Celery task retries it with backoff. `PermanentError`: the input or configuration is wrong; the job
+is marked failed with the message and never retried. The CLI prints either as one line.
+"""
+
+from __future__ import annotations
+
+
+class TtsfleetError(Exception):
+    """Root of every error ttsfleet raises on purpose."""
+
+
+class RetryableError(TtsfleetError):
+    """A transient failure: try again later."""
+
+
+class PermanentError(TtsfleetError):
+    """A failure that retrying cannot fix."""
+
+
+class InvalidInput(PermanentError):
+    """Raised when submitted text, a file or a JSONL line is unusable (empty, undecodable, malformed)."""
+
+
+class UnknownVoice(PermanentError):
+    """Raised when a job names a voice no worker can load."""
+
+
+class JobNotFound(PermanentError):
+    """Raised when a job id is not in the store."""
+
+
+class PrecisionRefused(PermanentError):
+    """Raised at worker start when the requested precision cannot run on the device."""
+
+
+class SynthesisFailed(PermanentError):
+    """Raised when a chunk cannot be synthesized even after the fallbacks (OOM at one chunk, NaN in fp32)."""
+
+
+class DeviceLost(TtsfleetError):
+    """Raised after a CUDA error that leaves the context unusable; the worker puts the job back and exits."""
+
+
+class BrokerUnavailable(RetryableError):
+    """Raised when the broker cannot be reached to publish a job."""
+
+
+class StoreUnavailable(RetryableError):
+    """Raised when the SQL store cannot be reached."""
+
+
+class NotBuiltYet(PermanentError):
+    """Raised by a command that exists in the contract but is not built in this version."""

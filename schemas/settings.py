@@ -1,0 +1,65 @@
+"""Typed settings, one object per process role, built once from flags and environment and passed down.
+
+Every field `x` is read from the environment variable `TTSFLEET_X`; a flag given on the command line wins.
+Nothing here reads the environment at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict
+
+ENV_PREFIX = "TTSFLEET_"
+DEFAULT_VOICE = "piper:joe"
+
+
+class Settings(BaseModel):
+    """What every role needs: where the broker, the store and the audio are, and the default voice."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker_url: str = "redis://localhost:6379/0"
+    database_url: str = "sqlite:///ttsfleet.db"
+    output_dir: Path = Path("ttsfleet-output")
+    voice: str = DEFAULT_VOICE
+    # Celery queue a producer publishes to and a worker consumes by default.
+    queue: str = "ttsfleet"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Self:
+        """Build from `TTSFLEET_*` variables, then apply the non-None `overrides` (command-line flags)."""
+        values: dict[str, Any] = {}
+        for name in cls.model_fields:
+            env_value = environ.get(ENV_PREFIX + name.upper())
+            if env_value not in (None, ""):
+                values[name] = env_value
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.model_validate(values)
+
+
+class ProducerSettings(Settings):
+    """Settings of `submit`, `status`, `wait`, `cancel`, `stats` and `run`."""
+
+    # Hard cap on one chunk's characters; sentences longer than this are cut at word boundaries.
+    max_chunk_chars: int = 400
+    # Texts above this many characters are refused at submit (a 3 MB book chapter fits).
+    max_text_chars: int = 5_000_000
+
+
+class WorkerSettings(Settings):
+    """Settings of one worker process bound to one device."""
+
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+    precision: str = "auto"
+    queues: str = "ttsfleet"
+    worker_name: str | None = None
+    lease_s: float = 120.0  # a claimed job is ours for this long after each heartbeat
+    heartbeat_s: float = 15.0
+    max_attempts: int = 5  # a job claimed this many times without finishing is failed as poison
+    token_budget: int | None = None  # batch size cap in input tokens; None = derive from device memory
+    seed: int | None = None  # fixed base seed for reproducible output; None = derive from job id
+    metrics_port: int | None = None  # serve Prometheus metrics on this port when set
+    voices_cache_dir: Path | None = None  # where converted voices are cached (default: user cache dir)

@@ -1,0 +1,167 @@
+"""SQL tables: the source of truth for jobs, their chunks, the workers and each job's metrics.
+
+Times are naive UTC (`utcnow()`), the one representation used on SQLite and PostgreSQL alike.
+Enums are stored as short strings (no native enum types), so adding a state needs no type migration.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from schemas.status import BreakKind, JobStatus, WorkerState
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    """Naive UTC now, the only timestamp form stored."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _enum(enum_cls: type[Any]) -> Enum:
+    return Enum(enum_cls, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e],
+                validate_strings=True)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Job(Base):
+    """One text to speak: its text, options, lease and final result."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.QUEUED)
+    priority: Mapped[int] = mapped_column(Integer, default=5)
+    voice: Mapped[str] = mapped_column(String(512))
+    format: Mapped[str] = mapped_column(String(8))
+    text: Mapped[str] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(1024))
+    title: Mapped[str | None] = mapped_column(String(512))
+    group_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    group_title: Mapped[str | None] = mapped_column(String(512))
+    group_index: Mapped[int | None] = mapped_column(Integer)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)
+    chars: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_total: Mapped[int] = mapped_column(Integer, default=0)
+    chunks_done: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    error: Mapped[str | None] = mapped_column(Text)
+    audio_path: Mapped[str | None] = mapped_column(String(1024))
+    audio_s: Mapped[float | None] = mapped_column(Float)
+    sample_rate_hz: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (
+        Index("ix_jobs_status_created", "status", "created_at"),
+        Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    )
+
+
+class Chunk(Base):
+    """One sentence-aligned piece of a job's normalized text; audio is stored as soon as it is made."""
+
+    __tablename__ = "chunks"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    break_after: Mapped[BreakKind] = mapped_column(_enum(BreakKind), default=BreakKind.SENTENCE)
+    chars: Mapped[int] = mapped_column(Integer)
+    audio_path: Mapped[str | None] = mapped_column(String(1024))
+    samples: Mapped[int | None] = mapped_column(Integer)
+    audio_s: Mapped[float | None] = mapped_column(Float)
+    synth_s: Mapped[float | None] = mapped_column(Float)
+    batch_size: Mapped[int | None] = mapped_column(Integer)
+    attempt: Mapped[int | None] = mapped_column(Integer)
+    dtype: Mapped[str | None] = mapped_column(String(16))
+    fp32_redo: Mapped[bool] = mapped_column(Boolean, default=False)
+    done_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Worker(Base):
+    """A registered worker: one process bound to one device, with the precision policy it pinned."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    host: Mapped[str] = mapped_column(String(256))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(32))
+    device_index: Mapped[int | None] = mapped_column(Integer)
+    card: Mapped[str] = mapped_column(String(256))
+    capability: Mapped[str | None] = mapped_column(String(8))
+    memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    backend: Mapped[str] = mapped_column(String(16))
+    torch_version: Mapped[str] = mapped_column(String(64))
+    cuda_version: Mapped[str | None] = mapped_column(String(32))
+    dtype: Mapped[str] = mapped_column(String(16))
+    tf32: Mapped[bool] = mapped_column(Boolean, default=False)
+    policy_reason: Mapped[str] = mapped_column(Text, default="")
+    voice: Mapped[str] = mapped_column(String(512), default="")
+    queues: Mapped[str] = mapped_column(String(256), default="")
+    state: Mapped[WorkerState] = mapped_column(_enum(WorkerState), default=WorkerState.STARTING)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class JobMetrics(Base):
+    """What one finished job cost on the worker that finished it; written once, with the result."""
+
+    __tablename__ = "job_metrics"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    worker_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    voice: Mapped[str] = mapped_column(String(512))
+    card: Mapped[str] = mapped_column(String(256))
+    capability: Mapped[str | None] = mapped_column(String(8))
+    backend: Mapped[str] = mapped_column(String(16))
+    dtype: Mapped[str] = mapped_column(String(16))
+    chars: Mapped[int] = mapped_column(Integer)
+    chunks: Mapped[int] = mapped_column(Integer)
+    audio_s: Mapped[float] = mapped_column(Float)
+    synth_s: Mapped[float] = mapped_column(Float)
+    queue_wait_s: Mapped[float] = mapped_column(Float)
+    latency_s: Mapped[float] = mapped_column(Float)  # created -> finished, end to end
+    peak_mem_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    oom_retries: Mapped[int] = mapped_column(Integer, default=0)
+    fp32_fallbacks: Mapped[int] = mapped_column(Integer, default=0)
+    batches: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    finished_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+    __table_args__ = (Index("ix_job_metrics_card_dtype", "card", "dtype"),)
