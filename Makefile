@@ -1,0 +1,52 @@
+# ttsfleet: `make demo` and `make test` each build .venv from scratch if needed.
+# PyTorch goes in first (TORCH_SPEC; the CPU build here, see README for CUDA) so nothing pulls a second one.
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+TTSFLEET := $(VENV)/bin/ttsfleet
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast services lint typecheck bench bench-quick clean
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	touch $@
+
+$(VENV)/.voice: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e ".[voice]"
+	touch $@
+
+$(VENV)/.test: $(VENV)/.torch pyproject.toml
+	$(PIP) install -q -e ".[voice,test]"
+	touch $@
+
+demo: $(VENV)/.voice
+	$(TTSFLEET) run examples/
+
+services:
+	bash .ci/services.sh
+
+test: $(VENV)/.test services
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.test
+	$(PY) -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check schemas producer worker tests bench
+	$(VENV)/bin/mypy
+
+bench-quick: $(VENV)/.test
+	$(PY) bench/engine.py --quick
+
+bench: $(VENV)/.test
+	$(PY) bench/engine.py
+
+clean:
+	rm -rf $(VENV) ttsfleet-output ttsfleet.db ttsfleet.db-*

@@ -1,0 +1,50 @@
+"""Publishing job ids to the broker. Knows Celery's wire format, nothing of the worker's code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from schemas.broker import celery_priority, transport_options
+from schemas.errors import BrokerUnavailable
+from schemas.messages import SYNTHESIZE_TASK, SynthesizeMessage
+
+
+class Publisher:
+    """Sends `SynthesizeMessage`s by task name; one Celery client app per process."""
+
+    def __init__(self, broker_url: str, queue: str) -> None:
+        from celery import Celery
+
+        self.broker_url = broker_url
+        self.queue = queue
+        self._app = Celery("ttsfleet-producer", broker=broker_url, set_as_current=False)
+        self._app.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            broker_transport_options=transport_options(),
+            broker_connection_retry_on_startup=False,
+            broker_connection_timeout=5,
+            task_ignore_result=True,
+        )
+
+    def publish(self, job_id: str, priority: int) -> None:
+        """Raises:
+        BrokerUnavailable: the broker could not be reached after a few quick retries.
+        """
+        message = SynthesizeMessage(job_id=job_id)
+        try:
+            self._app.send_task(
+                SYNTHESIZE_TASK, kwargs=message.model_dump(), task_id=job_id, queue=self.queue,
+                priority=celery_priority(priority), retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "timeout": 5},
+            )
+        except Exception as err:  # kombu/redis raise several unrelated types for "cannot connect"
+            raise BrokerUnavailable(f"cannot reach the broker at {self.broker_url}: {_one_line(err)}") from err
+
+    def close(self) -> None:
+        self._app.close()
+
+
+def _one_line(err: Any) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__

@@ -1,0 +1,164 @@
+"""`ttsfleet run | submit | status | wait | cancel`: putting jobs in and following them."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from producer.cli_common import (
+    BrokerUrlOpt,
+    DatabaseUrlOpt,
+    JsonOpt,
+    OutputDirOpt,
+    VoiceOpt,
+    environ,
+    err_console,
+    print_json,
+    stdout_is_terminal,
+)
+from schemas.messages import JobRequest, JobView
+from schemas.settings import ProducerSettings
+from schemas.status import AudioFormat, JobStatus
+
+InputsArg = Annotated[list[str], typer.Argument(help=".txt, .md, .epub or .jsonl files, folders, or - for stdin")]
+FormatOpt = Annotated[AudioFormat, typer.Option("--format", help="audio format")]
+PriorityOpt = Annotated[int, typer.Option("--priority", min=0, max=9, help="0 (lowest) to 9 (most urgent)")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="make new jobs even if identical ones exist")]
+JobIdsArg = Annotated[list[str], typer.Argument(help="job ids")]
+
+
+def _settings(**overrides: object) -> ProducerSettings:
+    return ProducerSettings.from_env(environ(), **overrides)
+
+
+def _requests(inputs: list[str], voice: str | None, fmt: AudioFormat, priority: int) -> list[JobRequest]:
+    from producer.inputs import read_inputs
+
+    return read_inputs(inputs, sys.stdin, voice=voice, format=fmt, priority=priority)
+
+
+def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV,
+           priority: PriorityOpt = 5, force: ForceOpt = False, as_json: JsonOpt = False,
+           broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None) -> None:
+    """Validate INPUTs and enqueue one job per text (per chapter for EPUB); prints the job ids."""
+    from producer.broker import Publisher
+    from producer.submit import submit as submit_jobs
+    from schemas.db import open_store
+
+    settings = _settings(broker_url=broker_url, database_url=database_url)
+    requests = _requests(inputs, voice, fmt, priority)
+    store = open_store(settings.database_url)
+    publisher = Publisher(settings.broker_url, settings.queue)
+    try:
+        results = submit_jobs(requests, settings, store, publisher=publisher, force=force)
+    finally:
+        publisher.close()
+    if as_json:
+        print_json([{"id": r.id, "status": r.status.value, "created": r.created, "chunks_total": r.chunks_total}
+                    for r in results])
+        return
+    for r in results:
+        note = "" if r.created else f"  (already submitted: {r.status.value})"
+        typer.echo(f"{r.id}{note}")
+
+
+def status(job_ids: Annotated[list[str] | None, typer.Argument(help="job ids [default: the newest jobs]")] = None,
+           as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None:
+    """Job state and progress."""
+    from producer.jobs import job_views
+    from schemas.db import open_store
+
+    views = job_views(open_store(_settings(database_url=database_url).database_url), job_ids or [])
+    if as_json:
+        print_json([v.model_dump(mode="json") for v in views])
+    else:
+        Console().print(status_table(views))
+
+
+def wait(job_ids: JobIdsArg,
+         timeout: Annotated[float | None, typer.Option("--timeout", help="seconds [default: no limit]")] = None,
+         as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None:
+    """Block until the jobs are done (a progress bar on a terminal); non-zero exit if any failed or timed out."""
+    from producer.jobs import job_views, wait_for
+    from schemas.db import open_store
+
+    store = open_store(_settings(database_url=database_url).database_url)
+    job_views(store, job_ids)  # unknown ids fail now, not after a wait
+    if stdout_is_terminal() and not as_json:
+        views, timed_out = _wait_with_progress(store, job_ids, timeout)
+    else:
+        views, timed_out = wait_for(store, job_ids, timeout_s=timeout)
+    _print_outcome(views, as_json)
+    if timed_out:
+        err_console.print(f"error: timed out after {timeout:g} s")
+        raise typer.Exit(1)
+    if any(v.status != JobStatus.SUCCEEDED for v in views):
+        raise typer.Exit(1)
+
+
+def cancel(job_ids: JobIdsArg, as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None:
+    """Cancel queued or running jobs (a running job stops at its next chunk boundary)."""
+    from producer.jobs import cancel_jobs
+    from schemas.db import open_store
+
+    views = cancel_jobs(open_store(_settings(database_url=database_url).database_url), job_ids)
+    _print_outcome(views, as_json)
+
+
+def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV, priority: PriorityOpt = 5,
+        force: ForceOpt = False, as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None,
+        output_dir: OutputDirOpt = None,
+        device: Annotated[str, typer.Option(envvar="TTSFLEET_DEVICE", help="auto, cpu, cuda, cuda:N")] = "auto",
+        precision: Annotated[str, typer.Option(envvar="TTSFLEET_PRECISION", help="auto, bf16, fp16, fp32")] = "auto",
+        ) -> None:
+    """Embedded mode: submit, synthesize in this process (no broker), wait, print results and stats."""
+    from worker.embedded import run_embedded
+
+    env = environ()
+    settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice)
+    requests = _requests(inputs, voice, fmt, priority)
+    views = run_embedded(requests, settings, env, device=device, precision=precision, force=force,
+                         show_progress=stdout_is_terminal() and not as_json, quiet=as_json)
+    if as_json:
+        print_json([v.model_dump(mode="json") for v in views])
+    if any(v.status != JobStatus.SUCCEEDED for v in views):
+        raise typer.Exit(1)
+
+
+def status_table(views: list[JobView]) -> Table:
+    table = Table(title=None)
+    for col in ("job", "status", "chunks", "audio s", "file / error"):
+        table.add_column(col)
+    for v in views:
+        detail = v.error if v.status == JobStatus.FAILED else (v.audio_path or "")
+        table.add_row(v.id, v.status.value, f"{v.chunks_done}/{v.chunks_total}",
+                      f"{v.audio_s:.2f}" if v.audio_s is not None else "", detail or "")
+    return table
+
+
+def _print_outcome(views: list[JobView], as_json: bool) -> None:
+    if as_json:
+        print_json([v.model_dump(mode="json") for v in views])
+    else:
+        Console().print(status_table(views))
+
+
+def _wait_with_progress(store: object, job_ids: list[str], timeout: float | None) -> tuple[list[JobView], bool]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from producer.jobs import wait_for
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err_console) as progress:
+        bars = {j: progress.add_task(j, total=None) for j in job_ids}
+
+        def update(views: list[JobView]) -> None:
+            for v in views:
+                progress.update(bars[v.id], completed=v.chunks_done, total=v.chunks_total or None,
+                                description=f"{v.id} {v.status.value}")
+
+        return wait_for(store, job_ids, timeout_s=timeout, on_poll=update)  # type: ignore[arg-type]

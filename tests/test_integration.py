@@ -1,0 +1,144 @@
+"""End to end through real Redis, a real `ttsfleet worker` subprocess and a real SQL store (both kinds).
+
+Jobs go in with the CLI; results are checked in SQL and on disk (duration, sample rate, not silent).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from sqlalchemy import select
+
+from schemas.db import open_store
+from schemas.tables import Chunk, Worker
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TTSFLEET = str(Path(sys.executable).parent / "ttsfleet")
+NOTICES = [
+    {"text": "The north gate closes at 6 p.m. on Friday, March 3rd, for repairs."},
+    {"text": "Water service on Elm Street stops from 9 a.m. to 1 p.m. on June 12."},
+    {"text": "The council meets on 2 May 2027 at 7:30 p.m. in room 12."},
+]
+CHAPTER = ("It was a bright cold day in April. The clocks were striking thirteen.\n\n"
+           "Winston slipped quickly through the glass doors, though not quickly enough.")
+
+
+@dataclass
+class Fleet:
+    env: dict[str, str]
+    tmp: Path
+    workers: list[subprocess.Popen[bytes]]
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([TTSFLEET, *args], env=self.env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+
+    def start_worker(self, *extra: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")
+        proc = subprocess.Popen([TTSFLEET, "worker", "--device", "cpu", "--name", "itest", *extra], env=self.env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.workers.append(proc)
+        self._wait_ready(proc)
+        return proc
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+        store = open_store(self.env["TTSFLEET_DATABASE_URL"])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, f"worker exited early:\n{self.logs()}"
+            with store.session() as s:
+                if s.scalar(select(Worker.id).where(Worker.pid == proc.pid, Worker.state == "ready")):
+                    time.sleep(1.5)  # registered before Celery consumes; give it a moment to subscribe
+                    return
+            time.sleep(0.5)
+        pytest.fail(f"worker not ready in {timeout_s} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.tmp.glob("worker-*.log")))
+
+
+@pytest.fixture
+def fleet(db_url: str, redis_url: str, tiny_vits_dir: Path, tmp_path: Path) -> Iterator[Fleet]:
+    env = {**os.environ, "TTSFLEET_BROKER_URL": redis_url, "TTSFLEET_DATABASE_URL": db_url,
+           "TTSFLEET_OUTPUT_DIR": str(tmp_path / "out"), "TTSFLEET_VOICE": str(tiny_vits_dir),
+           "TTSFLEET_HEARTBEAT_S": "1", "TTSFLEET_LEASE_S": "30", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    fleet = Fleet(env=env, tmp=tmp_path, workers=[])
+    yield fleet
+    for proc in fleet.workers:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def _inputs(tmp: Path) -> list[str]:
+    notices = tmp / "notices.jsonl"
+    notices.write_text("".join(json.dumps(n) + "\n" for n in NOTICES))
+    chapter = tmp / "chapter.txt"
+    chapter.write_text(CHAPTER)
+    return [str(notices), str(chapter)]
+
+
+def test_jobs_through_redis_and_a_worker(fleet: Fleet) -> None:
+    worker = fleet.start_worker()
+    submitted = fleet.cli("submit", *_inputs(fleet.tmp), "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    ids = [j["id"] for j in json.loads(submitted.stdout)]
+    assert len(ids) == 4
+
+    waited = fleet.cli("wait", *ids, "--timeout", "180")
+    assert waited.returncode == 0, waited.stdout + waited.stderr + fleet.logs()
+    views = json.loads(fleet.cli("status", *ids, "--json").stdout)
+    assert [v["status"] for v in views] == ["succeeded"] * 4
+    for view in views:
+        assert view["chunks_done"] == view["chunks_total"] >= 1
+        wav, rate = sf.read(view["audio_path"], dtype="float32")
+        assert rate == 16_000
+        assert view["audio_s"] == pytest.approx(len(wav) / rate, abs=1e-6)
+        assert float(np.sqrt(np.mean(wav**2))) > 1e-4, "audio is silent"
+
+    stats = fleet.cli("stats", "--by", "card,dtype", "--format", "json")
+    assert stats.returncode == 0, stats.stderr
+    rows = json.loads(stats.stdout)
+    store = open_store(fleet.env["TTSFLEET_DATABASE_URL"])
+    with store.session() as s:
+        card = s.scalar(select(Worker.card).where(Worker.pid == worker.pid))
+    [row] = [r for r in rows if r["card"] == card and r["dtype"] == "float32"]
+    assert row["jobs"] == 4 and row["throughput_x"] > 0
+
+
+def test_a_killed_worker_resumes_its_job_without_redoing_chunks(fleet: Fleet) -> None:
+    long_text = " ".join(f"Sentence number {i} is read aloud slowly and clearly." for i in range(300))
+    (fleet.tmp / "long.txt").write_text(long_text)
+    worker = fleet.start_worker("--token-budget", "64")
+    [job] = json.loads(fleet.cli("submit", str(fleet.tmp / "long.txt"), "--json").stdout)
+    store = open_store(fleet.env["TTSFLEET_DATABASE_URL"])
+    deadline = time.monotonic() + 120
+    done = 0
+    while done < 5 and time.monotonic() < deadline:
+        done = json.loads(fleet.cli("status", job["id"], "--json").stdout)[0]["chunks_done"]
+        time.sleep(0.2)
+    assert 5 <= done < job["chunks_total"], "the job must be killed mid-way"
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+
+    fleet.start_worker("--token-budget", "64")  # same slot: takes its predecessor's job back at once
+    waited = fleet.cli("wait", job["id"], "--timeout", "240", timeout=300)
+    assert waited.returncode == 0, waited.stdout + waited.stderr + fleet.logs()
+    [view] = json.loads(fleet.cli("status", job["id"], "--json").stdout)
+    assert view["status"] == "succeeded" and view["attempts"] == 2
+    with store.session() as s:
+        attempts = s.scalars(select(Chunk.attempt).where(Chunk.job_id == job["id"]).order_by(Chunk.idx)).all()
+    first = attempts.count(1)
+    assert first >= done and attempts == [1] * first + [2] * (len(attempts) - first)

@@ -1,0 +1,201 @@
+"""`synthesize_job`: claim a job, synthesize its missing chunks, assemble its file, finish it once.
+
+A plain function, called by the Celery task and by the embedded `ttsfleet run`, tested without Celery.
+Chunk audio is stored as each chunk finishes, so a crashed or redelivered job resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from schemas.db import Store
+from schemas.errors import DeviceLost, PermanentError, RetryableError, SynthesisFailed
+from schemas.settings import WorkerSettings
+from schemas.status import AudioFormat, JobStatus
+from worker import audio, store
+
+if TYPE_CHECKING:
+    from worker.engine import ChunkAudio, Engine
+
+log = logging.getLogger("ttsfleet.job")
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    """What one call did. `status` None: nothing to do (finished, cancelled or held by another worker)."""
+
+    job_id: str
+    status: JobStatus | None
+    detail: str = ""
+
+
+@dataclass
+class JobContext:
+    """What a job needs from the process running it; built once per worker process."""
+
+    store: Store
+    settings: WorkerSettings
+    worker_id: str
+    engine_for: Callable[[str], Engine]
+    on_chunk: Callable[[str, int, int], None] | None = None  # (job id, chunks done, chunks total)
+    on_finished: Callable[[JobOutcome, dict[str, Any]], None] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
+    """Run `job_id` to a terminal state, or resume it.
+
+    Raises:
+        RetryableError: the store or disk failed transiently; the job was put back (queued).
+        DeviceLost: CUDA is unusable; the job was put back and this process must exit.
+    """
+    held = store.claim(ctx.store, job_id, ctx.worker_id, ctx.settings.lease_s)
+    if held is None:
+        return JobOutcome(job_id, None, "not claimable: finished, cancelled or held by another worker")
+    if held.attempt > ctx.settings.max_attempts:
+        store.fail(ctx.store, job_id, ctx.worker_id, f"gave up after {held.attempt - 1} attempts that did not finish")
+        return _report(ctx, JobOutcome(job_id, JobStatus.FAILED, "poison: too many attempts"), {})
+    try:
+        return _run(held, ctx)
+    except store.JobInterrupted as err:
+        return JobOutcome(job_id, store.job_status(ctx.store, job_id), str(err))
+    except PermanentError as err:
+        store.fail(ctx.store, job_id, ctx.worker_id, str(err))
+        return _report(ctx, JobOutcome(job_id, JobStatus.FAILED, str(err)), {})
+    except (RetryableError, DeviceLost):
+        _release_quietly(ctx, job_id)
+        raise
+
+
+def _run(held: store.Claim, ctx: JobContext) -> JobOutcome:
+    engine = ctx.engine_for(held.voice)
+    chunk_dir = ctx.settings.output_dir.resolve() / ".chunks" / held.job_id
+    pending = store.pending_chunks(ctx.store, held.job_id)
+    total = _chunks_total(ctx, held.job_id)
+    done = [total - len(pending)]
+    seed = job_seed(held.job_id, ctx.settings.seed, held.options.get("seed"))
+    dropped: set[str] = set()
+
+    def save(chunk: ChunkAudio) -> None:
+        path = chunk_dir / f"{chunk.idx:06d}.wav"
+        audio.write_chunk(path, chunk.samples, engine.sample_rate_hz)
+        store.save_chunk(ctx.store, held.job_id, ctx.worker_id, chunk.idx, ctx.settings.lease_s,
+                         audio_path=str(path), samples=len(chunk.samples),
+                         audio_s=len(chunk.samples) / engine.sample_rate_hz, synth_s=chunk.synth_s,
+                         batch_size=chunk.batch_size, attempt=held.attempt, dtype=chunk.dtype,
+                         fp32_redo=chunk.fp32_redo)
+        dropped.update(chunk.dropped)
+        done[0] += 1
+        if ctx.on_chunk is not None:
+            ctx.on_chunk(held.job_id, done[0], total)
+
+    from worker.engine import ChunkInput
+
+    inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx)) for c in pending]
+    try:
+        run = engine.synthesize(inputs, on_chunk=save) if inputs else None
+    finally:
+        engine.cleanup()
+    warnings = list(held.warnings)
+    if dropped:
+        warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(dropped)))
+    return _finish(held, ctx, engine, run, warnings)
+
+
+def _finish(held: store.Claim, ctx: JobContext, engine: Engine, run: Any, warnings: list[str]) -> JobOutcome:
+    chunks = store.done_chunks(ctx.store, held.job_id)
+    missing = [c.idx for c in chunks if c.audio_path is None]
+    if missing:
+        raise SynthesisFailed(f"chunks {missing[:5]} have no audio after synthesis")
+    out_path = output_path(ctx.settings.output_dir.resolve(), held)
+    assembled = audio.assemble(
+        [audio.AssemblyPiece(Path(str(c.audio_path)), c.text, c.break_after) for c in chunks],
+        engine.sample_rate_hz, AudioFormat(held.format), out_path, title=held.title,
+    )
+    metrics = {
+        "card": engine.device.name, "capability": engine.device.capability_str, "backend": engine.device.backend,
+        "dtype": engine.policy.dtype, "audio_s": assembled.audio_s,
+        "synth_s": sum(c.synth_s or 0.0 for c in chunks),
+        "peak_mem_bytes": run.peak_mem_bytes if run else None, "oom_retries": run.oom_retries if run else 0,
+        "fp32_fallbacks": sum(1 for c in chunks if c.fp32_redo), "batches": run.batches if run else 0,
+    }
+    if not store.finish(ctx.store, held.job_id, ctx.worker_id, audio_path=str(assembled.path),
+                        audio_s=assembled.audio_s, sample_rate_hz=assembled.sample_rate_hz, warnings=warnings,
+                        metrics=metrics):
+        return JobOutcome(held.job_id, store.job_status(ctx.store, held.job_id), "cancelled before it finished")
+    shutil.rmtree(ctx.settings.output_dir.resolve() / ".chunks" / held.job_id, ignore_errors=True)
+    if held.group_id is not None:
+        _maybe_build_book(ctx, held)
+    return _report(ctx, JobOutcome(held.job_id, JobStatus.SUCCEEDED, str(assembled.path)), metrics)
+
+
+def _maybe_build_book(ctx: JobContext, held: store.Claim) -> None:
+    """When the last chapter of a book finishes, join the chapter files into one .m4b (needs ffmpeg)."""
+    assert held.group_id is not None
+    chapters = store.group_jobs(ctx.store, held.group_id)
+    if not all(j.status == JobStatus.SUCCEEDED for j in chapters):
+        return
+    ids = [j.id for j in chapters]
+    book_title = held.group_title or "book"
+    book_path = output_path(ctx.settings.output_dir.resolve(), held).parent / f"{slug(book_title)}.m4b"
+    built = audio.build_book([(j.title or f"Chapter {i + 1}", Path(str(j.audio_path))) for i, j in enumerate(chapters)],
+                             book_title, book_path)
+    if built is None:
+        message = "ffmpeg is not installed: no .m4b was made; the chapter files are complete"
+        for job_id in ids:
+            store.add_warning(ctx.store, job_id, message)
+        return
+    store.set_options(ctx.store, ids, book_path=str(built))
+
+
+def output_path(output_dir: Path, held: store.Claim) -> Path:
+    """`OUT/<job id>.<fmt>`; a book's chapters go to `OUT/<book>-<id>/<NN>-<chapter>.<fmt>`."""
+    if held.group_id is None:
+        return output_dir / f"{held.job_id}.{held.format}"
+    folder = output_dir / f"{slug(held.group_title or 'book')}-{held.group_id[:8]}"
+    number = (held.group_index or 0) + 1
+    return folder / f"{number:02d}-{slug(held.title or f'chapter {number}')}.{held.format}"
+
+
+def slug(text: str, max_len: int = 60) -> str:
+    cleaned = re.sub(r"[^\w]+", "-", text.lower(), flags=re.UNICODE).strip("-")
+    return cleaned[:max_len].rstrip("-") or "untitled"
+
+
+def job_seed(job_id: str, worker_seed: int | None, job_option: Any) -> int:
+    """The job's base seed: its own option, else the worker's, else derived from the id (stable across
+    redeliveries, so a redone chunk is the same audio)."""
+    if job_option is not None:
+        return int(job_option)
+    if worker_seed is not None:
+        return worker_seed
+    return int(hashlib.sha256(job_id.encode()).hexdigest()[:8], 16)
+
+
+def chunk_seed(seed: int, idx: int) -> int:
+    return (seed * 1_000_003 + idx) % (2**31 - 1)
+
+
+def _chunks_total(ctx: JobContext, job_id: str) -> int:
+    return len(store.done_chunks(ctx.store, job_id))
+
+
+def _report(ctx: JobContext, outcome: JobOutcome, metrics: dict[str, Any]) -> JobOutcome:
+    if ctx.on_finished is not None:
+        ctx.on_finished(outcome, metrics)
+    log.info("job %s: %s %s", outcome.job_id, outcome.status, outcome.detail)
+    return outcome
+
+
+def _release_quietly(ctx: JobContext, job_id: str) -> None:
+    try:
+        store.release(ctx.store, job_id, ctx.worker_id)
+    except RetryableError:
+        log.warning("job %s: could not put it back (store down); its lease will expire", job_id)

@@ -1,0 +1,51 @@
+"""A voice in memory: a transformers VITS model plus the function that turns text into its ids.
+
+Kept apart from `worker/voices.py` (which resolves names, converts Piper voices and caches them) so the
+engine depends only on this small shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    """Token ids for one chunk, and the characters the voice's vocabulary could not represent."""
+
+    ids: list[int]
+    dropped: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedVoice:
+    """A loaded voice. `model` is a `transformers.VitsModel` (or subclass) in fp32 on the CPU, in eval mode."""
+
+    name: str
+    model: Any
+    sample_rate_hz: int
+    language: str
+    encode: Callable[[str], Encoded]
+    folder: Path | None = None
+
+
+def load_folder_voice(folder: Path, name: str | None = None, language: str = "en") -> LoadedVoice:
+    """Load a `save_pretrained` VITS folder with its `VitsTokenizer` (characters outside the vocabulary are
+    reported as dropped, never lost silently)."""
+    from transformers import AutoTokenizer, VitsModel
+
+    model = VitsModel.from_pretrained(folder).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    vocab = set(tokenizer.get_vocab())
+
+    def encode(text: str) -> Encoded:
+        prepared = tokenizer.normalize_text(text) if getattr(tokenizer, "normalize", False) else text
+        dropped = "".join(sorted({c for c in prepared if c not in vocab and not c.isspace()}))
+        ids = tokenizer(text)["input_ids"]
+        return Encoded(ids=list(ids), dropped=dropped)
+
+    return LoadedVoice(name=name or str(folder), model=model, sample_rate_hz=int(model.config.sampling_rate),
+                       language=language, encode=encode, folder=folder)

@@ -1,0 +1,165 @@
+"""What one worker process holds for its whole life: the store, its device and pinned precision policy,
+the loaded voices (engines), its registry row and a heartbeat thread.
+
+Built once at start (`WorkerRuntime.start`), which fails fast — a precision the card cannot run, a voice
+that does not load, a canary that cannot produce sound — before the worker takes any job.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from schemas.db import Store, open_store
+from schemas.errors import RetryableError
+from schemas.settings import WorkerSettings
+from schemas.status import WorkerState
+from worker import store
+from worker.job import JobContext, JobOutcome
+
+if TYPE_CHECKING:
+    from worker.device import DeviceInfo
+    from worker.engine import Engine
+    from worker.precision import Policy
+
+log = logging.getLogger("ttsfleet.worker")
+MAX_LOADED_VOICES = 2
+
+
+class WorkerRuntime:
+    """One device, one policy, a few loaded voices; see module docstring."""
+
+    def __init__(self, settings: WorkerSettings, db: Store, device: DeviceInfo, policy: Policy) -> None:
+        self.settings = settings
+        self.store = db
+        self.device = device
+        self.policy = policy
+        slot = settings.worker_name or f"{socket.gethostname()}/{device.torch_device}"
+        self.slot = slot + "/"
+        self.worker_id = f"{slot}/{os.getpid()}"
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.on_chunk: Callable[[str, int, int], None] | None = None
+        self.on_finished: Callable[[JobOutcome, dict[str, Any]], None] | None = None
+
+    @classmethod
+    def start(cls, settings: WorkerSettings) -> WorkerRuntime:
+        """Open the store, pin the policy, load and canary-test the default voice.
+
+        Raises:
+            PrecisionRefused: the requested precision cannot run on this device.
+            UnknownVoice, PermanentError: the default voice cannot be loaded or speak.
+            StoreUnavailable: the database cannot be reached.
+        """
+        from worker.device import detect_device
+        from worker.precision import apply_process_settings, choose_policy
+
+        _quiet_libraries()
+        db = open_store(settings.database_url)
+        device = detect_device(settings.device)
+        policy = choose_policy(device, settings.precision)
+        apply_process_settings(policy, device)
+        runtime = cls(settings, db, device, policy)
+        engine = runtime.engine_for(settings.voice)
+        runtime.policy = engine.policy  # the canary may have fallen back to a safer policy
+        return runtime
+
+    def engine_for(self, voice: str) -> Engine:
+        """The engine for `voice`, loading it (and evicting the least recently used) if needed."""
+        if voice in self._engines:
+            self._engines.move_to_end(voice)
+            return self._engines[voice]
+        from worker.engine import start_engine
+        from worker.voices import load_voice
+
+        while len(self._engines) >= MAX_LOADED_VOICES:
+            _, old = self._engines.popitem(last=False)
+            old.cleanup()
+        loaded = load_voice(voice, self.settings.voices_cache_dir)
+        engine = start_engine(loaded, self.device, self.policy, token_budget=self.settings.token_budget,
+                              deterministic=self.settings.seed is not None)
+        for note in engine.notes:
+            log.warning("voice %s: %s", voice, note)
+        self._engines[voice] = engine
+        return engine
+
+    def context(self) -> JobContext:
+        return JobContext(store=self.store, settings=self.settings, worker_id=self.worker_id,
+                          engine_for=self.engine_for, on_chunk=self.on_chunk, on_finished=self.on_finished)
+
+    def registry_row(self) -> dict[str, Any]:
+        import torch
+
+        engine = next(iter(self._engines.values()), None)
+        notes = engine.notes if engine is not None else []
+        return {
+            "id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+            "device": self.device.torch_device, "device_index": self.device.index, "card": self.device.name,
+            "capability": self.device.capability_str, "memory_bytes": self.device.memory_bytes,
+            "backend": self.device.backend, "torch_version": torch.__version__,
+            "cuda_version": torch.version.cuda, "dtype": self.policy.dtype, "tf32": self.policy.tf32,
+            "policy_reason": self.policy.reason + "".join(f"; {n}" for n in notes),
+            "voice": self.settings.voice, "queues": self.settings.queues,
+            "details": {"canary_s": getattr(engine, "canary_s", None), "mode": self.policy.mode},
+        }
+
+    def register(self) -> None:
+        store.register_worker(self.store, self.registry_row())
+
+    def start_heartbeat(self, republish: Callable[[str, int], None] | None = None) -> None:
+        """Beat every `heartbeat_s` (worker row + our job's lease); every few beats, re-publish orphaned jobs."""
+        self._thread = threading.Thread(target=self._beat, args=(republish,), name="ttsfleet-heartbeat",
+                                        daemon=True)
+        self._thread.start()
+
+    def _beat(self, republish: Callable[[str, int], None] | None) -> None:
+        beats = 0
+        while not self._stop.wait(self.settings.heartbeat_s):
+            beats += 1
+            try:
+                store.heartbeat(self.store, self.worker_id, self.settings.lease_s)
+                if republish is not None and beats % 4 == 0:
+                    self.reap(republish)
+            except RetryableError as err:
+                log.warning("heartbeat: %s", err)
+            except Exception:  # the heartbeat must outlive any single failure
+                log.exception("heartbeat failed")
+
+    def reap(self, republish: Callable[[str, int], None]) -> list[str]:
+        """Re-publish jobs whose worker died or whose message the broker lost; duplicates are harmless
+        because a claim is a compare-and-set."""
+        orphans = store.orphaned_jobs(self.store, republish_queued_after_s=max(600.0, 4 * self.settings.lease_s))
+        for job_id, priority in orphans:
+            log.warning("re-publishing orphaned job %s", job_id)
+            republish(job_id, priority)
+        return [job_id for job_id, _ in orphans]
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for engine in self._engines.values():
+            engine.cleanup()
+        try:
+            store.set_worker_state(self.store, self.worker_id, WorkerState.STOPPED)
+        except RetryableError:
+            pass
+
+
+def _quiet_libraries() -> None:
+    """transformers prints progress bars and load reports on every model load; a worker log wants none."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass

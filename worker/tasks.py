@@ -1,0 +1,32 @@
+"""Celery tasks: thin wrappers that validate the message and call the plain job function."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from schemas.errors import DeviceLost, RetryableError
+from schemas.messages import SYNTHESIZE_TASK, SynthesizeMessage
+from worker.job import synthesize_job
+from worker.runtime import WorkerRuntime
+
+log = logging.getLogger("ttsfleet.tasks")
+
+
+def register_tasks(app: Any, runtime: WorkerRuntime, republish: Any) -> None:
+    """Register `ttsfleet.synthesize` on `app`, bound to this process's runtime."""
+
+    @app.task(name=SYNTHESIZE_TASK, bind=True, autoretry_for=(RetryableError,), retry_backoff=True,
+              retry_backoff_max=300, retry_jitter=True, max_retries=20)
+    def synthesize(self: Any, **message: Any) -> str:
+        """Synthesize the job named by the message: validate, run, report."""
+        job_id = SynthesizeMessage.model_validate(message).job_id
+        try:
+            return str(synthesize_job(job_id, runtime.context()).status)
+        except DeviceLost as err:
+            # CUDA is unusable in this process: the job was put back; send it again and let the
+            # supervisor restart us with a fresh context.
+            log.critical("device lost on job %s: %s; exiting", job_id, err)
+            republish(job_id, 9)
+            os._exit(3)

