@@ -25,6 +25,7 @@ class Publisher:
             broker_connection_retry_on_startup=False,
             broker_connection_timeout=5,
             task_ignore_result=True,
+            task_send_sent_event=True,  # Flower shows how long a job waited in the queue
         )
 
     def publish(self, job_id: str, priority: int) -> None:

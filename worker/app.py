@@ -32,9 +32,10 @@ def make_celery(settings: WorkerSettings, extra_conf: dict[str, Any] | None = No
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_default_queue=settings.queue,
         worker_hijack_root_logger=False,
-        worker_send_task_events=True,  # Flower and `celery events` see task progress
-        task_send_sent_event=True,
     )
+    from worker.metrics import CELERY_EVENT_SETTINGS
+
+    app.conf.update(CELERY_EVENT_SETTINGS)
     if extra_conf:
         app.conf.update(extra_conf)
     return app

@@ -11,14 +11,14 @@ from collections.abc import Mapping, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from sqlalchemy import select
 
+from producer.cli_fleet import print_stats_table
 from producer.jobs import job_views
+from producer.stats import compute_stats
 from producer.submit import submit
-from schemas.db import Store, open_store
+from schemas.db import open_store
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings, WorkerSettings
-from schemas.tables import JobMetrics
 from worker.job import synthesize_job
 from worker.runtime import WorkerRuntime
 
@@ -26,7 +26,7 @@ from worker.runtime import WorkerRuntime
 def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env: Mapping[str, str], *,
                  device: str, precision: str, force: bool, show_progress: bool, quiet: bool) -> list[JobView]:
     """Submit `requests` without a broker, synthesize them in-process, return their final views."""
-    console = Console(stderr=True, quiet=quiet)
+    console = Console(stderr=True, quiet=quiet)  # progress and notes; the tables go to stdout
     store = open_store(settings.database_url)
     submitted = submit(requests, settings, store, publisher=None, force=force)
     worker_settings = WorkerSettings.from_env(
@@ -44,8 +44,9 @@ def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env
     finally:
         runtime.stop()
     views = job_views(store, [s.id for s in submitted])
-    console.print(_results_table(views))
-    console.print(_stats_table(store, [v.id for v in views]))
+    if not quiet:
+        Console().print(_results_table(views))
+        print_stats_table(["card", "dtype"], compute_stats(store, ["card", "dtype"]), "all jobs in this store")
     return views
 
 
@@ -67,17 +68,4 @@ def _results_table(views: list[JobView]) -> Table:
     for v in views:
         table.add_row(v.id, v.status.value, f"{v.audio_s:.2f}" if v.audio_s is not None else "",
                       (v.error or "") if v.error else (v.audio_path or ""))
-    return table
-
-
-def _stats_table(store: Store, job_ids: list[str]) -> Table:
-    with store.session() as session:
-        rows = session.scalars(select(JobMetrics).where(JobMetrics.job_id.in_(job_ids))).all()
-    table = Table(title="stats")
-    for col in ("card", "dtype", "jobs", "chars", "audio s", "synth s", "throughput x", "chars/s"):
-        table.add_column(col, justify="right")
-    audio_s, synth_s, chars = (sum(r.audio_s for r in rows), sum(r.synth_s for r in rows), sum(r.chars for r in rows))
-    if rows:
-        table.add_row(rows[0].card, rows[0].dtype, str(len(rows)), str(chars), f"{audio_s:.2f}", f"{synth_s:.2f}",
-                      f"{audio_s / synth_s:.2f}" if synth_s else "-", f"{chars / synth_s:.1f}" if synth_s else "-")
     return table

@@ -1,8 +1,8 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
-Create Date: 2026-11-21 19:55:04.257098
+Revises:
+Create Date: 2026-11-21
 """
 import sqlalchemy as sa
 from alembic import op
@@ -52,6 +52,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_jobs_group_id'), ['group_id'], unique=False)
         batch_op.create_index('ix_jobs_status_created', ['status', 'created_at'], unique=False)
         batch_op.create_index('ix_jobs_status_lease', ['status', 'lease_expires_at'], unique=False)
+        batch_op.create_index('ix_jobs_status_finished', ['status', 'finished_at'], unique=False)
 
     op.create_table('workers',
     sa.Column('id', sa.String(length=128), nullable=False),
@@ -136,6 +137,7 @@ def downgrade() -> None:
     op.drop_table('chunks')
     op.drop_table('workers')
     with op.batch_alter_table('jobs', schema=None) as batch_op:
+        batch_op.drop_index('ix_jobs_status_finished')
         batch_op.drop_index('ix_jobs_status_lease')
         batch_op.drop_index('ix_jobs_status_created')
         batch_op.drop_index(batch_op.f('ix_jobs_group_id'))

@@ -1,0 +1,195 @@
+"""Prometheus metrics of one worker, and the Celery settings that make it visible in Flower.
+
+Each `WorkerMetrics` has its own `CollectorRegistry`, so several workers (or tests) in one process never
+share counters. The queue depth is read from the broker at scrape time, never polled in the background.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from schemas.settings import WorkerSettings
+
+log = logging.getLogger("ttsfleet.metrics")
+
+# Merge into the Celery config: task events for Flower/`celery events`; the event queue expires when
+# no monitor listens, so an unwatched fleet does not pile events up in Redis.
+CELERY_EVENT_SETTINGS: dict[str, Any] = {
+    "worker_send_task_events": True,  # task-received/started/succeeded/failed (Flower's task list)
+    "task_send_sent_event": True,  # task-sent from producers: Flower shows time spent queued
+    "worker_enable_remote_control": True,  # Flower's worker pages use inspect/control commands
+    "event_queue_ttl": 5.0,  # seconds an event waits for a monitor before it is dropped
+    "event_queue_expires": 60.0,  # seconds an unused monitor queue lives after the monitor leaves
+}
+
+# Synthesis of one job, seconds: from a short sentence on a fast card to a chapter on a CPU.
+SYNTH_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, float("inf"))
+CHUNK_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, float("inf"))
+_KOMBU_DEFAULT_SEP = "\x06\x16"  # kombu's Redis transport keeps priority N of queue Q in list Q + sep + N
+_BROKER_TIMEOUT_S = 0.5  # a scrape must answer even when the broker hangs
+
+
+class _QueueDepthCollector(Collector):
+    """`ttsfleet_queue_depth` (Redis LLEN summed over priority lists) and `ttsfleet_broker_up`."""
+
+    def __init__(self, broker_url: str | None, queues: list[str], priority_sep: str) -> None:
+        self._broker_url = broker_url
+        self._queues = queues
+        self._sep = priority_sep
+        self._client: Any = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("ttsfleet_broker_up", "1 if the broker answered the last scrape, else 0")
+        depths = self._depths()
+        up.add_metric([], 0.0 if depths is None else 1.0)
+        yield up
+        if depths is not None:
+            gauge = GaugeMetricFamily("ttsfleet_queue_depth", "jobs waiting in the broker queue",
+                                      labels=["queue"])
+            for queue, depth in zip(self._queues, depths, strict=True):
+                gauge.add_metric([queue], float(depth))
+            yield gauge
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())  # values come from the broker at collect time only
+
+    def _depths(self) -> list[int] | None:
+        if not self._broker_url or not self._broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return None
+        import redis
+
+        try:
+            if self._client is None:
+                self._client = redis.Redis.from_url(self._broker_url, socket_timeout=_BROKER_TIMEOUT_S,
+                                                    socket_connect_timeout=_BROKER_TIMEOUT_S)
+            pipe = self._client.pipeline(transaction=False)
+            for queue in self._queues:
+                pipe.llen(queue)
+                for level in range(1, 10):
+                    pipe.llen(f"{queue}{self._sep}{level}")
+            lengths = pipe.execute()
+            return [int(sum(lengths[i * 10 : (i + 1) * 10])) for i in range(len(self._queues))]
+        except (redis.RedisError, OSError):
+            return None
+
+
+class WorkerMetrics:
+    """Counters, histogram and gauges of one worker, served over HTTP for Prometheus.
+
+    `info` (e.g. worker id, card, dtype, capability) is exported once as `ttsfleet_worker_info`, so
+    dashboards can join any series to the card it ran on. `queues` is comma-separated, as a worker's
+    `--queues`; `priority_sep` names the broker's priority lists (default: ttsfleet's transport options).
+    """
+
+    def __init__(self, broker_url: str | None = None, queues: str = "ttsfleet",
+                 info: Mapping[str, str] | None = None, priority_sep: str | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._server: Any = None
+        r = self.registry
+        self.jobs = Counter("ttsfleet_jobs", "jobs finished by this worker, by final status",
+                            ["status"], registry=r)
+        self.chunks = Counter("ttsfleet_chunks", "chunks synthesized, counted as each one finishes",
+                              registry=r)
+        self.job_chunks = Histogram("ttsfleet_job_chunks", "chunks per finished job",
+                                    buckets=CHUNK_BUCKETS, registry=r)
+        self.audio_seconds = Counter("ttsfleet_audio_seconds", "seconds of audio produced", registry=r)
+        self.synthesis_seconds = Histogram("ttsfleet_job_synthesis_seconds",
+                                           "synthesis time per finished job, seconds",
+                                           buckets=SYNTH_BUCKETS_S, registry=r)
+        self.gpu_memory = Gauge("ttsfleet_gpu_memory_bytes",
+                                "peak device memory of the last job, bytes (absent on CPU)", registry=r)
+        self.info = Info("ttsfleet_worker", "the worker's device and precision policy", registry=r)
+        if info:
+            self.info.info({k: str(v) for k, v in info.items()})
+        if priority_sep is None:
+            from schemas.broker import transport_options
+
+            priority_sep = str(transport_options().get("sep", _KOMBU_DEFAULT_SEP))
+        names = [q.strip() for q in queues.split(",") if q.strip()]
+        r.register(_QueueDepthCollector(broker_url, names, priority_sep))
+
+    def job_finished(self, status: str, audio_s: float, synth_s: float, chunks: int) -> None:
+        """Count a job that reached a final status; audio, time and chunks count for succeeded jobs only.
+
+        `chunks` is the job's chunk count (its histogram); `chunk_done` counts chunks as they finish.
+        """
+        self.jobs.labels(status=status).inc()
+        if status == "succeeded" and chunks > 0:
+            self.job_chunks.observe(chunks)
+            self.audio_seconds.inc(max(0.0, audio_s))
+            self.synthesis_seconds.observe(max(0.0, synth_s))
+
+    def chunk_done(self, n: int = 1) -> None:
+        self.chunks.inc(n)
+
+    def set_gpu_memory(self, bytes_: int | None) -> None:
+        """Record the last job's peak device memory; None (CPU, or unknown) leaves the gauge at NaN."""
+        self.gpu_memory.set(float("nan") if bytes_ is None else float(bytes_))
+
+    def serve(self, port: int, addr: str = "0.0.0.0") -> int:
+        """Serve `/metrics` on a daemon thread and return the bound port (`port=0` picks a free one).
+
+        Raises:
+            OSError: the port is taken.
+        """
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        self._server = server
+        return int(server.server_port)
+
+    def close(self) -> None:
+        """Stop serving (idempotent)."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+def attach_metrics(settings: WorkerSettings, runtime: Any) -> int:
+    """Serve metrics for a `WorkerRuntime` on `settings.metrics_port` (0: a free port); returns the port.
+
+    Chains onto the runtime's `on_chunk` / `on_finished` callbacks and keeps the `WorkerMetrics` as
+    `runtime.metrics` (call its `close()` to stop serving); a metrics failure is logged, never raised.
+
+    Raises:
+        OSError: the port is taken.
+    """
+    row = runtime.registry_row()
+    info = {key: str(row.get(key)) for key in ("id", "host", "card", "capability", "backend", "dtype", "tf32")}
+    metrics = WorkerMetrics(broker_url=settings.broker_url, queues=settings.queues, info=info)
+    previous_chunk, previous_finished = runtime.on_chunk, runtime.on_finished
+
+    def on_chunk(job_id: str, done: int, total: int) -> None:
+        _quietly(metrics.chunk_done)
+        if previous_chunk is not None:
+            previous_chunk(job_id, done, total)
+
+    def on_finished(outcome: Any, figures: dict[str, Any]) -> None:
+        if outcome.status is not None:
+            _quietly(lambda: _record_finished(metrics, str(outcome.status), figures))
+        if previous_finished is not None:
+            previous_finished(outcome, figures)
+
+    runtime.on_chunk, runtime.on_finished = on_chunk, on_finished
+    runtime.metrics = metrics
+    return metrics.serve(settings.metrics_port or 0)
+
+
+def _record_finished(metrics: WorkerMetrics, status: str, figures: Mapping[str, Any]) -> None:
+    metrics.job_finished(status, audio_s=float(figures.get("audio_s") or 0.0),
+                         synth_s=float(figures.get("synth_s") or 0.0), chunks=int(figures.get("chunks") or 0))
+    if "peak_mem_bytes" in figures:
+        metrics.set_gpu_memory(figures["peak_mem_bytes"])
+
+
+def _quietly(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except Exception:  # metrics must never fail a job
+        log.exception("metrics update failed")
