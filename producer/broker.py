@@ -29,17 +29,21 @@ class Publisher:
         )
 
     def publish(self, job_id: str, priority: int) -> None:
-        """Raises:
+        """Send one job id; `priority` 0 (lowest) to 9 (most urgent).
+
+        Raises:
         BrokerUnavailable: the broker could not be reached after a few quick retries.
         """
+        from kombu.exceptions import OperationalError
+
         message = SynthesizeMessage(job_id=job_id)
         try:
             self._app.send_task(
                 SYNTHESIZE_TASK, kwargs=message.model_dump(), task_id=job_id, queue=self.queue,
                 priority=celery_priority(priority), retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "timeout": 5},
+                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
             )
-        except Exception as err:  # kombu/redis raise several unrelated types for "cannot connect"
+        except (OperationalError, ConnectionError, OSError) as err:
             raise BrokerUnavailable(f"cannot reach the broker at {self.broker_url}: {_one_line(err)}") from err
 
     def close(self) -> None:
