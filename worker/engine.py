@@ -1,0 +1,304 @@
+"""The synthesis engine: a voice pinned to one device under one precision policy.
+
+`start_engine` moves the model, runs a canary (falling back to safer policies when it fails) and sizes
+the token budget; `Engine.synthesize` runs length-sorted batches with an out-of-memory back-off and a
+per-chunk NaN/silence guard; `Engine.cleanup` releases memory between jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from schemas.errors import DeviceLost, SynthesisFailed
+from worker.batching import CPU_TOKEN_BUDGET, Item, budget_from_memory, halve, plan_batches
+from worker.device import DeviceInfo
+from worker.loaded_voice import LoadedVoice
+from worker.model import ModelRunner, bad_audio, free_memory, peak_bytes, reset_peak
+from worker.precision import Policy, apply_process_settings, safer
+
+log = logging.getLogger(__name__)
+
+CANARY_TEXT = "The quick brown fox jumps over the lazy dog."
+CANARY_SEED = 20240229
+# Plausible speech: seconds per character of text (real voices say ~0.06-0.08).
+CANARY_S_PER_CHAR = (0.01, 1.0)
+# Padded input tokens of the batch that measures memory per token on CUDA.
+PROBE_ITEMS, PROBE_TOKENS = 4, 256
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkInput:
+    idx: int
+    text: str
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkAudio:
+    """One chunk's audio: float32 mono at the engine's sample rate. `synth_s` is its share of its batch's
+    wall time (plus any fp32 redo); `fp32_redo` says the low-precision result failed the guard."""
+
+    idx: int
+    samples: np.ndarray
+    synth_s: float
+    batch_size: int
+    dtype: str
+    fp32_redo: bool
+    dropped: str
+
+
+@dataclass(frozen=True, slots=True)
+class EngineRun:
+    """One `synthesize` call. `peak_mem_bytes`: CUDA max allocated bytes, or on CPU the process's peak RSS
+    during the call (Linux; None elsewhere)."""
+
+    synth_s: float
+    peak_mem_bytes: int | None
+    oom_retries: int
+    fp32_fallbacks: int
+    batches: int
+    max_batch_size: int
+
+
+@dataclass(slots=True)
+class _Counts:
+    oom_retries: int = 0
+    fp32_fallbacks: int = 0
+    batches: int = 0
+    max_batch_size: int = 0
+
+
+@dataclass
+class Engine:
+    """A started engine. Build it with `start_engine`."""
+
+    voice: LoadedVoice
+    device: DeviceInfo
+    runner: ModelRunner
+    token_budget: int
+    deterministic: bool = False
+    max_batch_items: int | None = None
+    bytes_per_token: float | None = None
+    canary_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def policy(self) -> Policy:
+        return self.runner.policy
+
+    @property
+    def sample_rate_hz(self) -> int:
+        return self.voice.sample_rate_hz
+
+    @property
+    def voice_name(self) -> str:
+        return self.voice.name
+
+    def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], None]) -> EngineRun:
+        """Synthesize `chunks`, calling `on_chunk` as each chunk's audio exists (not in input order).
+
+        Raises SynthesisFailed (a chunk with nothing speakable, one chunk that does not fit in memory,
+        NaN in fp32), DeviceLost (a CUDA error other than out-of-memory), or whatever `on_chunk` raises;
+        memory is freed before any of them propagates.
+        """
+        encoded = [self._encode(chunk) for chunk in chunks]
+        items = [Item(pos, len(ids)) for pos, (ids, _) in enumerate(encoded)]
+        pending = deque(plan_batches(items, self.token_budget, self.max_batch_items))
+        counts = _Counts()
+        torch_device = self.runner.torch_device
+        reset_peak(torch_device)
+        started = time.perf_counter()
+        try:
+            while pending:
+                batch = pending.popleft()
+                keys = [item.key for item in batch]
+                waves, batch_s = self._forward([encoded[k][0] for k in keys], self._seed(chunks, keys))
+                if waves is None:  # out of memory, already freed
+                    counts.oom_retries += 1
+                    if len(batch) == 1:
+                        raise SynthesisFailed(f"chunk {chunks[keys[0]].idx} does not fit in device memory "
+                                              f"even alone ({batch[0].n_tokens} tokens)")
+                    log.warning("out of memory on a batch of %d chunks; halving", len(batch))
+                    pending.extendleft(reversed(halve(batch)))
+                    continue
+                counts.batches += 1
+                counts.max_batch_size = max(counts.max_batch_size, len(batch))
+                total = sum(len(w) for w in waves) or 1
+                for key, wave in zip(keys, waves, strict=True):
+                    audio = self._checked(chunks[key], encoded[key], wave, batch_s * len(wave) / total,
+                                          len(batch), counts)
+                    on_chunk(audio)
+                del waves
+        except BaseException:
+            free_memory(torch_device)
+            raise
+        self.runner.synchronize()
+        return EngineRun(synth_s=time.perf_counter() - started, peak_mem_bytes=peak_bytes(torch_device),
+                         oom_retries=counts.oom_retries, fp32_fallbacks=counts.fp32_fallbacks,
+                         batches=counts.batches, max_batch_size=counts.max_batch_size)
+
+    def cleanup(self) -> None:
+        """Release what the last job left: collect garbage, empty the CUDA cache (CPU: trim the heap)."""
+        free_memory(self.runner.torch_device)
+
+    def _encode(self, chunk: ChunkInput) -> tuple[list[int], str]:
+        encoded = self.voice.encode(chunk.text.strip())
+        if not any(i != self.runner.pad_id for i in encoded.ids):
+            raise SynthesisFailed(f"chunk {chunk.idx} has nothing the voice can speak: {chunk.text[:40]!r}")
+        return list(encoded.ids), encoded.dropped
+
+    def _seed(self, chunks: Sequence[ChunkInput], keys: list[int]) -> int | None:
+        """None with noise off; a chunk's own seed when alone; else a mix of the batch's seeds (batch
+        mates change an item's noise, so only batch size 1 makes a chunk's audio independent of them)."""
+        if self.deterministic:
+            return None
+        seed = 0
+        for key in keys:
+            seed = (seed * 1_000_003 + chunks[key].seed) % (1 << 63)
+        return seed
+
+    def _forward(self, ids: list[list[int]], seed: int | None,
+                 fp32: bool = False) -> tuple[list[np.ndarray] | None, float]:
+        """Run one batch; (None, seconds) on out-of-memory, with memory freed outside the except block
+        (the exception's frames hold the batch's tensors)."""
+        import torch
+
+        started = time.perf_counter()
+        try:
+            waves = self.runner.run(ids, seed=seed, fp32=fp32)
+            self.runner.synchronize()
+            return waves, time.perf_counter() - started
+        except torch.OutOfMemoryError:
+            pass
+        except RuntimeError as err:
+            if _is_device_error(err, self.runner.device_type):
+                raise DeviceLost(f"device error on {self.device.name}: {_first_line(err)}") from err
+            raise
+        free_memory(self.runner.torch_device)
+        return None, time.perf_counter() - started
+
+    def _checked(self, chunk: ChunkInput, encoded: tuple[list[int], str], wave: np.ndarray, synth_s: float,
+                 batch_size: int, counts: _Counts) -> ChunkAudio:
+        """The chunk's audio after the guard: a low-precision result with NaN/inf or silence is redone
+        alone in fp32; NaN/inf in fp32 fails the job."""
+        problem = bad_audio(wave)
+        redo = self.policy.low_precision and problem is not None
+        if redo:
+            log.warning("chunk %d: %s under %s; redoing it in fp32", chunk.idx, problem, self.policy.dtype)
+            counts.fp32_fallbacks += 1
+            waves, redo_s = self._forward([encoded[0]], None if self.deterministic else chunk.seed, fp32=True)
+            if waves is None:
+                raise SynthesisFailed(f"chunk {chunk.idx} does not fit in device memory for its fp32 redo")
+            wave, synth_s = waves[0], synth_s + redo_s
+            problem = bad_audio(wave)
+        if problem is not None and problem != "silent output":
+            raise SynthesisFailed(f"chunk {chunk.idx}: {problem} even in fp32")
+        return ChunkAudio(idx=chunk.idx, samples=wave, synth_s=synth_s, batch_size=batch_size,
+                          dtype="float32" if redo else self.policy.dtype, fp32_redo=redo, dropped=encoded[1])
+
+
+def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, token_budget: int | None = None,
+                 deterministic: bool = False, max_batch_items: int | None = None) -> Engine:
+    """Move `voice.model` to `device` under `policy`, run the canary (falling back to `safer` policies,
+    each fallback recorded in `engine.notes`), and size the token budget: `token_budget` if given, else
+    measured free memory / memory per token on CUDA, else CPU_TOKEN_BUDGET.
+
+    `deterministic` sets the model's noise to zero (identical audio for identical text, any batching);
+    otherwise chunk seeds drive the noise, reproducible per chunk only at `max_batch_items=1`.
+    Raises SynthesisFailed when even the safest policy fails the canary, DeviceLost on a CUDA error.
+    """
+    apply_process_settings(policy, device)
+    runner = ModelRunner(voice.model, device, policy, noise_off=deterministic)
+    engine = Engine(voice=voice, device=device, runner=runner, token_budget=token_budget or CPU_TOKEN_BUDGET,
+                    deterministic=deterministic, max_batch_items=max_batch_items)
+    started = time.perf_counter()
+    _run_canary(engine)
+    engine.canary_s = time.perf_counter() - started
+    if token_budget is None and runner.device_type == "cuda":
+        engine.bytes_per_token, engine.token_budget = _measure_budget(engine)
+    engine.cleanup()
+    return engine
+
+
+def _run_canary(engine: Engine) -> None:
+    """Synthesize CANARY_TEXT; on NaN/inf, silence, an implausible duration or an error, switch to the next
+    safer policy and say why. Raises SynthesisFailed when nothing safer is left."""
+    ids = engine.voice.encode(CANARY_TEXT).ids
+    while True:
+        problem = _canary_problem(engine, ids)
+        if problem is None:
+            return
+        policy = engine.policy
+        fallback = safer(policy)
+        if fallback is None:
+            raise SynthesisFailed(f"canary failed on {engine.device.name} under {_label(policy)}: {problem}")
+        note = f"canary failed under {_label(policy)} ({problem}); falling back to {_label(fallback)}"
+        log.warning("%s", note)
+        engine.notes.append(note)
+        apply_process_settings(fallback, engine.device)
+        engine.runner.set_policy(fallback)
+
+
+def _canary_problem(engine: Engine, ids: list[int]) -> str | None:
+    problem: str | None = None
+    try:
+        waves, _ = engine._forward([ids], None if engine.deterministic else CANARY_SEED)
+    except DeviceLost:
+        raise
+    except Exception as err:  # a dtype mismatch under autocast is a failed canary, not a crash
+        problem, waves = f"{type(err).__name__}: {_first_line(err)}", None
+    if problem is not None or waves is None:
+        free_memory(engine.runner.torch_device)
+        return problem or "out of memory"
+    audio_s = len(waves[0]) / engine.sample_rate_hz
+    low, high = (bound * len(CANARY_TEXT) for bound in CANARY_S_PER_CHAR)
+    problem = bad_audio(waves[0])
+    if problem is None and not low <= audio_s <= high:
+        problem = f"implausible duration {audio_s:.2f} s for {len(CANARY_TEXT)} characters"
+    return problem
+
+
+def _measure_budget(engine: Engine) -> tuple[float | None, int]:
+    """(bytes per input token, token budget) measured on CUDA with a padded probe batch."""
+    import torch
+
+    ids = engine.voice.encode(CANARY_TEXT).ids
+    probe = [(ids * (PROBE_TOKENS // max(len(ids), 1) + 1))[:PROBE_TOKENS]] * PROBE_ITEMS
+    where = engine.runner.torch_device
+    free_memory(where)
+    baseline = torch.cuda.memory_allocated(where)
+    torch.cuda.reset_peak_memory_stats(where)
+    waves, _ = engine._forward(probe, 0)
+    free_bytes, _total = torch.cuda.mem_get_info(where)
+    if waves is None:
+        engine.notes.append("memory probe ran out of memory; using the smallest token budget")
+        return None, budget_from_memory(0, 1.0)
+    bytes_per_token = max(torch.cuda.max_memory_allocated(where) - baseline, 1) / (PROBE_ITEMS * PROBE_TOKENS)
+    return bytes_per_token, budget_from_memory(free_bytes, bytes_per_token)
+
+
+def _is_device_error(err: RuntimeError, device_type: str) -> bool:
+    """True for errors that leave CUDA unusable (device-side assert, illegal address, AcceleratorError)."""
+    import torch
+
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(err, accelerator_error):
+        return True
+    text = str(err)
+    markers = ("CUDA error", "device-side assert", "illegal memory access", "cuDNN error")
+    return device_type == "cuda" and any(marker in text for marker in markers)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _label(policy: Policy) -> str:
+    return policy.dtype + (" with TF32" if policy.tf32 else "")
