@@ -60,6 +60,6 @@ class WorkerSettings(Settings):
     heartbeat_s: float = 15.0
     max_attempts: int = 5  # a job claimed this many times without finishing is failed as poison
     token_budget: int | None = None  # batch size cap in input tokens; None = derive from device memory
-    seed: int | None = None  # fixed base seed for reproducible output; None = derive from job id
+    deterministic: bool = False  # noise off: the same text gives the same audio, whatever the batching
     metrics_port: int | None = None  # serve Prometheus metrics on this port when set
     voices_cache_dir: Path | None = None  # where converted voices are cached (default: user cache dir)

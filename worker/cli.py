@@ -29,8 +29,9 @@ def worker(
                                                      help="serve Prometheus metrics on this port (0: any)")] = None,
     voices_cache_dir: Annotated[Path | None, typer.Option(envvar="TTSFLEET_VOICES_CACHE_DIR",
                                                           show_envvar=True)] = None,
-    seed: Annotated[int | None, typer.Option(envvar="TTSFLEET_SEED", show_envvar=True,
-                                             help="fixed seed: reproducible audio")] = None,
+    deterministic: Annotated[bool | None, typer.Option("--deterministic", envvar="TTSFLEET_DETERMINISTIC",
+                                                       show_envvar=True,
+                                                       help="noise off: same text, same audio")] = None,
     token_budget: Annotated[int | None, typer.Option(envvar="TTSFLEET_TOKEN_BUDGET", show_envvar=True,
                                                      help="max input tokens per batch [default: from memory]")] = None,
     loglevel: Annotated[str, typer.Option(help="log level")] = "INFO",
@@ -39,7 +40,7 @@ def worker(
     settings = WorkerSettings.from_env(
         environ(), device=device, precision=precision, queues=queues, voice=voice, broker_url=broker_url,
         database_url=database_url, output_dir=output_dir, worker_name=name, metrics_port=metrics_port,
-        voices_cache_dir=voices_cache_dir, seed=seed, token_budget=token_budget)
+        voices_cache_dir=voices_cache_dir, deterministic=deterministic, token_budget=token_budget)
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(settings, loglevel)
 

@@ -80,7 +80,7 @@ def _run(held: store.Claim, ctx: JobContext) -> JobOutcome:
     pending = store.pending_chunks(ctx.store, held.job_id)
     total = _chunks_total(ctx, held.job_id)
     done = [total - len(pending)]
-    seed = job_seed(held.job_id, ctx.settings.seed, held.options.get("seed"))
+    seed = job_seed(held.job_id, held.options.get("seed"))
     dropped: set[str] = set()
 
     def save(chunk: ChunkAudio) -> None:
@@ -170,13 +170,10 @@ def slug(text: str, max_len: int = 60) -> str:
     return cleaned[:max_len].rstrip("-") or "untitled"
 
 
-def job_seed(job_id: str, worker_seed: int | None, job_option: Any) -> int:
-    """The job's base seed: its own option, else the worker's, else derived from the id (stable across
-    redeliveries, so a redone chunk is the same audio)."""
+def job_seed(job_id: str, job_option: Any) -> int:
+    """The job's base seed: its own option, else derived from the id (stable across redeliveries)."""
     if job_option is not None:
         return int(job_option)
-    if worker_seed is not None:
-        return worker_seed
     return int(hashlib.sha256(job_id.encode()).hexdigest()[:8], 16)
 
 

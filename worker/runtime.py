@@ -83,7 +83,7 @@ class WorkerRuntime:
             old.cleanup()
         loaded = load_voice(voice, self.settings.voices_cache_dir)
         engine = start_engine(loaded, self.device, self.policy, token_budget=self.settings.token_budget,
-                              deterministic=self.settings.seed is not None)
+                              deterministic=self.settings.deterministic)
         for note in engine.notes:
             log.warning("voice %s: %s", voice, note)
         self._engines[voice] = engine
