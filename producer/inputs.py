@@ -1,0 +1,318 @@
+"""Input readers: files, folders, stdin and JSONL notices become validated `JobRequest`s.
+
+Every input is read and checked before anything is returned, so one bad file refuses the whole
+submission and nothing is half-submitted. Errors are one line naming the file and the line number or
+byte offset.
+
+- `.txt`: one job; UTF-8 with or without BOM.
+- `.md`: one job; markup stripped, headings kept as their own paragraph; a level-1/2 heading after
+  some text starts a new chapter (a chapter break, three newlines).
+- `.epub`: one job per spine document with speakable text, in reading order, titled from the table of
+  contents (else the document's first heading); `group_title` is the book title, `group_index` 0-based.
+- `.jsonl`: one job per non-blank line, `{"text": ..., "id"?, "voice"?, "format"?, "title"?, "priority"?}`.
+- a folder: its `.txt/.md/.epub/.jsonl` files, recursively, sorted by relative path (hidden ones skipped).
+- `-`: plain text from stdin.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from producer.text import has_speakable
+from schemas.errors import InvalidInput
+from schemas.messages import JobRequest
+from schemas.status import AudioFormat
+
+__all__ = ["MAX_INPUT_BYTES", "SUFFIXES", "read_inputs"]
+
+SUFFIXES = (".txt", ".md", ".epub", ".jsonl")
+MAX_INPUT_BYTES = 64 * 1024 * 1024  # one file; a job's text is further capped by max_text_chars at submit
+_JSONL_KEYS = {"text", "id", "voice", "format", "title", "priority"}
+
+
+def read_inputs(inputs: Sequence[str], stdin: TextIO, *, voice: str | None, format: AudioFormat,
+                priority: int) -> list[JobRequest]:
+    """Read every input into job requests, in the order given (folders: sorted).
+
+    Raises:
+        InvalidInput: a path is missing or of an unsupported type, a file is not UTF-8 (with byte
+            offset), a JSONL line is malformed (with line number), an EPUB cannot be read, or a job
+            has nothing to speak. Raised before anything is returned.
+    """
+    defaults: dict[str, Any] = {"voice": voice, "format": format, "priority": priority}
+    requests: list[JobRequest] = []
+    for item in inputs:
+        if item == "-":
+            requests.append(_request(_decode(_read_stdin(stdin), "stdin"), "stdin", defaults))
+            continue
+        path = Path(item)
+        if path.is_dir():
+            files = _folder_files(path)
+            if not files:
+                raise InvalidInput(f"{path}: folder has no {'/'.join(SUFFIXES)} files")
+            for file in files:
+                requests += _read_file(file, defaults)
+        elif path.is_file():
+            requests += _read_file(path, defaults)
+        else:
+            raise InvalidInput(f"{path}: no such file or folder")
+    if not requests:
+        raise InvalidInput("no input: nothing to submit")
+    _check_unique_ids(requests)
+    return requests
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    found = [p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _read_file(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
+    suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise InvalidInput(f"{path}: unsupported input type {suffix or '(none)'}; use {', '.join(SUFFIXES)}")
+    size = path.stat().st_size
+    if size > MAX_INPUT_BYTES:
+        raise InvalidInput(f"{path}: {size:,} bytes, above the input limit of {MAX_INPUT_BYTES:,} bytes")
+    if suffix == ".epub":
+        return _read_epub(path, defaults)
+    text = _decode(path.read_bytes(), str(path))
+    if suffix == ".jsonl":
+        return list(_read_jsonl(text, str(path), defaults))
+    if suffix == ".md":
+        body, title = markdown_to_text(text)
+        if not has_speakable(body) and has_speakable(text):
+            body = text  # markup only (say, raw HTML the parser dropped): speak the source, lose nothing
+        return [_request(body, str(path), defaults, title=title)]
+    return [_request(text, str(path), defaults)]
+
+
+def _read_stdin(stdin: TextIO) -> bytes:
+    buffer = getattr(stdin, "buffer", None)
+    if buffer is not None:
+        return bytes(buffer.read())
+    try:
+        return stdin.read().encode("utf-8", "surrogateescape")
+    except UnicodeError as err:
+        raise InvalidInput(f"stdin: not valid UTF-8 text ({err})") from err
+
+
+def _decode(data: bytes, where: str) -> str:
+    """UTF-8 with an optional BOM; refuses undecodable bytes with their offset in the original data."""
+    bom = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    try:
+        return data[bom:].decode("utf-8")
+    except UnicodeDecodeError as err:
+        offset = err.start + bom
+        raise InvalidInput(f"{where}: not valid UTF-8 at byte offset {offset} "
+                           f"(byte 0x{data[offset]:02x}); save the file as UTF-8") from err
+
+
+def _read_jsonl(text: str, where: str, defaults: dict[str, Any]) -> Iterator[JobRequest]:
+    lines = text.splitlines()
+    found = False
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        found = True
+        at = f"{where}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise InvalidInput(f"{at}: not valid JSON ({err.msg} at column {err.colno})") from err
+        if not isinstance(record, dict):
+            raise InvalidInput(f"{at}: a line must be a JSON object with a \"text\" field")
+        unknown = sorted(set(record) - _JSONL_KEYS)
+        if unknown:
+            allowed = ", ".join(sorted(_JSONL_KEYS))
+            raise InvalidInput(f"{at}: unknown field(s) {', '.join(unknown)}; allowed: {allowed}")
+        if not isinstance(record.get("text"), str):
+            raise InvalidInput(f"{at}: \"text\" must be a string")
+        overrides = {k: v for k, v in record.items() if k != "text" and v is not None}
+        yield _request(record["text"], at, defaults | overrides)
+    if not found:
+        raise InvalidInput(f"{where}: nothing to speak (no JSONL lines)")
+
+
+def _request(text: str, where: str, fields: dict[str, Any], **extra: Any) -> JobRequest:
+    """One validated request; `where` names it in errors (file or file:line)."""
+    if not has_speakable(text):
+        raise InvalidInput(f"{where}: nothing to speak" + (" (empty text)" if not text.strip() else
+                                                            " (no letters or digits)"))
+    try:
+        return JobRequest(text=text, source=where, **fields, **extra)
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "input"
+        raise InvalidInput(f"{where}: invalid {field}: {first['msg']}") from err
+
+
+def _check_unique_ids(requests: list[JobRequest]) -> None:
+    seen: dict[str, str] = {}
+    for request in requests:
+        if request.id is None:
+            continue
+        if request.id in seen:
+            raise InvalidInput(f"{request.source}: job id '{request.id}' is used twice "
+                               f"(also in {seen[request.id]})")
+        seen[request.id] = request.source or "input"
+
+
+def collapse_blank_lines(text: str) -> str:
+    """At most one blank line anywhere: inside one job, two blank lines would read as a chapter break."""
+    return re.sub(r"\n[^\S\n]*(?:\n[^\S\n]*)+\n", "\n\n", text).strip()
+
+
+# ------------------------------------------------------------------------------------------ markdown
+
+_CHAPTER_MARK = "\ue000"  # private-use placeholder, never in real text, survives blank-line collapsing
+
+
+def markdown_to_text(source: str) -> tuple[str, str | None]:
+    """Markdown without markup: one paragraph per block, image alt text kept, table rows read as
+    comma-separated cells, code kept as text. A level-1/2 heading after some text is a chapter break.
+
+    Returns the text and the first level-1 heading (the document title), if any.
+    """
+    from markdown_it import MarkdownIt
+
+    tokens = MarkdownIt("commonmark").enable("table").parse(source)
+    parts: list[str] = []
+    title: str | None = None
+    row: list[str] | None = None
+    heading: str | None = None
+    for token in tokens:
+        if token.type == "heading_open":
+            heading = token.tag
+        elif token.type == "tr_open":
+            row = []
+        elif token.type == "tr_close" and row is not None:
+            parts.append(", ".join(cell for cell in row if cell) + ".")
+            row = None
+        elif token.type == "inline":
+            text = _inline_text(token.children or [])
+            if row is not None:
+                row.append(text)
+            elif heading is not None:
+                if heading in ("h1", "h2") and any(has_speakable(p) for p in parts):
+                    parts.append(_CHAPTER_MARK)
+                title = title or (text if heading == "h1" else None)
+                parts.append(text)
+            else:
+                parts.append(text)
+        elif token.type == "heading_close":
+            heading = None
+        elif token.type in ("fence", "code_block"):
+            parts.append(token.content)
+        elif token.type == "html_block":
+            parts.append(_html_text(token.content))
+    body = collapse_blank_lines("\n\n".join(p for p in parts if p.strip()))
+    return body.replace(f"\n\n{_CHAPTER_MARK}\n\n", "\n\n\n"), title
+
+
+def _inline_text(children: list[Any]) -> str:
+    out: list[str] = []
+    for child in children:
+        if child.type in ("text", "code_inline", "image"):
+            out.append(child.content)
+        elif child.type == "softbreak":
+            out.append(" ")
+        elif child.type == "hardbreak":
+            out.append("\n")
+    return "".join(out).strip()
+
+
+# ---------------------------------------------------------------------------------------------- EPUB
+
+_BLOCK_TAGS = ["p", "div", "section", "article", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote",
+               "pre", "dd", "dt", "tr", "figcaption", "caption", "aside", "header", "footer", "table"]
+
+
+def _html_text(html: str | bytes) -> str:
+    """Visible text of an (X)HTML document: block elements become paragraphs, whitespace collapsed."""
+    import warnings
+
+    from bs4 import BeautifulSoup, NavigableString, XMLParsedAsHTMLWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)  # XHTML is fine for html.parser
+        soup = BeautifulSoup(html, "html.parser")
+    for tag in soup(["script", "style", "head", "title"]):
+        tag.decompose()
+    for string in list(soup.find_all(string=True)):
+        if type(string) is not NavigableString:  # comments, <?xml?>, <!DOCTYPE>: not text
+            string.extract()
+        elif string.parent is not None and string.parent.name != "pre":
+            string.replace_with(NavigableString(re.sub(r"\s+", " ", str(string))))
+    for tag in soup.find_all("br"):
+        tag.replace_with("\n")
+    for tag in soup.find_all(["td", "th"]):
+        tag.append(", ")
+    for tag in soup.find_all(_BLOCK_TAGS):
+        tag.insert(0, "\n\n")
+        tag.append("\n\n")
+    return collapse_blank_lines(soup.get_text())
+
+
+def _read_epub(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
+    import ebooklib
+    from ebooklib import epub
+
+    try:
+        book = epub.read_epub(str(path), options={"ignore_ncx": True})
+    except Exception as err:  # ebooklib raises zipfile, KeyError and its own errors for bad files
+        raise InvalidInput(f"{path}: not a readable EPUB ({type(err).__name__}: {err})") from err
+    titles = book.get_metadata("DC", "title")
+    book_title = str(titles[0][0]).strip() if titles and titles[0][0] else path.stem
+    toc = _toc_titles(book.toc)
+    requests: list[JobRequest] = []
+    for idref, _linear in book.spine:
+        item = book.get_item_with_id(idref)
+        if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT or not item.is_chapter():
+            continue  # the navigation document (table of contents) is not read aloud
+        text = _html_text(item.get_content())
+        if not has_speakable(text):
+            continue  # cover images, navigation pages: nothing to say, nothing lost
+        title = (toc.get(item.get_name()) or _first_heading(item.get_content())
+                 or f"Chapter {len(requests) + 1}")
+        requests.append(_request(text, f"{path}", defaults, title=title, group_title=book_title,
+                                 group_index=len(requests)))
+    if not requests:
+        raise InvalidInput(f"{path}: nothing to speak (no chapter with text)")
+    return requests
+
+
+def _toc_titles(toc: Any) -> dict[str, str]:
+    """href (without #fragment) -> the first table-of-contents title that points to it."""
+    found: dict[str, str] = {}
+    for entry in toc:
+        if isinstance(entry, tuple | list):
+            section, children = entry[0], entry[1]
+            for href, title in ([(getattr(section, "href", None), getattr(section, "title", None))]):
+                if href and title:
+                    found.setdefault(href.split("#")[0], title.strip())
+            for href, title in _toc_titles(children).items():
+                found.setdefault(href, title)
+        elif getattr(entry, "href", None) and getattr(entry, "title", None):
+            found.setdefault(entry.href.split("#")[0], entry.title.strip())
+    return found
+
+
+def _first_heading(html: bytes) -> str | None:
+    import warnings
+
+    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
+        heading = BeautifulSoup(html, "html.parser").find(["h1", "h2", "h3"])
+    text = heading.get_text(" ", strip=True) if heading else ""
+    return text or None

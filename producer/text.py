@@ -1,0 +1,447 @@
+"""Text normalization and chunking: what the voice is asked to say, cut into pieces it can say.
+
+`normalize` turns numbers, dates, times, currency and common abbreviations into words for the voice's
+language and reports (never silently drops) what it cannot speak. `split_chunks` cuts text into
+sentence-aligned chunks under a hard character cap without losing a single character.
+
+Whitespace is structure here: one blank line (two newlines) is a paragraph break, two or more blank
+lines (three newlines) a chapter break. `normalize` collapses longer runs to those forms.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+from num2words import CONVERTER_CLASSES, num2words
+
+from schemas.status import BreakKind
+
+__all__ = ["Normalized", "TextChunk", "has_speakable", "normalize", "split_chunks"]
+
+MIN_CHUNK_CHARS = 16  # below this a hard cap cannot keep whitespace attached to words
+
+
+@dataclass(frozen=True, slots=True)
+class TextChunk:
+    """An exact slice of the normalized text and the pause kind that follows it."""
+
+    text: str
+    break_after: BreakKind
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """Normalized text plus one-line warnings about what could not be made speakable."""
+
+    text: str
+    warnings: list[str]
+
+
+def has_speakable(text: str) -> bool:
+    """True when `text` holds at least one letter or digit (emoji, symbols and spaces alone are not)."""
+    return any(ch.isalnum() for ch in text)
+
+
+# --------------------------------------------------------------------------------------- normalize
+
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
+           "October", "November", "December"]
+_MONTH_BY_PREFIX = {m[:3].lower(): i for i, m in enumerate(_MONTHS, 1)} | {"sept": 9}
+_MONTH_RE = (r"(?P<month>Jan(?:uary|\.)?|Feb(?:ruary|\.)?|Mar(?:ch|\.)?|Apr(?:il|\.)?|May|Jun(?:e|\.)?|"
+             r"Jul(?:y|\.)?|Aug(?:ust|\.)?|Sep(?:t(?:ember|\.)?|\.)?|Oct(?:ober|\.)?|Nov(?:ember|\.)?|"
+             r"Dec(?:ember|\.)?)")
+_SENTENCE_END_AHEAD = r"(?=\s*$|\s*\n|\s+[A-Z\"'“‘(])"
+_CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
+               "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", "sen", "sen")}
+_SCALES = r"(?:thousand|million|billion|trillion)"
+# English abbreviations whose reading does not depend on context (St. does: Saint or Street).
+_ABBREVIATIONS = {"Dr": "Doctor", "Mr": "Mister", "Mrs": "Missus", "Ms": "Miz", "Prof": "Professor",
+                  "Jr": "Junior", "Sr": "Senior", "Mt": "Mount", "vs": "versus", "approx": "approximately",
+                  "Ave": "Avenue", "Rd": "Road", "Dept": "Department", "Gov": "Governor", "Capt": "Captain",
+                  "Sgt": "Sergeant", "Lt": "Lieutenant", "Col": "Colonel", "Gen": "General"}
+_SYMBOLS_EN = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "°C": " degrees Celsius",
+               "°F": " degrees Fahrenheit", "°": " degrees", "×": " times ", "½": " one half",
+               "¼": " one quarter", "¾": " three quarters"}
+# Parts of an emoji sequence that carry no meaning of their own once the emoji is gone.
+_EMOJI_GLUE = {"\u200d", "\u20e3"} | {chr(c) for c in range(0xFE00, 0xFE10)}
+_UNSPEAKABLE_CATEGORIES = {"So", "Sk", "Sm", "Co", "Cn", "Cs", "Cc", "Cf"}
+_UNSPEAKABLE_ASCII = set("*_~^|\\`<>{}#")
+_MAX_CARDINAL_DIGITS = 15  # longer digit runs (ids, phone numbers) are read digit by digit
+
+
+def normalize(text: str, language: str = "en") -> Normalized:
+    """Make `text` speakable for a voice of `language` (ISO code such as "en", "de", "en_US").
+
+    English gets numbers, ordinals, years, dates, times, currency, percentages and abbreviations as
+    words; other languages supported by num2words get numbers as words. Characters nothing can speak
+    (emoji, symbols, control characters) are removed and listed in `warnings`. Whitespace is collapsed:
+    spaces to one, blank-line runs to a paragraph ("\\n\\n") or chapter ("\\n\\n\\n") break.
+    Never raises on any `str`.
+    """
+    warnings: list[str] = []
+    text = unicodedata.normalize("NFC", text).replace("\ufeff", "")
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    lang = _num2words_lang(language)
+    if lang is None:
+        if any(ch.isdigit() for ch in text):
+            warnings.append(f"numbers left as digits: no number words for language {language!r}")
+    elif lang.startswith("en"):
+        text = _normalize_english(text, lang)
+    else:
+        text = _replace_numbers(text, lang)
+    text, dropped = _drop_unspeakable(text)
+    if dropped:
+        warnings.append("unspeakable characters dropped: " + " ".join(dropped))
+    return Normalized(text=_collapse_whitespace(text), warnings=warnings)
+
+
+def _num2words_lang(language: str) -> str | None:
+    code = language.replace("-", "_")
+    for candidate in (code, code.split("_")[0].lower()):
+        if candidate in CONVERTER_CLASSES:
+            return candidate
+    return None
+
+
+def _words(number: int | float, lang: str = "en", to: str = "cardinal") -> str:
+    try:
+        return str(num2words(number, lang=lang, to=to))
+    except (OverflowError, NotImplementedError, TypeError, ValueError, KeyError):
+        # num2words gaps (a language without ordinals, huge numbers): say the digits, lose nothing
+        return " ".join(str(num2words(int(d), lang=lang)) for d in str(number) if d.isdigit())
+
+
+def _digits_words(digits: str, lang: str) -> str:
+    return " ".join(_words(int(d), lang) for d in digits)
+
+
+def _int_words(digits: str, lang: str = "en") -> str:
+    """Cardinal for a plain digit run; leading zeros and very long runs are read digit by digit."""
+    if len(digits) > _MAX_CARDINAL_DIGITS or (len(digits) > 1 and digits.startswith("0")):
+        return _digits_words(digits, lang)
+    return _words(int(digits), lang)
+
+
+def _number_words(raw: str, lang: str = "en") -> str:
+    """Words for "1,234", "3.14" or "42"; decimals are read digit by digit after the point."""
+    whole, _, frac = raw.replace(",", "").partition(".")
+    words = _int_words(whole, lang) if whole else _words(0, lang)
+    if frac:
+        point = "point" if lang.startswith("en") else _words(0.5, lang).split()[1]
+        words += f" {point} " + _digits_words(frac, lang)
+    return words
+
+
+def _replace_numbers(text: str, lang: str) -> str:
+    """Remaining digits as words. English: "1,234.5"; other languages: "1.234,5" or "1234,5"."""
+    if lang.startswith("en"):
+        text = re.sub(r"(?<![\w.,])-(?=\d)", " minus ", text)
+        number = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+\.\d+|\d+"
+        return re.sub(number, lambda m: _number_words(m[0], lang), text)
+    number = r"\d{1,3}(?:\.\d{3})+(?:,\d+)?(?!\d)|\d+,\d+|\d+"
+    return re.sub(number, lambda m: _number_words(m[0].replace(".", "").replace(",", "."), lang), text)
+
+
+def _digit_groups(m: re.Match[str]) -> str:
+    """"555-1234" is read digit by digit, group by group; "10-20" is a range."""
+    groups = m[0].split("-")
+    if len(groups) == 2 and all(re.fullmatch(r"1[1-9]\d\d|20\d\d", g) for g in groups):
+        return f"{_year_words(groups[0])} to {_year_words(groups[1])}"
+    if len(groups) == 2 and sum(map(len, groups)) < 7 and not any(g.startswith("0") for g in groups):
+        return f"{_words(int(groups[0]))} to {_words(int(groups[1]))}"
+    return ", ".join(_digits_words(g, "en") for g in groups)
+
+
+def _year_words(digits: str) -> str:
+    return _words(int(digits), to="year")
+
+
+def _normalize_english(text: str, lang: str) -> str:
+    for symbol, words in _SYMBOLS_EN.items():
+        text = text.replace(symbol, words)
+    text = _dates(text)
+    text = _times(text)
+    text = _currency(text)
+    text = _abbreviations(text)
+    text = re.sub(r"(\d+(?:\.\d+)?)\s?(?:%|percent\b)", lambda m: f"{_number_words(m[1])} percent", text)
+    text = re.sub(r"(?<=\d)\s?[–—]\s?(?=\d)", "-", text)
+    text = re.sub(r"(?<![\w.,-])\d+(?:-\d+)+(?![\w-])", _digit_groups, text)
+    text = re.sub(r"\b(\d{1,15})(?:st|nd|rd|th)\b", lambda m: _words(int(m[1]), to="ordinal"), text)
+    text = re.sub(r"\b(1[1-9]\d0|20[0-9]0)s\b", lambda m: _plural(_year_words(m[1])), text)
+    text = re.sub(r"\b(\d{1,4})(\s+)(AD|BC|BCE|CE)\b",
+                lambda m: f"{_year_words(m[1])}{m[2]}{' '.join(m[3])}", text)
+    text = re.sub(r"\b(in|since|by|until|till|from|of|year|circa|before|after|during|around|to)(\s+)"
+                r"(1\d\d\d|20\d\d)\b(?![.,]\d)", lambda m: f"{m[1]}{m[2]}{_year_words(m[3])}", text,
+                flags=re.IGNORECASE)
+    text = re.sub(r"#(?=\d)", "number ", text)
+    return _replace_numbers(text, lang)
+
+
+def _plural(words: str) -> str:
+    return words[:-1] + "ies" if words.endswith("y") else words + "s"
+
+
+def _date_words(month: int, day: int | None, year: str | None, day_first: bool = False) -> str:
+    name = _MONTHS[month - 1]
+    if day is None:
+        head = name
+    elif day_first:
+        head = f"the {_words(day, to='ordinal')} of {name}"
+    else:
+        head = f"{name} {_words(day, to='ordinal')}"
+    return f"{head}, {_year_words(year)}" if year else head
+
+
+def _month_number(name: str) -> int:
+    return _MONTH_BY_PREFIX[name.rstrip(".")[:4].lower() if name.lower().startswith("sept") else
+                            name.rstrip(".")[:3].lower()]
+
+
+def _dates(text: str) -> str:
+    def iso(m: re.Match[str]) -> str:
+        month, day = int(m[2]), int(m[3])
+        return _date_words(month, day, m[1]) if 1 <= month <= 12 and 1 <= day <= 31 else m[0]
+
+    def slashed(m: re.Match[str]) -> str:  # US order (month/day/year) unless the first part cannot be a month
+        first, second = int(m[1]), int(m[2])
+        month, day, day_first = (first, second, False) if first <= 12 else (second, first, True)
+        ok = 1 <= month <= 12 and 1 <= day <= 31
+        return _date_words(month, day, m[3], day_first) if ok else m[0]
+
+    def month_day(m: re.Match[str]) -> str:
+        day = int(m["day"])
+        return _date_words(_month_number(m["month"]), day, m["year"]) if 1 <= day <= 31 else m[0]
+
+    def day_month(m: re.Match[str]) -> str:
+        day = int(m["day"])
+        return _date_words(_month_number(m["month"]), day, m["year"], True) if 1 <= day <= 31 else m[0]
+
+    text = re.sub(r"\b(\d{4})-(\d{2})-(\d{2})\b", iso, text)
+    text = re.sub(r"\b(\d{1,2})/(\d{1,2})/(\d{4})\b", slashed, text)
+    text = re.sub(_MONTH_RE + r"\s+(?P<day>\d{1,2})(?:st|nd|rd|th)?\b(?:,?\s+(?P<year>\d{4})\b)?",
+                  month_day, text)
+    text = re.sub(r"\b(?P<day>\d{1,2})(?:st|nd|rd|th)?\s+(?:of\s+)?" + _MONTH_RE +
+                r"(?:,?\s+(?P<year>\d{4})\b)?", day_month, text)
+    return re.sub(_MONTH_RE + r"(\s+)(?P<year>\d{4})\b",
+                  lambda m: f"{m['month']}{m[2]}{_year_words(m['year'])}", text)
+
+
+def _meridiem(m: re.Match[str], group: str) -> str:
+    """" A M" / " P M", keeping the full stop when the abbreviation also ended the sentence."""
+    value = m[group]
+    if not value:
+        return ""
+    letters = " " + " ".join(c.upper() for c in value if c.isalpha())
+    ends_sentence = value.endswith(".") and re.match(_SENTENCE_END_AHEAD, m.string[m.end():])
+    return letters + "." if ends_sentence else letters
+
+
+def _times(text: str) -> str:
+    ampm = r"(?:\s*(?P<ampm>[aApP]\.[mM]\.|[aApP][mM]\b))?"
+
+    def clock(m: re.Match[str]) -> str:
+        hour, minute = int(m["h"]), int(m["m"])
+        if hour > 24 or minute > 59:
+            return m[0]
+        words = _words(hour)
+        if minute == 0:
+            words += "" if m["ampm"] else " o'clock"
+        else:
+            words += (" oh " if minute < 10 else " ") + _words(minute)
+        return words + _meridiem(m, "ampm")
+
+    text = re.sub(r"\b(?P<h>\d{1,2}):(?P<m>\d{2})(?!:?\d)" + ampm, clock, text)
+    return re.sub(r"\b(?P<h>\d{1,2})\s*(?P<ampm>[aApP]\.[mM]\.|[aApP][mM]\b)",
+                lambda m: _words(int(m["h"])) + _meridiem(m, "ampm") if int(m["h"]) <= 12 else m[0], text)
+
+
+def _currency(text: str) -> str:
+    def money(m: re.Match[str]) -> str:
+        one, many, sub_one, sub_many = _CURRENCIES[m["sym"]]
+        amount = m["amount"].replace(",", "")
+        if m["scale"]:
+            return f"{_number_words(amount)} {m['scale']} {many}"
+        whole, _, frac = amount.partition(".")
+        value = int(whole or "0")
+        words = f"{_int_words(whole or '0')} {one if value == 1 else many}"
+        if frac and len(frac) == 2 and int(frac):
+            cents = int(frac)
+            cents_words = f"{_words(cents)} {sub_one if cents == 1 else sub_many}"
+            words = f"{words} and {cents_words}" if value else cents_words
+        elif frac and int(frac) and len(frac) != 2:
+            words = f"{_number_words(amount)} {many}"
+        return words
+
+    return re.sub(r"(?P<sym>[$€£¥])\s?(?P<amount>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"
+                rf"(?:\s(?P<scale>{_SCALES})\b)?", money, text)
+
+
+def _abbreviations(text: str) -> str:
+    def fixed(m: re.Match[str]) -> str:
+        return _ABBREVIATIONS[m[1]] + ("." if re.match(r"\s*$", m.string[m.end():]) else "")
+
+    names = "|".join(sorted(_ABBREVIATIONS, key=len, reverse=True))
+    text = re.sub(rf"\b({names})\.(?=\s|$)", fixed, text)
+    text = re.sub(r"\bSt\.(?=\s+[A-Z])(?<!\w\sSt\.)", "Saint", text)
+    text = re.sub(r"\bSt\.", lambda m: "Street" + _kept_stop(m), text)
+    text = re.sub(r"\bNo\.(?=\s*\d)", "number", text)
+    text = re.sub(r"\be\.g\.(?=\s|,|$)", "for example", text)
+    text = re.sub(r"\bi\.e\.(?=\s|,|$)", "that is", text)
+    return re.sub(r"\betc\.", lambda m: "et cetera" + _kept_stop(m), text)
+
+
+def _kept_stop(m: re.Match[str]) -> str:
+    """"." when the abbreviation's full stop also ended the sentence."""
+    return "." if re.match(_SENTENCE_END_AHEAD, m.string[m.end():]) else ""
+
+
+def _drop_unspeakable(text: str) -> tuple[str, list[str]]:
+    kept: list[str] = []
+    dropped: dict[str, None] = {}
+    for ch in text:
+        if ch in "\n\t":
+            kept.append(ch)
+        elif ch in _EMOJI_GLUE or "\U0001f3fb" <= ch <= "\U0001f3ff":
+            continue
+        elif ch in _UNSPEAKABLE_ASCII or unicodedata.category(ch) in _UNSPEAKABLE_CATEGORIES:
+            dropped[ch] = None
+            kept.append(" ")
+        else:
+            kept.append(ch)
+    return "".join(kept), list(dropped)
+
+
+def _collapse_whitespace(text: str) -> str:
+    text = re.sub(r"[^\S\n]+", " ", text)
+    text = re.sub(r" ([.,!?;:…])(?=\s|$)", r"\1", text)  # a dropped emoji must not strand punctuation
+    text = re.sub(r" ?\n ?", "\n", text)
+    text = re.sub(r"\n{4,}", "\n\n\n", text)
+    return text.strip()
+
+
+# ------------------------------------------------------------------------------------ split_chunks
+
+_CLOSERS = "\"'”’»)]}」』）】》〉"
+# A candidate sentence end: Western terminal punctuation then closers, or CJK terminal punctuation.
+_WESTERN_END = re.compile(rf"[.!?…‽]+[{re.escape(_CLOSERS)}]*")
+_CJK_END = re.compile(rf"[。！？；｡]+[{re.escape(_CLOSERS)}]*")
+# Words after which a full stop usually does not end the sentence.
+_NO_BREAK_AFTER = {"mr", "mrs", "ms", "dr", "st", "prof", "mt", "no", "jr", "sr", "vs", "e.g", "i.e", "cf"}
+_CLAUSE_CUT = re.compile(r"[,;:—–、，；：]\s+")
+_SPACES = re.compile(r"\s*")
+_WHITESPACE = re.compile(r"\s+")
+_BLANK_LINE = re.compile(r"[^\S\n]*\n\s*\n")
+
+
+def split_chunks(text: str, max_chars: int) -> list[TextChunk]:
+    """Cut `text` into chunks of at most `max_chars` characters, one sentence each where it fits.
+
+    Guarantees: `"".join(c.text for c in chunks) == text`; no chunk is empty or whitespace-only
+    (whitespace rides on the chunk before it); `break_after` is CHAPTER / PARAGRAPH / SENTENCE from the
+    whitespace that follows (3+ / 2 newlines / other), NONE where a long sentence was cut. The last
+    chunk's break is SENTENCE. Text with nothing but whitespace gives [].
+
+    Raises:
+        ValueError: `max_chars` < 16, or a whitespace run longer than `max_chars // 4` (normalize first).
+    """
+    if max_chars < MIN_CHUNK_CHARS:
+        raise ValueError(f"max_chars must be at least {MIN_CHUNK_CHARS}, got {max_chars}")
+    if not text.strip():
+        return []
+    longest_ws = max((len(m[0]) for m in re.finditer(r"\s+", text)), default=0)
+    if longest_ws > max_chars // 4:
+        raise ValueError(f"whitespace run of {longest_ws} characters exceeds max_chars // 4; normalize first")
+    chunks: list[TextChunk] = []
+    for unit in _sentence_units(text):
+        pieces = _cut(unit, max_chars)
+        chunks += [TextChunk(p, BreakKind.NONE) for p in pieces[:-1]]
+        chunks.append(TextChunk(pieces[-1], _break_kind(pieces[-1])))
+    chunks[-1] = TextChunk(chunks[-1].text, BreakKind.SENTENCE)
+    return chunks
+
+
+def _break_kind(unit: str) -> BreakKind:
+    tail = unit[len(unit.rstrip()):]
+    newlines = tail.count("\n")
+    if newlines >= 3:
+        return BreakKind.CHAPTER
+    if newlines == 2:
+        return BreakKind.PARAGRAPH
+    return BreakKind.SENTENCE
+
+
+def _sentence_units(text: str) -> list[str]:
+    """Sentences with their trailing whitespace; leading whitespace of `text` joins the first one.
+
+    Linear in len(text): every test looks at a bounded window around a match, never at a suffix copy.
+    """
+    ends = {m.end() for m in _CJK_END.finditer(text)}
+    ends |= {m.end() for m in _WESTERN_END.finditer(text) if _is_western_end(text, m)}
+    ends |= {m.start() for m in _BLANK_LINE.finditer(text)}
+    units: list[str] = []
+    start = 0
+    for end in sorted(ends):
+        stop = _SPACES.match(text, end).end()  # type: ignore[union-attr]  # \s* always matches
+        if stop > start and not _SPACES.fullmatch(text, start, end):
+            units.append(text[start:stop])
+            start = stop
+    if start < len(text):
+        if not _SPACES.fullmatch(text, start) or not units:
+            units.append(text[start:])
+        else:
+            units[-1] += text[start:]
+    return units
+
+
+def _is_western_end(text: str, m: re.Match[str]) -> bool:
+    after = _SPACES.match(text, m.end()).end()  # type: ignore[union-attr]
+    if after == len(text):
+        return True
+    if after == m.end() or text[after].islower() or text[after].isdigit():
+        return False
+    if m[0] == ".":
+        word = re.search(r"(\S+)$", text[max(0, m.start() - 12): m.start()])
+        token = word[1].lower().lstrip(_CLOSERS + "(\"'“‘") if word else ""
+        if token in _NO_BREAK_AFTER or (len(token) == 1 and token.isalpha()):
+            return False
+    return True
+
+
+def _cut(unit: str, max_chars: int) -> list[str]:
+    """Split one sentence (with its trailing whitespace) into pieces of at most `max_chars`.
+
+    Prefers a clause mark (comma, semicolon, dash) in the second half of the window, then the last
+    space, then a hard cut (unpunctuated CJK, very long words) that never splits a combining mark off.
+    """
+    content_end = len(unit.rstrip())
+    pieces: list[str] = []
+    start = 0
+    while len(unit) - start > max_chars:
+        limit = start + max_chars
+        cut = _clause_cut(unit, start, limit, content_end) or _space_cut(unit, start, limit, content_end)
+        if not cut:
+            cut = min(limit, content_end - 1)
+            while cut > start + 1 and unicodedata.combining(unit[cut]):
+                cut -= 1
+        pieces.append(unit[start:cut])
+        start = cut
+    pieces.append(unit[start:])
+    return pieces
+
+
+def _clause_cut(unit: str, start: int, limit: int, content_end: int) -> int:
+    best = 0
+    for m in _CLAUSE_CUT.finditer(unit, start, limit + 1):
+        if (limit - start) // 2 <= m.end() - start and m.end() <= limit and m.end() < content_end:
+            best = m.end()
+    return best
+
+
+def _space_cut(unit: str, start: int, limit: int, content_end: int) -> int:
+    best = 0
+    for m in _WHITESPACE.finditer(unit, start, limit + 1):
+        if m.start() > start and m.end() <= limit and m.end() < content_end:
+            best = m.end()
+    return best
