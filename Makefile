@@ -33,6 +33,8 @@ services:
 	bash .ci/services.sh
 
 test: $(VENV)/.test services
+	$(VENV)/bin/ruff check schemas producer worker tests bench
+	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.test

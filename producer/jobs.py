@@ -21,6 +21,7 @@ def _view(job: Job) -> JobView:
         format=AudioFormat(job.format), priority=job.priority, title=job.title, warnings=list(job.warnings or []),
         attempts=job.attempts, created_at=job.created_at.isoformat(timespec="seconds"),
         finished_at=job.finished_at.isoformat(timespec="seconds") if job.finished_at else None,
+        book_path=(job.options or {}).get("book_path"),
     )
 
 

@@ -78,3 +78,4 @@ class JobView(BaseModel):
     attempts: int = 0
     created_at: str
     finished_at: str | None = None
+    book_path: str | None = None  # a book's .m4b, on each of its chapters once all are done

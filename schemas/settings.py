@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 ENV_PREFIX = "TTSFLEET_"
 DEFAULT_VOICE = "piper:joe"
@@ -44,7 +44,7 @@ class ProducerSettings(Settings):
     """Settings of `submit`, `status`, `wait`, `cancel`, `stats` and `run`."""
 
     # Hard cap on one chunk's characters; sentences longer than this are cut at word boundaries.
-    max_chunk_chars: int = 400
+    max_chunk_chars: int = Field(default=400, ge=16)
     # Texts above this many characters are refused at submit (a 3 MB book chapter fits).
     max_text_chars: int = 5_000_000
 

@@ -13,6 +13,7 @@ from producer.text import normalize
 from schemas.errors import InvalidInput
 from schemas.messages import JobRequest
 from schemas.status import AudioFormat
+from tests.books import build_epub
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -20,31 +21,6 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 def _read(*inputs: str | Path, stdin: bytes = b"") -> list[JobRequest]:
     return read_inputs([str(i) for i in inputs], io.TextIOWrapper(io.BytesIO(stdin)), voice=None,
                        format=AudioFormat.WAV, priority=5)
-
-
-def build_epub(path: Path, chapters: list[tuple[str, str]], title: str = "A Small Book") -> Path:
-    """An EPUB with a cover-like empty page and the given (title, body) chapters, via ebooklib."""
-    from ebooklib import epub
-
-    book = epub.EpubBook()
-    book.set_identifier("test-book-1")
-    book.set_title(title)
-    book.set_language("en")
-    cover = epub.EpubHtml(title="Cover", file_name="cover.xhtml", lang="en")
-    cover.content = "<html><body><img src='cover.png' alt=''/></body></html>"
-    items = []
-    for number, (name, body) in enumerate(chapters, 1):
-        item = epub.EpubHtml(title=name, file_name=f"chap_{number:02d}.xhtml", lang="en")
-        item.content = f"<html><body><h1>{name}</h1>{body}</body></html>"
-        items.append(item)
-    for item in [cover, *items]:
-        book.add_item(item)
-    book.toc = items
-    book.add_item(epub.EpubNcx())
-    book.add_item(epub.EpubNav())
-    book.spine = [cover, "nav", *items]
-    epub.write_epub(str(path), book)
-    return path
 
 
 def test_epub_becomes_one_ordered_job_per_chapter(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from schemas.db import Store, open_store
 from schemas.tables import Chunk, Worker
+from tests.books import build_epub
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -126,6 +127,32 @@ def test_jobs_through_redis_and_a_worker(fleet: Fleet) -> None:
         card = s.scalar(select(Worker.card).where(Worker.pid == worker.pid))
     [row] = [r for r in rows if r["card"] == card and r["dtype"] == "float32"]
     assert row["jobs"] == 4 and row["throughput_x"] > 0
+    _a_book_becomes_chapter_files_subtitles_and_an_m4b(fleet)
+
+
+def _a_book_becomes_chapter_files_subtitles_and_an_m4b(fleet: Fleet) -> None:
+    chapters = [("Arrival", "<p>The train came in at 6 p.m. on a wet evening.</p>"),
+                ("The Inn", "<p>She took a room for 2 nights.</p><p>It cost $40.</p>"),
+                ("Departure", "<p>At dawn she was gone.</p>")]
+    book = build_epub(fleet.tmp / "book.epub", chapters, title="A Short Journey")
+    submitted = fleet.cli("submit", str(book), "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    ids = [j["id"] for j in json.loads(submitted.stdout)]
+    assert len(ids) == 3
+    waited = fleet.cli("wait", *ids, "--timeout", "180")
+    assert waited.returncode == 0, waited.stdout + waited.stderr + fleet.logs()
+    views = json.loads(fleet.cli("status", *ids, "--json").stdout)
+    assert [v["title"] for v in views] == ["Arrival", "The Inn", "Departure"]
+    for view in views:
+        audio = Path(view["audio_path"])
+        assert audio.is_file() and audio.with_suffix(".srt").is_file() and audio.with_suffix(".vtt").is_file()
+    m4b = Path(views[-1]["book_path"])
+    probe = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-print_format", "json", "-show_chapters", "-show_format", str(m4b)],
+        capture_output=True, text=True, check=True).stdout)
+    assert [c["tags"]["title"] for c in probe["chapters"]] == ["Arrival", "The Inn", "Departure"]
+    for mark, view in zip(probe["chapters"], views, strict=True):
+        assert float(mark["end_time"]) - float(mark["start_time"]) == pytest.approx(view["audio_s"], abs=0.01)
 
 
 def test_a_killed_worker_resumes_its_job_without_redoing_chunks(fleet: Fleet) -> None:

@@ -52,7 +52,7 @@ def test_endpoint_reports_jobs_chunks_audio_memory_and_queue_depth(metrics: Work
     metrics.job_finished("succeeded", audio_s=12.5, synth_s=0.8, chunks=3)
     metrics.job_finished("succeeded", audio_s=7.5, synth_s=40.0, chunks=1)
     metrics.job_finished("failed", audio_s=0.0, synth_s=3.0, chunks=0)
-    metrics.set_gpu_memory(3 << 30)
+    metrics.set_peak_memory(3 << 30)
     got = _scrape(port)
 
     assert got[("ttsfleet_jobs_total", (("status", "succeeded"),))] == 2
@@ -64,7 +64,7 @@ def test_endpoint_reports_jobs_chunks_audio_memory_and_queue_depth(metrics: Work
     assert got[("ttsfleet_job_synthesis_seconds_bucket", (("le", "1.0"),))] == 1
     assert got[("ttsfleet_job_synthesis_seconds_bucket", (("le", "60.0"),))] == 2
     assert got[("ttsfleet_job_chunks_sum", ())] == 4
-    assert got[("ttsfleet_gpu_memory_bytes", ())] == 3 << 30
+    assert got[("ttsfleet_peak_memory_bytes", ())] == 3 << 30
     assert got[("ttsfleet_queue_depth", (("queue", "ttsfleet-test"),))] == 4
     assert got[("ttsfleet_queue_depth", (("queue", "other"),))] == 1
     assert got[("ttsfleet_broker_up", ())] == 1
@@ -85,11 +85,11 @@ def test_scrape_answers_when_the_broker_is_down() -> None:
     metrics = WorkerMetrics(broker_url=f"redis://127.0.0.1:{_closed_port()}/0")
     port = metrics.serve(0)
     try:
-        metrics.set_gpu_memory(None)
+        metrics.set_peak_memory(None)
         got = _scrape(port)
         assert got[("ttsfleet_broker_up", ())] == 0
         assert not any(name == "ttsfleet_queue_depth" for name, _ in got)
-        assert math.isnan(got[("ttsfleet_gpu_memory_bytes", ())])
+        assert math.isnan(got[("ttsfleet_peak_memory_bytes", ())])
     finally:
         metrics.close()
 

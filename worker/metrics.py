@@ -35,7 +35,6 @@ CHUNK_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, float("inf"))
 _KOMBU_DEFAULT_SEP = "\x06\x16"  # kombu's Redis transport keeps priority N of queue Q in list Q + sep + N
 _BROKER_TIMEOUT_S = 0.5  # a scrape must answer even when the broker hangs
 
-
 class _QueueDepthCollector(Collector):
     """`ttsfleet_queue_depth` (Redis LLEN summed over priority lists) and `ttsfleet_broker_up`."""
 
@@ -79,7 +78,6 @@ class _QueueDepthCollector(Collector):
         except (redis.RedisError, OSError):
             return None
 
-
 class WorkerMetrics:
     """Counters, histogram and gauges of one worker, served over HTTP for Prometheus.
 
@@ -103,8 +101,9 @@ class WorkerMetrics:
         self.synthesis_seconds = Histogram("ttsfleet_job_synthesis_seconds",
                                            "synthesis time per finished job, seconds",
                                            buckets=SYNTH_BUCKETS_S, registry=r)
-        self.gpu_memory = Gauge("ttsfleet_gpu_memory_bytes",
-                                "peak device memory of the last job, bytes (absent on CPU)", registry=r)
+        self.peak_memory = Gauge("ttsfleet_peak_memory_bytes",
+                                 "peak memory of the last job, bytes: device memory on a GPU, process RSS on a CPU",
+                                 registry=r)
         self.info = Info("ttsfleet_worker", "the worker's device and precision policy", registry=r)
         if info:
             self.info.info({k: str(v) for k, v in info.items()})
@@ -129,9 +128,9 @@ class WorkerMetrics:
     def chunk_done(self, n: int = 1) -> None:
         self.chunks.inc(n)
 
-    def set_gpu_memory(self, bytes_: int | None) -> None:
-        """Record the last job's peak device memory; None (CPU, or unknown) leaves the gauge at NaN."""
-        self.gpu_memory.set(float("nan") if bytes_ is None else float(bytes_))
+    def set_peak_memory(self, bytes_: int | None) -> None:
+        """Record the last job's peak memory (device on a GPU, process RSS on a CPU); None leaves NaN."""
+        self.peak_memory.set(float("nan") if bytes_ is None else float(bytes_))
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:
         """Serve `/metrics` on a daemon thread and return the bound port (`port=0` picks a free one).
@@ -149,7 +148,6 @@ class WorkerMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
 
 def attach_metrics(settings: WorkerSettings, runtime: Any) -> int:
     """Serve metrics for a `WorkerRuntime` on `settings.metrics_port` (0: a free port); returns the port.
@@ -180,13 +178,11 @@ def attach_metrics(settings: WorkerSettings, runtime: Any) -> int:
     runtime.metrics = metrics
     return metrics.serve(settings.metrics_port or 0)
 
-
 def _record_finished(metrics: WorkerMetrics, status: str, figures: Mapping[str, Any]) -> None:
     metrics.job_finished(status, audio_s=float(figures.get("audio_s") or 0.0),
                          synth_s=float(figures.get("synth_s") or 0.0), chunks=int(figures.get("chunks") or 0))
     if "peak_mem_bytes" in figures:
-        metrics.set_gpu_memory(figures["peak_mem_bytes"])
-
+        metrics.set_peak_memory(figures["peak_mem_bytes"])
 
 def _quietly(action: Callable[[], None]) -> None:
     try:

@@ -65,7 +65,8 @@ def claim(store: Store, job_id: str, owner: str, lease_s: float) -> Claim | None
             return None
         job = session.get_one(Job, job_id, populate_existing=True)
         return Claim(job.id, job.attempts, job.voice, job.format, job.title, job.group_id, job.group_title,
-                     job.group_index, dict(job.options or {}), list(job.warnings or []), job.created_at, job.started_at or now)
+                     job.group_index, dict(job.options or {}), list(job.warnings or []), job.created_at,
+                     job.started_at or now)
 
 
 def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
