@@ -7,6 +7,7 @@ a Celery worker runs, so an interrupted `run` resumes when it is run again with 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -62,10 +63,24 @@ def _synthesize_all(runtime: WorkerRuntime, job_ids: list[str], chunks_total: in
 
 
 def _results_table(views: list[JobView]) -> Table:
-    table = Table(title="results")
-    for col in ("job", "status", "audio s", "file / error"):
-        table.add_column(col)
+    table = Table(title="results", title_justify="left")
+    table.add_column("job", overflow="fold")
+    table.add_column("status")
+    table.add_column("audio s", justify="right")
+    table.add_column("file / error", overflow="fold")
     for v in views:
-        table.add_row(v.id, v.status.value, f"{v.audio_s:.2f}" if v.audio_s is not None else "",
-                      (v.error or "") if v.error else (v.audio_path or ""))
+        detail = v.error or _shown_path(v.audio_path)
+        if v.book_path:
+            detail += f"\nbook: {_shown_path(v.book_path)}"
+        table.add_row(v.id, v.status.value, f"{v.audio_s:.2f}" if v.audio_s is not None else "", detail)
     return table
+
+
+def _shown_path(path: str | None) -> str:
+    """Relative to the current folder when inside it: short enough to read on a terminal."""
+    if not path:
+        return ""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path

@@ -78,7 +78,7 @@ def _run(held: store.Claim, ctx: JobContext) -> JobOutcome:
     engine = ctx.engine_for(held.voice)
     chunk_dir = ctx.settings.output_dir.resolve() / ".chunks" / held.job_id
     pending = store.pending_chunks(ctx.store, held.job_id)
-    total = _chunks_total(ctx, held.job_id)
+    total = store.chunks_total(ctx.store, held.job_id)
     done = [total - len(pending)]
     seed = job_seed(held.job_id, held.options.get("seed"))
     dropped: set[str] = set()
@@ -179,10 +179,6 @@ def job_seed(job_id: str, job_option: Any) -> int:
 
 def chunk_seed(seed: int, idx: int) -> int:
     return (seed * 1_000_003 + idx) % (2**31 - 1)
-
-
-def _chunks_total(ctx: JobContext, job_id: str) -> int:
-    return len(store.done_chunks(ctx.store, job_id))
 
 
 def _report(ctx: JobContext, outcome: JobOutcome, metrics: dict[str, Any]) -> JobOutcome:

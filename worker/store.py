@@ -79,6 +79,11 @@ def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
     return [PendingChunk(idx, text) for idx, text in rows]
 
 
+def chunks_total(store: Store, job_id: str) -> int:
+    with store.session() as session:
+        return session.scalar(select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id)) or 0
+
+
 def done_chunks(store: Store, job_id: str) -> list[Chunk]:
     with store.session() as session:
         return list(session.scalars(select(Chunk).where(Chunk.job_id == job_id).order_by(Chunk.idx)))
