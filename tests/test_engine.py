@@ -168,12 +168,13 @@ def test_other_device_errors_raise_device_lost(voice: LoadedVoice, cpu: DeviceIn
     assert isinstance(caught.value.__cause__, torch.AcceleratorError)
 
 
-def test_empty_chunk_fails_clearly(voice: LoadedVoice, cpu: DeviceInfo) -> None:
+def test_unspeakable_chunk_becomes_a_pause_and_is_reported(voice: LoadedVoice, cpu: DeviceInfo) -> None:
     engine = start_engine(voice, cpu, choose_policy(cpu))
-    calls: list[int] = []
-    with pytest.raises(SynthesisFailed, match=r"chunk 3 has nothing the voice can speak"):
-        engine.synthesize([*_chunks(TEXTS[:3]), ChunkInput(3, "☃☃", 1)], lambda audio: calls.append(audio.idx))
-    assert calls == []  # refused before any synthesis
+    got: dict[int, ChunkAudio] = {}
+    engine.synthesize([*_chunks(TEXTS[:3]), ChunkInput(3, "☃☃", 1)], lambda audio: got.setdefault(audio.idx, audio))
+    assert sorted(got) == [0, 1, 2, 3]
+    assert got[3].dropped == "☃" and not np.any(got[3].samples) and len(got[3].samples) > 0
+    assert all(len(got[i].samples) > 0 and got[i].dropped == "" for i in range(3))
 
 
 def test_on_chunk_error_propagates_and_engine_stays_usable(voice: LoadedVoice, cpu: DeviceInfo) -> None:

@@ -178,3 +178,19 @@ def test_claim_is_exclusive_while_the_lease_holds(settings, db, tiny_vits_dir) -
     assert job_store.claim(db, job_id, "a", lease_s=60) is not None
     assert job_store.claim(db, job_id, "b", lease_s=60) is None
     assert job_store.claim(db, job_id, "a", lease_s=60) is not None  # the holder may re-enter
+
+
+def test_characters_the_voice_drops_are_warned_on_the_job(settings, db, make_ctx, tiny_vits_dir) -> None:
+    from worker.device import detect_device
+    from worker.engine import start_engine
+    from worker.loaded_voice import load_folder_voice
+    from worker.precision import choose_policy
+
+    cpu = detect_device("cpu")
+    engine = start_engine(load_folder_voice(tiny_vits_dir), cpu, choose_policy(cpu))
+    job_id = _submit(settings, db, str(tiny_vits_dir), text="The café serves crème brûlée on Sundays.")
+    ctx, _ = make_ctx()
+    ctx.engine_for = lambda _voice: engine
+    assert synthesize_job(job_id, ctx).status == JobStatus.SUCCEEDED
+    [view] = job_views(db, [job_id])
+    assert any("skipped" in w and "é" in w and "û" in w for w in view.warnings), view.warnings

@@ -30,6 +30,7 @@ CANARY_SEED = 20240229
 CANARY_S_PER_CHAR = (0.01, 1.0)
 # Padded input tokens of the batch that measures memory per token on CUDA.
 PROBE_ITEMS, PROBE_TOKENS = 4, 256
+UNSPEAKABLE_PAUSE_S = 0.3
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +104,20 @@ class Engine:
     def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], None]) -> EngineRun:
         """Synthesize `chunks`, calling `on_chunk` as each chunk's audio exists (not in input order).
 
-        Raises SynthesisFailed (a chunk with nothing speakable, one chunk that does not fit in memory,
+        Raises SynthesisFailed (one chunk that does not fit in memory,
         NaN in fp32), DeviceLost (a CUDA error other than out-of-memory), or whatever `on_chunk` raises;
         memory is freed before any of them propagates.
         """
         encoded = [self._encode(chunk) for chunk in chunks]
-        items = [Item(pos, len(ids)) for pos, (ids, _) in enumerate(encoded)]
+        # A chunk the voice cannot say at all (a "* * *" break on a character-vocabulary voice) becomes a
+        # short pause, reported through `dropped`, rather than failing a whole chapter.
+        for chunk, (ids, dropped) in zip(chunks, encoded, strict=True):
+            if not ids:
+                on_chunk(ChunkAudio(idx=chunk.idx, samples=np.zeros(round(UNSPEAKABLE_PAUSE_S * self.sample_rate_hz),
+                                                                    dtype=np.float32),
+                                    synth_s=0.0, batch_size=0, dtype=self.policy.dtype, fp32_redo=False,
+                                    dropped=dropped))
+        items = [Item(pos, len(ids)) for pos, (ids, _) in enumerate(encoded) if ids]
         pending = deque(plan_batches(items, self.token_budget, self.max_batch_items))
         counts = _Counts()
         torch_device = self.runner.torch_device
@@ -148,9 +157,11 @@ class Engine:
         free_memory(self.runner.torch_device)
 
     def _encode(self, chunk: ChunkInput) -> tuple[list[int], str]:
+        """Token ids and dropped characters; no ids at all when nothing in the chunk is speakable."""
         encoded = self.voice.encode(chunk.text.strip())
         if not any(i != self.runner.pad_id for i in encoded.ids):
-            raise SynthesisFailed(f"chunk {chunk.idx} has nothing the voice can speak: {chunk.text[:40]!r}")
+            unsaid = "".join(sorted({c for c in chunk.text if not c.isspace()}))
+            return [], encoded.dropped or unsaid
         return list(encoded.ids), encoded.dropped
 
     def _seed(self, chunks: Sequence[ChunkInput], keys: list[int]) -> int | None:
