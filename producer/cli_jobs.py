@@ -28,6 +28,8 @@ InputsArg = Annotated[list[str], typer.Argument(help=".txt, .md, .epub or .jsonl
 FormatOpt = Annotated[AudioFormat, typer.Option("--format", help="audio format")]
 PriorityOpt = Annotated[int, typer.Option("--priority", min=0, max=9, help="0 (lowest) to 9 (most urgent)")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="make new jobs even if identical ones exist")]
+LoudnessOpt = Annotated[float | None, typer.Option("--loudness", min=-70, max=-5,
+                                                   help="normalize each job's audio to this loudness, LUFS (e.g. -18)")]
 JobIdsArg = Annotated[list[str], typer.Argument(help="job ids")]
 
 
@@ -35,22 +37,26 @@ def _settings(**overrides: object) -> ProducerSettings:
     return ProducerSettings.from_env(environ(), **overrides)
 
 
-def _requests(inputs: list[str], voice: str | None, fmt: AudioFormat, priority: int) -> list[JobRequest]:
+def _requests(inputs: list[str], voice: str | None, fmt: AudioFormat, priority: int,
+              loudness: float | None) -> list[JobRequest]:
     from producer.inputs import read_inputs
 
-    return read_inputs(inputs, sys.stdin, voice=voice, format=fmt, priority=priority)
+    requests = read_inputs(inputs, sys.stdin, voice=voice, format=fmt, priority=priority)
+    if loudness is None:
+        return requests
+    return [r.model_copy(update={"loudness_lufs": loudness}) for r in requests]
 
 
 def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV,
-           priority: PriorityOpt = 5, force: ForceOpt = False, as_json: JsonOpt = False,
-           broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None) -> None:
+           priority: PriorityOpt = 5, force: ForceOpt = False, loudness: LoudnessOpt = None,
+           as_json: JsonOpt = False, broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None) -> None:
     """Validate INPUTs and enqueue one job per text (per chapter for EPUB); prints the job ids."""
     from producer.broker import Publisher
     from producer.submit import submit as submit_jobs
     from schemas.db import open_store
 
     settings = _settings(broker_url=broker_url, database_url=database_url)
-    requests = _requests(inputs, voice, fmt, priority)
+    requests = _requests(inputs, voice, fmt, priority, loudness)
     store = open_store(settings.database_url)
     publisher = Publisher(settings.broker_url, settings.queue)
     try:
@@ -110,7 +116,8 @@ def cancel(job_ids: JobIdsArg, as_json: JsonOpt = False, database_url: DatabaseU
 
 
 def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV, priority: PriorityOpt = 5,
-        force: ForceOpt = False, as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None,
+        force: ForceOpt = False, loudness: LoudnessOpt = None, as_json: JsonOpt = False,
+        database_url: DatabaseUrlOpt = None,
         output_dir: OutputDirOpt = None,
         device: Annotated[str, typer.Option(envvar="TTSFLEET_DEVICE", help="auto, cpu, cuda, cuda:N")] = "auto",
         precision: Annotated[str, typer.Option(envvar="TTSFLEET_PRECISION", help="auto, bf16, fp16, fp32")] = "auto",
@@ -120,7 +127,7 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
 
     env = environ()
     settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice)
-    requests = _requests(inputs, voice, fmt, priority)
+    requests = _requests(inputs, voice, fmt, priority, loudness)
     views = run_embedded(requests, settings, env, device=device, precision=precision, force=force,
                          show_progress=stdout_is_terminal() and not as_json, quiet=as_json)
     if as_json:

@@ -70,8 +70,9 @@ def _prepare(request: JobRequest, settings: ProducerSettings, force: bool) -> _P
     chunks = [c for c in split_chunks(normalized.text, settings.max_chunk_chars) if c.text.strip()]
     if not chunks:
         raise InvalidInput(f"{where}: nothing to speak")
+    options = {"loudness_lufs": request.loudness_lufs} if request.loudness_lufs is not None else {}
     key_fields = {"text": request.text, "voice": voice.name, "format": request.format.value,
-                  "title": request.title, "group": request.group_title, "index": request.group_index}
+                  "title": request.title, "group": request.group_title, "index": request.group_index, **options}
     if force:
         key_fields["nonce"] = uuid.uuid4().hex
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
@@ -83,7 +84,7 @@ def _prepare(request: JobRequest, settings: ProducerSettings, force: bool) -> _P
         "id": job_id, "idempotency_key": key, "status": JobStatus.QUEUED, "priority": request.priority,
         "voice": voice.name, "format": request.format.value, "text": request.text, "source": request.source,
         "title": request.title, "group_id": group_id, "group_title": request.group_title,
-        "group_index": request.group_index, "options": {}, "warnings": list(normalized.warnings),
+        "group_index": request.group_index, "options": options, "warnings": list(normalized.warnings),
         "chars": len(normalized.text), "chunks_total": len(chunks), "chunks_done": 0, "attempts": 0,
         "created_at": utcnow(),
     }

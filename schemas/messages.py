@@ -41,6 +41,7 @@ class JobRequest(BaseModel):
     voice: str | None = None
     format: AudioFormat = AudioFormat.WAV
     priority: int = Field(default=5, ge=0, le=9)
+    loudness_lufs: float | None = Field(default=None, ge=-70, le=-5)  # normalize the job's audio to this
     source: str | None = None  # file name or "stdin", for messages
     title: str | None = None
     group_title: str | None = None

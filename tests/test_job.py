@@ -194,3 +194,19 @@ def test_characters_the_voice_drops_are_warned_on_the_job(settings, db, make_ctx
     assert synthesize_job(job_id, ctx).status == JobStatus.SUCCEEDED
     [view] = job_views(db, [job_id])
     assert any("skipped" in w and "é" in w and "û" in w for w in view.warnings), view.warnings
+
+
+def test_loudness_option_normalizes_the_job_audio(settings, db, make_ctx, tiny_vits_dir) -> None:
+    import pyloudnorm
+
+    [job] = submit([JobRequest(text=TEXT, voice=str(tiny_vits_dir), loudness_lufs=-23.0)], settings, db,
+                   publisher=None)
+    ctx, _ = make_ctx()
+    assert synthesize_job(job.id, ctx).status == JobStatus.SUCCEEDED
+    [view] = job_views(db, [job.id])
+    wav, rate = sf.read(str(view.audio_path), dtype="float64")
+    assert pyloudnorm.Meter(rate).integrated_loudness(wav) == pytest.approx(-23.0, abs=1.0)
+    # a different loudness is a different job, not the same one again
+    [other] = submit([JobRequest(text=TEXT, voice=str(tiny_vits_dir), loudness_lufs=-16.0)], settings, db,
+                     publisher=None)
+    assert other.created and other.id != job.id

@@ -118,6 +118,7 @@ def _finish(held: store.Claim, ctx: JobContext, engine: Engine, run: Any, warnin
     assembled = audio.assemble(
         [audio.AssemblyPiece(Path(str(c.audio_path)), c.text, c.break_after) for c in chunks],
         engine.sample_rate_hz, AudioFormat(held.format), out_path, title=held.title,
+        loudness_lufs=held.options.get("loudness_lufs"),
     )
     metrics = {
         "card": engine.device.name, "capability": engine.device.capability_str, "backend": engine.device.backend,
