@@ -45,10 +45,10 @@ lint: $(VENV)/.test
 	$(VENV)/bin/mypy
 
 bench-quick: $(VENV)/.test
-	$(PY) bench/engine.py --quick
+	$(PY) -m bench.engine --quick
 
 bench: $(VENV)/.test
-	$(PY) bench/engine.py
+	$(PY) -m bench.engine
 
 clean:
 	rm -rf $(VENV) ttsfleet-output ttsfleet.db ttsfleet.db-*

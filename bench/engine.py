@@ -1,8 +1,8 @@
 """Engine benchmark: ratios measured side by side in one run, on whatever device is here.
 
-    python bench/engine.py --quick            # tiny random VITS, a few seconds; smoke check of the ratios
-    python bench/engine.py                    # the default voice (piper:joe) if it loads, else the tiny one
-    python bench/engine.py --voice DIR --device cuda:0 --json
+    python -m bench.engine --quick            # tiny random VITS, a few seconds; smoke check of the ratios
+    python -m bench.engine                    # the default voice (piper:joe) if it loads, else the tiny one
+    python -m bench.engine --voice DIR --device cuda:0 --json
 
 Reports audio-seconds per synthesis-second (x real time) for:
 - batched (the engine's token budget) vs one chunk per batch, under the device's policy;
@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 
@@ -19,10 +20,15 @@ def _view(job: Job) -> JobView:
         id=job.id, status=job.status, chunks_done=job.chunks_done, chunks_total=job.chunks_total,
         audio_path=job.audio_path, audio_s=job.audio_s, error=job.error, voice=job.voice,
         format=AudioFormat(job.format), priority=job.priority, title=job.title, warnings=list(job.warnings or []),
-        attempts=job.attempts, created_at=job.created_at.isoformat(timespec="seconds"),
-        finished_at=job.finished_at.isoformat(timespec="seconds") if job.finished_at else None,
+        attempts=job.attempts, created_at=_utc_iso(job.created_at),
+        finished_at=_utc_iso(job.finished_at) if job.finished_at else None,
         book_path=(job.options or {}).get("book_path"),
     )
+
+
+def _utc_iso(moment: datetime) -> str:
+    """Stored times are naive UTC; say so in the text (`...+00:00`)."""
+    return moment.replace(tzinfo=UTC).isoformat(timespec="seconds")
 
 
 def job_views(store: Store, job_ids: Sequence[str] = (), *, limit: int = 100) -> list[JobView]:
@@ -31,7 +37,7 @@ def job_views(store: Store, job_ids: Sequence[str] = (), *, limit: int = 100) ->
     Raises:
         JobNotFound: one of `job_ids` is not in the store.
     """
-    with store.session() as session:
+    with store.read() as session:
         if not job_ids:
             jobs = session.scalars(select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)).all()
             return [_view(j) for j in jobs]

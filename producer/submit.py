@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from producer.broker import Publisher
 from producer.text import normalize, split_chunks
 from schemas.db import Store
-from schemas.errors import InvalidInput, TtsfleetError
+from schemas.errors import BrokerUnavailable, InvalidInput, RetryableError
 from schemas.messages import JobRequest
 from schemas.settings import ProducerSettings
 from schemas.status import JobStatus
@@ -48,19 +48,25 @@ def submit(requests: Sequence[JobRequest], settings: ProducerSettings, store: St
 
     Raises:
         InvalidInput: a request has nothing to speak, is too long, or reuses a job id for other text.
+        RetryableError: concurrent submissions kept conflicting.
         UnknownVoice: a request names a voice that cannot be loaded.
         BrokerUnavailable: publishing failed; the jobs created by this call were removed again.
     """
     if not requests:
         raise InvalidInput("no input: nothing to submit")
-    prepared = [_prepare(request, settings, force) for request in requests]
+    nonce = uuid.uuid4().hex if force else None  # one per call: a forced book stays one book
+    prepared = [_prepare(request, settings, nonce) for request in requests]
     results, new_ids = _store(prepared, store)
     if publisher is not None and new_ids:
         _publish(new_ids, prepared, store, publisher)
     return results
 
 
-def _prepare(request: JobRequest, settings: ProducerSettings, force: bool) -> _Prepared:
+def _digest(fields: Mapping[str, object]) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None) -> _Prepared:
     where = request.source or "input"
     if len(request.text) > settings.max_text_chars:
         raise InvalidInput(f"{where}: text has {len(request.text):,} characters, above the limit of "
@@ -71,15 +77,16 @@ def _prepare(request: JobRequest, settings: ProducerSettings, force: bool) -> _P
     if not chunks:
         raise InvalidInput(f"{where}: nothing to speak")
     options = {"loudness_lufs": request.loudness_lufs} if request.loudness_lufs is not None else {}
-    key_fields = {"text": request.text, "voice": voice.name, "format": request.format.value,
-                  "title": request.title, "group": request.group_title, "index": request.group_index, **options}
-    if force:
-        key_fields["nonce"] = uuid.uuid4().hex
-    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True).encode()).hexdigest()
+    # What shapes the audio, and the id a user gave: a change in any of them is a different job.
+    shape = {"voice": voice.name, "format": request.format.value, **options,
+             **({"nonce": nonce} if nonce is not None else {})}
+    key_fields = {"text": request.text, "title": request.title, "group": request.group_title,
+                  "index": request.group_index, "id": request.id, **shape}
+    key = _digest(key_fields)
     job_id = request.id or uuid.uuid4().hex[:20]
     group_id = None
-    if request.group_title is not None:
-        group_id = hashlib.sha256(f"{request.source}\0{request.group_title}".encode()).hexdigest()[:16]
+    if request.group_title is not None:  # a book: its chapters share files only with the same shape
+        group_id = _digest({"source": request.source, "book": request.group_title, **shape})[:16]
     job = {
         "id": job_id, "idempotency_key": key, "status": JobStatus.QUEUED, "priority": request.priority,
         "voice": voice.name, "format": request.format.value, "text": request.text, "source": request.source,
@@ -94,34 +101,39 @@ def _prepare(request: JobRequest, settings: ProducerSettings, force: bool) -> _P
 
 
 def _store(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted], list[str]]:
-    for _ in range(2):  # a concurrent identical submit may win the unique key; look again once
+    for _ in range(3):  # a concurrent identical submit may win the unique key; look again
         try:
             return _store_once(prepared, store)
         except IntegrityError:
             continue
-    raise InvalidInput("could not store the jobs: conflicting concurrent submissions; try again")
+    raise RetryableError("could not store the jobs: conflicting concurrent submissions; try again")
 
 
 def _store_once(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted], list[str]]:
-    results: list[Submitted] = []
-    new_ids: list[str] = []
+    """Insert the jobs that are new, in two bulk statements; report the others as they are."""
+    keys = [str(p.job["idempotency_key"]) for p in prepared]
     with store.session() as session:
-        keys = [p.job["idempotency_key"] for p in prepared]
         existing = {j.idempotency_key: j for j in session.scalars(select(Job).where(Job.idempotency_key.in_(keys)))}
-        for item in prepared:
-            key, job_id = str(item.job["idempotency_key"]), str(item.job["id"])
+        taken_ids = set(session.scalars(select(Job.id).where(Job.id.in_([str(p.job["id"]) for p in prepared]))))
+        results: list[Submitted] = []
+        new: dict[str, _Prepared] = {}
+        for item, key in zip(prepared, keys, strict=True):
+            job_id = str(item.job["id"])
             if key in existing:
                 old = existing[key]
                 results.append(Submitted(old.id, old.status, False, old.chunks_total))
-                continue
-            if session.get(Job, job_id) is not None:
+            elif key in new:  # the same text twice in one submission: one job
+                results.append(Submitted(str(new[key].job["id"]), JobStatus.QUEUED, False, len(new[key].chunks)))
+            elif job_id in taken_ids:
                 raise InvalidInput(f"job id '{job_id}' already exists with different text or options")
-            session.execute(insert(Job), [item.job])
-            session.execute(insert(Chunk), item.chunks)
-            existing[key] = session.get_one(Job, job_id)
-            results.append(Submitted(job_id, JobStatus.QUEUED, True, len(item.chunks)))
-            new_ids.append(job_id)
-    return results, new_ids
+            else:
+                new[key] = item
+                taken_ids.add(job_id)
+                results.append(Submitted(job_id, JobStatus.QUEUED, True, len(item.chunks)))
+        if new:
+            session.execute(insert(Job), [p.job for p in new.values()])
+            session.execute(insert(Chunk), [row for p in new.values() for row in p.chunks])
+    return results, [str(p.job["id"]) for p in new.values()]
 
 
 def _publish(new_ids: list[str], prepared: list[_Prepared], store: Store, publisher: Publisher) -> None:
@@ -131,16 +143,18 @@ def _publish(new_ids: list[str], prepared: list[_Prepared], store: Store, publis
         for job_id in new_ids:
             publisher.publish(job_id, priority[job_id])
             published.append(job_id)
-    except TtsfleetError:
+    except BrokerUnavailable as err:
         # Nothing half-submitted: jobs whose message could not be sent are removed. Those already
-        # published stay (their messages exist) and are reported by the caller's error.
+        # published stay (their messages exist) and the error names them.
         unpublished = [j for j in new_ids if j not in published]
         with store.session() as session:
             session.execute(delete(Chunk).where(Chunk.job_id.in_(unpublished)))
             session.execute(delete(Job).where(Job.id.in_(unpublished), Job.status == JobStatus.QUEUED))
-        if published:
-            _mark_published(published, store)
-        raise
+        if not published:
+            raise
+        _mark_published(published, store)
+        raise BrokerUnavailable(f"{err}; {len(published)} job(s) were queued before it failed: "
+                                f"{', '.join(published)}; the other {len(unpublished)} were not") from err
     _mark_published(published, store)
 
 

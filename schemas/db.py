@@ -32,6 +32,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        # Reads skip SQLite's write lock (see _sqlite_begin), so polling `status`/`wait` never blocks a worker.
+        self._read_sessions = sessionmaker(engine.execution_options(ttsfleet_read_only=True), expire_on_commit=False)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -42,6 +44,19 @@ class Store:
         """
         try:
             with self._sessions.begin() as session:
+                yield session
+        except OperationalError as err:
+            raise StoreUnavailable(f"database unavailable: {_first_line(err)}") from err
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A read-only session (nothing is committed; closing it rolls back without expiring what was read).
+
+        Raises:
+            StoreUnavailable: the database cannot be reached.
+        """
+        try:
+            with self._read_sessions() as session:
                 yield session
         except OperationalError as err:
             raise StoreUnavailable(f"database unavailable: {_first_line(err)}") from err
@@ -62,7 +77,7 @@ def make_engine(url: str) -> Engine:
             Path(sa_url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(sa_url, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine, "begin", _sqlite_begin)
         return engine
     if sa_url.get_backend_name() == "postgresql" and sa_url.get_driver_name() in ("", "psycopg2"):
         sa_url = sa_url.set(drivername="postgresql+psycopg")
@@ -77,9 +92,10 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(conn: Any) -> None:
-    # Take the write lock up front: a read transaction that later upgrades to a write gets SQLITE_BUSY.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(conn: Any) -> None:
+    # Writers take the write lock up front: a read transaction that later upgrades gets SQLITE_BUSY.
+    read_only = conn.get_execution_options().get("ttsfleet_read_only", False)
+    conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def open_store(url: str) -> Store:

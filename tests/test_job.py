@@ -14,7 +14,7 @@ from producer.broker import Publisher
 from producer.jobs import cancel_jobs, job_views
 from producer.submit import submit
 from schemas.db import Store, open_store
-from schemas.errors import BrokerUnavailable, InvalidInput, SynthesisFailed
+from schemas.errors import BrokerUnavailable, DeviceLost, InvalidInput, StoreUnavailable, SynthesisFailed
 from schemas.messages import JobRequest
 from schemas.settings import ProducerSettings, WorkerSettings
 from schemas.status import JobStatus
@@ -80,14 +80,10 @@ def test_crashed_job_resumes_at_the_first_missing_chunk(settings, db, make_ctx, 
     first, crashing = make_ctx("host/cpu/1", FakeEngine(crash_after=2))
     with pytest.raises(Crash):
         synthesize_job(job_id, first)
+    # put back at once with its two stored chunks (not left running under a lease nobody renews)
     [view] = job_views(db, [job_id])
-    assert view.status == JobStatus.RUNNING and view.chunks_done == 2
-    # another worker cannot take it while the lease holds ...
+    assert view.status == JobStatus.QUEUED and view.chunks_done == 2 and view.attempts == 1
     second, resumed = make_ctx("other/cpu/2")
-    assert synthesize_job(job_id, second).status is None
-    # ... and resumes it once the lease has expired, redoing none of the stored chunks
-    with db.session() as s:
-        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
     assert synthesize_job(job_id, second).status == JobStatus.SUCCEEDED
     assert crashing.seen == [0, 1] and resumed.seen == list(range(2, view.chunks_total))
     [view] = job_views(db, [job_id])
@@ -96,6 +92,83 @@ def test_crashed_job_resumes_at_the_first_missing_chunk(settings, db, make_ctx, 
     assert synthesize_job(job_id, second).status is None
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(JobMetrics)) == 1
+
+
+def test_a_dead_holders_job_is_taken_over_when_its_lease_expires(settings, db, make_ctx, tiny_vits_dir) -> None:
+    job_id = _submit(settings, db, str(tiny_vits_dir))
+    assert job_store.claim(db, job_id, "dead/cpu/1", lease_s=60) is not None  # then the process vanished
+    ctx, _ = make_ctx("other/cpu/2")
+    assert synthesize_job(job_id, ctx).status is None  # the lease still holds
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    assert synthesize_job(job_id, ctx).status == JobStatus.SUCCEEDED
+    assert job_views(db, [job_id])[0].attempts == 2
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), DeviceLost("illegal memory access"),
+                                   StoreUnavailable("database unavailable")], ids=type)
+def test_unexpected_errors_put_the_job_back_and_propagate(settings, db, make_ctx, tiny_vits_dir, error) -> None:
+    job_id = _submit(settings, db, str(tiny_vits_dir))
+    ctx, _ = make_ctx(engine=FakeEngine(fail_with=error))
+    with pytest.raises(type(error)):
+        synthesize_job(job_id, ctx)
+    [view] = job_views(db, [job_id])
+    assert view.status == JobStatus.QUEUED and view.error is None
+
+
+def test_a_cancel_during_assembly_leaves_no_result(settings, db, make_ctx, tiny_vits_dir, monkeypatch) -> None:
+    from worker import audio
+
+    job_id = _submit(settings, db, str(tiny_vits_dir))
+    real_assemble = audio.assemble
+
+    def assemble_then_cancel(*args, **kwargs):  # type: ignore[no-untyped-def]
+        assembled = real_assemble(*args, **kwargs)
+        cancel_jobs(db, [job_id])
+        return assembled
+
+    monkeypatch.setattr(audio, "assemble", assemble_then_cancel)
+    ctx, _ = make_ctx()
+    assert synthesize_job(job_id, ctx).status == JobStatus.CANCELLED
+    assert not any(p.is_file() for p in settings.output_dir.rglob("*")), list(settings.output_dir.rglob("*"))
+
+
+def test_heartbeat_renews_only_the_job_being_run(settings, db, tiny_vits_dir) -> None:
+    a, b = _submit(settings, db, str(tiny_vits_dir)), _submit(settings, db, str(tiny_vits_dir), text="Other text.")
+    for job_id in (a, b):
+        job_store.claim(db, job_id, "w/cpu/1", lease_s=1)
+    job_store.heartbeat(db, "w/cpu/1", lease_s=600, job_id=a)
+    with db.session() as s:
+        leases = dict(s.execute(select(Job.id, Job.lease_expires_at)).all())
+    assert leases[a] > utcnow() + timedelta(seconds=500) > leases[b]
+
+
+def test_a_restarted_slot_takes_back_only_jobs_of_dead_predecessors(settings, db, tiny_vits_dir) -> None:
+    import os
+    import socket
+
+    host = socket.gethostname()
+    dead_pid = 2**22 + 12345  # above the default pid_max: no such process
+    rows = {f"h/cpu/{dead_pid}": dead_pid, f"h/cpu/{os.getpid()}": os.getpid(), f"h_x/cpu/{dead_pid}": dead_pid}
+    jobs = {}
+    for n, (worker_id, pid) in enumerate(rows.items()):
+        job_store.register_worker(db, {"id": worker_id, "host": host, "pid": pid, "device": "cpu", "card": "c",
+                                       "backend": "cpu", "torch_version": "t", "dtype": "float32"})
+        jobs[worker_id] = _submit(settings, db, str(tiny_vits_dir), text=f"Text number {n}.")
+        job_store.claim(db, jobs[worker_id], worker_id, lease_s=600)
+    released = job_store.release_previous_incarnations(db, "h/cpu/", "h/cpu/999", host, lease_s=600)
+    # the dead one only: not the live sibling, and not a slot that merely matches `h_` as a LIKE pattern
+    assert released == [jobs[f"h/cpu/{dead_pid}"]]
+
+
+def test_the_reaper_republishes_an_orphan_once_per_lease(settings, db, tiny_vits_dir) -> None:
+    job_id = _submit(settings, db, str(tiny_vits_dir))
+    job_store.claim(db, job_id, "dead/cpu/1", lease_s=60)
+    with db.session() as s:
+        s.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1),
+                                     published_at=utcnow() - timedelta(seconds=120)))
+    assert job_store.orphaned_jobs(db, lease_s=60) == [(job_id, 5)]
+    assert job_store.orphaned_jobs(db, lease_s=60) == []  # stamped: not again until another lease passes
 
 
 def test_cancel_stops_a_running_job_at_the_chunk_boundary(settings, db, make_ctx, tiny_vits_dir) -> None:
@@ -126,17 +199,46 @@ def test_permanent_error_fails_the_job_with_its_message(settings, db, make_ctx, 
 
 def test_a_job_that_keeps_crashing_is_failed_as_poison(settings, db, make_ctx, tiny_vits_dir) -> None:
     job_id = _submit(settings, db, str(tiny_vits_dir))
+    outcome = None
     for attempt in range(3):
         ctx, _ = make_ctx(f"w/cpu/{attempt}", FakeEngine(crash_after=0), max_attempts=2)
-        outcome = None
         try:
             outcome = synthesize_job(job_id, ctx)
         except Crash:
-            with db.session() as s:
-                s.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+            pass
     assert outcome is not None and outcome.status == JobStatus.FAILED
     [view] = job_views(db, [job_id])
     assert "attempts" in (view.error or "")
+
+
+def test_a_retry_by_the_holder_is_not_a_new_attempt(settings, db, tiny_vits_dir) -> None:
+    job_id = _submit(settings, db, str(tiny_vits_dir))
+    assert job_store.claim(db, job_id, "a", lease_s=60).attempt == 1  # type: ignore[union-attr]
+    assert job_store.claim(db, job_id, "a", lease_s=60).attempt == 1  # type: ignore[union-attr]
+
+
+def test_a_user_given_id_is_its_own_job(settings, db, tiny_vits_dir) -> None:
+    voice = str(tiny_vits_dir)
+    [a] = submit([JobRequest(text=TEXT, voice=voice, id="alpha")], settings, db, publisher=None)
+    [b] = submit([JobRequest(text=TEXT, voice=voice, id="beta")], settings, db, publisher=None)
+    [again] = submit([JobRequest(text=TEXT, voice=voice, id="alpha")], settings, db, publisher=None)
+    assert (a.id, b.id, again.id) == ("alpha", "beta", "alpha") and b.created and not again.created
+
+
+def test_a_book_in_two_voices_is_two_books(settings, db, tiny_vits_dir, tmp_path) -> None:
+    import shutil
+
+    other_voice = tmp_path / "other-voice"
+    shutil.copytree(tiny_vits_dir, other_voice)
+    chapters = [JobRequest(text=f"Chapter {n} text.", title=f"C{n}", group_title="Book", group_index=n,
+                           source="book.epub") for n in range(2)]
+    first = submit([c.model_copy(update={"voice": str(tiny_vits_dir)}) for c in chapters], settings, db,
+                   publisher=None)
+    second = submit([c.model_copy(update={"voice": str(other_voice)}) for c in chapters], settings, db,
+                    publisher=None)
+    with db.session() as s:
+        groups = {j.id: j.group_id for j in s.scalars(select(Job))}
+    assert groups[first[0].id] == groups[first[1].id] != groups[second[0].id] == groups[second[1].id]
 
 
 def test_same_input_is_the_same_job_unless_forced(settings, db, tiny_vits_dir) -> None:

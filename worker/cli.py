@@ -48,7 +48,6 @@ def worker(
 def serve(settings: WorkerSettings, loglevel: str = "INFO") -> None:
     """Start-up in order: policy and voice (fail fast), registry, resumed jobs, metrics, then Celery."""
     from producer.broker import Publisher
-    from worker import store
     from worker.app import make_celery
     from worker.runtime import WorkerRuntime
     from worker.tasks import register_tasks
@@ -64,7 +63,7 @@ def serve(settings: WorkerSettings, loglevel: str = "INFO") -> None:
         except Exception as err:  # the heartbeat's reaper tries again later
             log.warning("could not re-publish %s: %s", job_id, err)
 
-    for job_id in store.release_previous_incarnations(runtime.store, runtime.slot, runtime.worker_id):
+    for job_id in runtime.resume_dead_predecessors():
         log.warning("resuming job %s left by an earlier process of this worker", job_id)
         republish(job_id, 9)
     app = make_celery(settings)

@@ -20,7 +20,6 @@ from producer.submit import submit
 from schemas.db import open_store
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings, WorkerSettings
-from worker.job import synthesize_job
 from worker.runtime import WorkerRuntime
 
 
@@ -39,9 +38,10 @@ def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env
     engine = runtime.engine_for(worker_settings.voice)
     console.print(f"voice [bold]{engine.voice_name}[/] on {runtime.device.name} ({runtime.policy.dtype}): "
                   f"{runtime.policy.reason}")
-    todo = [s for s in submitted if not s.status.is_terminal]
+    runtime.resume_dead_predecessors()  # an earlier `run` killed mid-job: take its jobs back now
+    todo = [v for v in job_views(store, [s.id for s in submitted]) if not v.status.is_terminal]
     try:
-        _synthesize_all(runtime, [s.id for s in todo], sum(s.chunks_total for s in todo), console, show_progress)
+        _synthesize_all(runtime, todo, console, show_progress)
     finally:
         runtime.stop()
     views = job_views(store, [s.id for s in submitted])
@@ -51,15 +51,17 @@ def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env
     return views
 
 
-def _synthesize_all(runtime: WorkerRuntime, job_ids: list[str], chunks_total: int, console: Console,
-                    show_progress: bool) -> None:
+def _synthesize_all(runtime: WorkerRuntime, todo: list[JobView], console: Console, show_progress: bool) -> None:
+    """Run the jobs one after another; the bar counts chunks still to make (a resumed job has fewer)."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not show_progress) as progress:
-        bar = progress.add_task("synthesizing", total=chunks_total)
+        bar = progress.add_task("synthesizing", total=sum(v.chunks_total - v.chunks_done for v in todo))
         runtime.on_chunk = lambda _job, _done, _total: progress.advance(bar)
-        for job_id in job_ids:
-            progress.update(bar, description=f"job {job_id}")
-            synthesize_job(job_id, runtime.context())
+        for view in todo:
+            progress.update(bar, description=f"job {view.id}")
+            outcome = runtime.run_job(view.id)
+            if outcome.status is None:
+                console.print(f"job {view.id}: {outcome.detail}")
 
 
 def _results_table(views: list[JobView]) -> Table:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.db import Store
-from schemas.errors import DeviceLost, PermanentError, RetryableError, SynthesisFailed
+from schemas.errors import PermanentError, RetryableError, SynthesisFailed
 from schemas.settings import WorkerSettings
 from schemas.status import AudioFormat, JobStatus
 from worker import audio, store
@@ -55,36 +55,46 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
     Raises:
         RetryableError: the store or disk failed transiently; the job was put back (queued).
         DeviceLost: CUDA is unusable; the job was put back and this process must exit.
+        Anything unexpected (or Ctrl-C) is re-raised after the job was put back, its stored chunks kept.
     """
     held = store.claim(ctx.store, job_id, ctx.worker_id, ctx.settings.lease_s)
     if held is None:
         return JobOutcome(job_id, None, "not claimable: finished, cancelled or held by another worker")
     if held.attempt > ctx.settings.max_attempts:
         store.fail(ctx.store, job_id, ctx.worker_id, f"gave up after {held.attempt - 1} attempts that did not finish")
+        _discard_outputs(ctx, held)
         return _report(ctx, JobOutcome(job_id, JobStatus.FAILED, "poison: too many attempts"), {})
     try:
-        return _run(held, ctx)
+        outcome, metrics = _run(held, ctx)
     except store.JobInterrupted as err:
+        _discard_outputs(ctx, held)
         return JobOutcome(job_id, store.job_status(ctx.store, job_id), str(err))
     except PermanentError as err:
         store.fail(ctx.store, job_id, ctx.worker_id, str(err))
+        _discard_outputs(ctx, held)
         return _report(ctx, JobOutcome(job_id, JobStatus.FAILED, str(err)), {})
-    except (RetryableError, DeviceLost):
+    except BaseException:
+        # Retryable, device lost, a bug, a full disk, Ctrl-C: never leave the job `running` under a lease
+        # this process will keep renewing; put it back with its chunks and let the caller decide.
         _release_quietly(ctx, job_id)
         raise
+    if held.group_id is not None and outcome.status == JobStatus.SUCCEEDED:
+        _maybe_build_book(ctx, held)
+    return _report(ctx, outcome, metrics)
 
 
-def _run(held: store.Claim, ctx: JobContext) -> JobOutcome:
+def _run(held: store.Claim, ctx: JobContext) -> tuple[JobOutcome, dict[str, Any]]:
     engine = ctx.engine_for(held.voice)
-    chunk_dir = ctx.settings.output_dir.resolve() / ".chunks" / held.job_id
+    chunk_dir = _chunk_dir(ctx, held.job_id)
     pending = store.pending_chunks(ctx.store, held.job_id)
-    total = store.chunks_total(ctx.store, held.job_id)
+    total = held.chunks_total
     done = [total - len(pending)]
     seed = job_seed(held.job_id, held.options.get("seed"))
     dropped: set[str] = set()
 
     def save(chunk: ChunkAudio) -> None:
-        path = chunk_dir / f"{chunk.idx:06d}.wav"
+        # The attempt in the name: a former holder still running cannot overwrite what we recorded.
+        path = chunk_dir / f"{chunk.idx:06d}-a{held.attempt}.wav"
         audio.write_chunk(path, chunk.samples, engine.sample_rate_hz)
         store.save_chunk(ctx.store, held.job_id, ctx.worker_id, chunk.idx, ctx.settings.lease_s,
                          audio_path=str(path), samples=len(chunk.samples),
@@ -109,7 +119,8 @@ def _run(held: store.Claim, ctx: JobContext) -> JobOutcome:
     return _finish(held, ctx, engine, run, warnings)
 
 
-def _finish(held: store.Claim, ctx: JobContext, engine: Engine, run: Any, warnings: list[str]) -> JobOutcome:
+def _finish(held: store.Claim, ctx: JobContext, engine: Engine, run: Any,
+            warnings: list[str]) -> tuple[JobOutcome, dict[str, Any]]:
     chunks = store.done_chunks(ctx.store, held.job_id)
     missing = [c.idx for c in chunks if c.audio_path is None]
     if missing:
@@ -131,15 +142,35 @@ def _finish(held: store.Claim, ctx: JobContext, engine: Engine, run: Any, warnin
     if not store.finish(ctx.store, held.job_id, ctx.worker_id, audio_path=str(assembled.path),
                         audio_s=assembled.audio_s, sample_rate_hz=assembled.sample_rate_hz, warnings=warnings,
                         metrics=metrics):
-        return JobOutcome(held.job_id, store.job_status(ctx.store, held.job_id), "cancelled before it finished")
-    shutil.rmtree(ctx.settings.output_dir.resolve() / ".chunks" / held.job_id, ignore_errors=True)
-    if held.group_id is not None:
-        _maybe_build_book(ctx, held)
-    return _report(ctx, JobOutcome(held.job_id, JobStatus.SUCCEEDED, str(assembled.path)), metrics)
+        for path in (assembled.path, assembled.manifest_path, assembled.srt_path, assembled.vtt_path):
+            path.unlink(missing_ok=True)  # cancelled while we assembled: a cancelled job leaves no result
+        raise store.JobInterrupted(f"job {held.job_id} was cancelled before it finished")
+    shutil.rmtree(_chunk_dir(ctx, held.job_id), ignore_errors=True)
+    return JobOutcome(held.job_id, JobStatus.SUCCEEDED, str(assembled.path)), metrics
+
+
+def _chunk_dir(ctx: JobContext, job_id: str) -> Path:
+    return ctx.settings.output_dir.resolve() / ".chunks" / job_id
+
+
+def _discard_outputs(ctx: JobContext, held: store.Claim) -> None:
+    """A job that ended without a result keeps no chunk audio (its rows stay for inspection)."""
+    if store.job_status(ctx.store, held.job_id) in (JobStatus.FAILED, JobStatus.CANCELLED):
+        shutil.rmtree(_chunk_dir(ctx, held.job_id), ignore_errors=True)
 
 
 def _maybe_build_book(ctx: JobContext, held: store.Claim) -> None:
-    """When the last chapter of a book finishes, join the chapter files into one .m4b (needs ffmpeg)."""
+    """When the last chapter of a book finishes, join the chapter files into one .m4b (needs ffmpeg).
+    The chapters have succeeded whatever happens here: a failure becomes a warning on them."""
+    try:
+        _build_book(ctx, held)
+    except (PermanentError, OSError) as err:
+        assert held.group_id is not None
+        for job in store.group_jobs(ctx.store, held.group_id):
+            store.add_warning(ctx.store, job.id, f"the book's .m4b could not be made: {err}")
+
+
+def _build_book(ctx: JobContext, held: store.Claim) -> None:
     assert held.group_id is not None
     chapters = store.group_jobs(ctx.store, held.group_id)
     if not all(j.status == JobStatus.SUCCEEDED for j in chapters):

@@ -20,7 +20,7 @@ from schemas.errors import RetryableError
 from schemas.settings import WorkerSettings
 from schemas.status import WorkerState
 from worker import store
-from worker.job import JobContext, JobOutcome
+from worker.job import JobContext, JobOutcome, synthesize_job
 
 if TYPE_CHECKING:
     from worker.device import DeviceInfo
@@ -45,6 +45,7 @@ class WorkerRuntime:
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.current_job: str | None = None  # the job this process runs now: the only lease it renews
         self.on_chunk: Callable[[str, int, int], None] | None = None
         self.on_finished: Callable[[JobOutcome, dict[str, Any]], None] | None = None
 
@@ -89,6 +90,19 @@ class WorkerRuntime:
         self._engines[voice] = engine
         return engine
 
+    def run_job(self, job_id: str) -> JobOutcome:
+        """Run one job through `synthesize_job`, its lease kept alive by the heartbeat meanwhile."""
+        self.current_job = job_id
+        try:
+            return synthesize_job(job_id, self.context())
+        finally:
+            self.current_job = None
+
+    def resume_dead_predecessors(self) -> list[str]:
+        """Jobs left running by a dead earlier process of this slot, put back (queued) to run now."""
+        return store.release_previous_incarnations(self.store, self.slot, self.worker_id, socket.gethostname(),
+                                                   self.settings.lease_s)
+
     def context(self) -> JobContext:
         return JobContext(store=self.store, settings=self.settings, worker_id=self.worker_id,
                           engine_for=self.engine_for, on_chunk=self.on_chunk, on_finished=self.on_finished)
@@ -123,7 +137,7 @@ class WorkerRuntime:
         while not self._stop.wait(self.settings.heartbeat_s):
             beats += 1
             try:
-                store.heartbeat(self.store, self.worker_id, self.settings.lease_s)
+                store.heartbeat(self.store, self.worker_id, self.settings.lease_s, self.current_job)
                 if republish is not None and beats % 4 == 0:
                     self.reap(republish)
             except RetryableError as err:
@@ -132,9 +146,8 @@ class WorkerRuntime:
                 log.exception("heartbeat failed")
 
     def reap(self, republish: Callable[[str, int], None]) -> list[str]:
-        """Re-publish jobs whose worker died or whose message the broker lost; duplicates are harmless
-        because a claim is a compare-and-set."""
-        orphans = store.orphaned_jobs(self.store, republish_queued_after_s=max(600.0, 4 * self.settings.lease_s))
+        """Re-publish jobs whose worker died; duplicates are harmless because a claim is a compare-and-set."""
+        orphans = store.orphaned_jobs(self.store, lease_s=self.settings.lease_s)
         for job_id, priority in orphans:
             log.warning("re-publishing orphaned job %s", job_id)
             republish(job_id, priority)

@@ -6,11 +6,12 @@ redelivered message, a second worker or a cancel can never make a job finish twi
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 
 from schemas.db import Store
 from schemas.errors import TtsfleetError
@@ -36,8 +37,7 @@ class Claim:
     group_index: int | None
     options: dict[str, Any]
     warnings: list[str]
-    created_at: datetime
-    started_at: datetime
+    chunks_total: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,23 +50,23 @@ def claim(store: Store, job_id: str, owner: str, lease_s: float) -> Claim | None
     """Take `job_id` if it is queued, its lease expired, or we already hold it. None: someone else has it,
     or it is finished or cancelled (the message is then simply acknowledged)."""
     now = utcnow()
-    claimable = or_(
-        Job.status == JobStatus.QUEUED,
-        and_(Job.status == JobStatus.RUNNING, or_(Job.lease_expires_at < now, Job.lease_owner == owner)),
-    )
+    reentry = and_(Job.status == JobStatus.RUNNING, Job.lease_owner == owner)
+    claimable = or_(Job.status == JobStatus.QUEUED, reentry,
+                    and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now))
     with store.session() as session:
         updated = session.execute(
             update(Job).where(Job.id == job_id, claimable).values(
                 status=JobStatus.RUNNING, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
-                attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now), worker_id=owner,
+                # the holder coming back (a Celery retry) is the same attempt, not a new one
+                attempts=case((reentry, Job.attempts), else_=Job.attempts + 1),
+                started_at=func.coalesce(Job.started_at, now), worker_id=owner,
             ).execution_options(synchronize_session=False)
         )
         if updated.rowcount != 1:  # type: ignore[attr-defined]
             return None
         job = session.get_one(Job, job_id, populate_existing=True)
         return Claim(job.id, job.attempts, job.voice, job.format, job.title, job.group_id, job.group_title,
-                     job.group_index, dict(job.options or {}), list(job.warnings or []), job.created_at,
-                     job.started_at or now)
+                     job.group_index, dict(job.options or {}), list(job.warnings or []), job.chunks_total)
 
 
 def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
@@ -77,11 +77,6 @@ def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
             .where(Chunk.job_id == job_id, Chunk.audio_path.is_(None)).order_by(Chunk.idx)
         ).all()
     return [PendingChunk(idx, text) for idx, text in rows]
-
-
-def chunks_total(store: Store, job_id: str) -> int:
-    with store.session() as session:
-        return session.scalar(select(func.count()).select_from(Chunk).where(Chunk.job_id == job_id)) or 0
 
 
 def done_chunks(store: Store, job_id: str) -> list[Chunk]:
@@ -138,11 +133,9 @@ def finish(store: Store, job_id: str, owner: str, *, audio_path: str, audio_s: f
     return True
 
 
-def fail(store: Store, job_id: str, owner: str | None, error: str) -> bool:
-    """-> failed with a readable error. `owner=None` fails a job whatever its lease (poison, bad message)."""
-    guard = [Job.id == job_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])]
-    if owner is not None:
-        guard.append(Job.lease_owner == owner)
+def fail(store: Store, job_id: str, owner: str, error: str) -> bool:
+    """running -> failed with a readable error, if we hold the job."""
+    guard = [Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_owner == owner]
     with store.session() as session:
         return session.execute(
             update(Job).where(*guard).values(status=JobStatus.FAILED, error=error[:4000], finished_at=utcnow(),
@@ -200,43 +193,60 @@ def register_worker(store: Store, row: dict[str, Any]) -> None:
             existing.started_at = now
 
 
-def heartbeat(store: Store, worker_id: str, lease_s: float, state: WorkerState = WorkerState.READY) -> None:
-    """Mark the worker alive and extend the lease of whatever job it is running."""
+def heartbeat(store: Store, worker_id: str, lease_s: float, job_id: str | None) -> None:
+    """Mark the worker alive and extend the lease of `job_id`, the job it is running right now (only that
+    one: a job this process lost track of must be allowed to expire and be taken over)."""
     now = utcnow()
     with store.session() as session:
-        session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now, state=state))
-        session.execute(
-            update(Job).where(Job.status == JobStatus.RUNNING, Job.lease_owner == worker_id)
-            .values(lease_expires_at=now + timedelta(seconds=lease_s))
-        )
+        session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
+        if job_id is not None:
+            session.execute(
+                update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_owner == worker_id)
+                .values(lease_expires_at=now + timedelta(seconds=lease_s))
+            )
 
 
-def release_previous_incarnations(store: Store, worker_prefix: str, worker_id: str) -> list[str]:
-    """Put back jobs held by an earlier process of this same worker slot (crashed, restarted by its
-    supervisor), so they resume now instead of when their lease runs out. Returns their ids."""
+def release_previous_incarnations(store: Store, slot: str, worker_id: str, host: str, lease_s: float) -> list[str]:
+    """Put back jobs held by earlier, dead processes of this worker slot (crashed and restarted by a
+    supervisor), so they resume now instead of when their lease runs out. An earlier process is dead when
+    it ran on this host and its pid is gone, or when its heartbeat is older than half a lease. Returns ids."""
+    now = utcnow()
     with store.session() as session:
-        ids = list(session.scalars(select(Job.id).where(
-            Job.status == JobStatus.RUNNING, Job.lease_owner.like(f"{worker_prefix}%"), Job.lease_owner != worker_id)))
-        if ids:
-            session.execute(update(Job).where(Job.id.in_(ids), Job.status == JobStatus.RUNNING)
-                            .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None))
+        siblings = session.execute(select(Worker.id, Worker.host, Worker.pid, Worker.heartbeat_at).where(
+            func.substr(Worker.id, 1, len(slot)) == slot, Worker.id != worker_id)).all()
+        dead = [wid for wid, whost, pid, beat in siblings
+                if (whost == host and not _pid_alive(pid)) or beat < now - timedelta(seconds=lease_s / 2)]
+        if not dead:
+            return []
+        ids = list(session.scalars(
+            update(Job).where(Job.status == JobStatus.RUNNING, Job.lease_owner.in_(dead))
+            .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None).returning(Job.id)))
+        session.execute(update(Worker).where(Worker.id.in_(dead)).values(state=WorkerState.STOPPED))
     return ids
 
 
-def orphaned_jobs(store: Store, *, republish_queued_after_s: float) -> list[tuple[str, int]]:
-    """Published jobs that need a new message: running with an expired lease (their worker died), or
-    queued for longer than `republish_queued_after_s` since their last message (broker lost it).
-    Returns (job id, priority) and stamps them as published now."""
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def orphaned_jobs(store: Store, *, lease_s: float) -> list[tuple[str, int]]:
+    """Published jobs whose worker died: running with an expired lease. Each is returned at most once per
+    lease period (its `published_at` is stamped now), so several reapers do not flood the broker.
+    Returns (job id, priority)."""
     now = utcnow()
-    stale = now - timedelta(seconds=republish_queued_after_s)
     with store.session() as session:
-        rows = session.execute(select(Job.id, Job.priority).where(Job.published_at.is_not(None), or_(
-            and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now),
-            and_(Job.status == JobStatus.QUEUED, Job.published_at < stale),
-        )).limit(100)).all()
-        ids = [r[0] for r in rows]
-        if ids:
-            session.execute(update(Job).where(Job.id.in_(ids)).values(published_at=now))
+        rows = session.execute(select(Job.id, Job.priority).where(
+            Job.status == JobStatus.RUNNING, Job.lease_expires_at < now,
+            Job.published_at < now - timedelta(seconds=lease_s),
+        ).limit(100)).all()
+        if rows:
+            session.execute(update(Job).where(Job.id.in_([r[0] for r in rows])).values(published_at=now))
     return [(r[0], r[1]) for r in rows]
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from schemas.errors import DeviceLost, RetryableError
 from schemas.messages import SYNTHESIZE_TASK, SynthesizeMessage
-from worker.job import synthesize_job
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger("ttsfleet.tasks")
@@ -23,7 +22,7 @@ def register_tasks(app: Any, runtime: WorkerRuntime, republish: Any) -> None:
         """Synthesize the job named by the message: validate, run, report."""
         job_id = SynthesizeMessage.model_validate(message).job_id
         try:
-            return str(synthesize_job(job_id, runtime.context()).status)
+            return str(runtime.run_job(job_id).status)
         except DeviceLost as err:
             # CUDA is unusable in this process: the job was put back; send it again and let the
             # supervisor restart us with a fresh context.
