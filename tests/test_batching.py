@@ -14,7 +14,7 @@ from worker.batching import (
     MIN_TOKEN_BUDGET,
     Item,
     budget_from_memory,
-    halve,
+    lowered_budget,
     padded_tokens,
     plan_batches,
 )
@@ -57,12 +57,13 @@ def test_plan_batches_packs_similar_lengths() -> None:
         plan_batches(items, 0)
 
 
-def test_halve_and_budget() -> None:
-    batch = [Item(k, 5) for k in range(5)]
-    first, second = halve(batch)
-    assert [i.key for i in first] == [0, 1, 2] and [i.key for i in second] == [3, 4]
-    with pytest.raises(ValueError, match="cannot be halved"):
-        halve(batch[:1])
+def test_lowered_budget_and_budget_from_memory() -> None:
+    batch = [Item(0, 40), Item(1, 30), Item(2, 30), Item(3, 10)]  # 160 padded tokens
+    assert lowered_budget(batch, 1000) == 80
+    assert len(plan_batches(batch, lowered_budget(batch, 1000))[0]) == 2
+    assert lowered_budget(batch[:2], 1000) == 40  # never below the longest item
+    assert lowered_budget(batch, 50) == 50  # never above the budget it lowers
+    assert lowered_budget([Item(0, 7), Item(1, 7), Item(2, 7)], 100) == 10
     assert budget_from_memory(8 << 30, 100_000) == int((8 << 30) * 0.5 / 100_000)
     assert budget_from_memory(0, 1000) == MIN_TOKEN_BUDGET
     assert budget_from_memory(80 << 30, 1) == MAX_TOKEN_BUDGET

@@ -130,17 +130,48 @@ def test_dropped_characters_are_reported(voice: LoadedVoice, cpu: DeviceInfo) ->
     assert got[0].dropped == "☃"
 
 
-def test_injected_oom_halves_the_batch(voice: LoadedVoice, cpu: DeviceInfo) -> None:
+def _oom_above_tokens(limit: list[int], seen: list[int], ooms: list[int]) -> Callable[[Any, Any], Any]:
+    """Out-of-memory when a batch's padded input tokens exceed `limit[0]` (what memory really bounds);
+    records each batch's padded tokens in `seen` and counts the injected errors in `ooms[0]`."""
+    import torch
+
+    def fault(input_ids: Any, out: Any) -> None:
+        if out is None:
+            seen.append(int(input_ids.numel()))
+            if input_ids.numel() > limit[0]:
+                ooms[0] += 1
+                raise torch.OutOfMemoryError(f"CUDA out of memory (injected: {input_ids.numel()} tokens)")
+
+    return fault
+
+
+def test_injected_oom_lowers_the_budget_for_good(voice: LoadedVoice, cpu: DeviceInfo) -> None:
     engine = start_engine(voice, cpu, choose_policy(cpu), deterministic=True, token_budget=10_000)
     reference, clean = _run(engine, _chunks())
     assert clean.max_batch_size == len(TEXTS) and clean.oom_retries == 0
-    sizes = _wrap_forward(voice, _oom_above(2))
-    got, run = _run(engine, _chunks())
-    assert sizes[:3] == [6, 3, 2] and max(sizes) == 6
-    assert run.oom_retries >= 2 and run.max_batch_size == 2
-    for idx, audio in got.items():
-        assert len(audio.samples) == len(reference[idx].samples)
-        assert audio.batch_size <= 2
+    longest = max(len(voice.encode(text).ids) for text in TEXTS)
+    limit, seen, ooms = [4 * longest], list[int](), [0]
+    _wrap_forward(voice, _oom_above_tokens(limit, seen, ooms))
+
+    def job() -> EngineRun:
+        seen.clear()
+        got, run = _run(engine, _chunks())
+        assert {idx: len(a.samples) for idx, a in got.items()} == {
+            idx: len(a.samples) for idx, a in reference.items()}
+        return run
+
+    run = job()
+    # One OOM on the 6-item batch; the budget drops to half of it and every later batch fits.
+    assert ooms == [1] and run.oom_retries == 1 and seen[0] == 6 * longest
+    assert engine.token_budget == 3 * longest and max(seen[1:]) <= engine.token_budget
+    assert run.max_batch_size == 3 and len(engine.notes) == 1 and "lowered from 10000" in engine.notes[0]
+    run = job()  # the next job is planned at the lowered budget from the start
+    assert ooms == [1] and run.oom_retries == 0 and max(seen) <= 3 * longest
+    limit[0] = 2 * longest  # less memory again: one more OOM, one more cut, no second note
+    run = job()
+    assert ooms == [2] and run.oom_retries == 1 and engine.token_budget < 3 * longest
+    assert max(seen[1:]) <= engine.token_budget <= limit[0] and len(engine.notes) == 1
+    assert job().oom_retries == 0 and ooms == [2]
 
 
 def test_single_chunk_oom_fails_the_job_and_the_next_job_runs(voice: LoadedVoice, cpu: DeviceInfo) -> None:
@@ -166,6 +197,66 @@ def test_other_device_errors_raise_device_lost(voice: LoadedVoice, cpu: DeviceIn
     with pytest.raises(DeviceLost, match="illegal memory access") as caught:
         engine.synthesize(_chunks(), lambda audio: None)
     assert isinstance(caught.value.__cause__, torch.AcceleratorError)
+
+
+CUDA_ILLEGAL = "CUDA error: an illegal memory access was encountered"
+
+
+def _sticky_free(monkeypatch: pytest.MonkeyPatch, error: Callable[[], RuntimeError]) -> list[int]:
+    """Make the engine's `free_memory` raise `error()` as a dead CUDA context's `empty_cache` does (CUDA
+    errors are sticky); returns a one-element call counter."""
+    calls = [0]
+
+    def free_memory(torch_device: str) -> None:
+        calls[0] += 1
+        raise error()
+
+    monkeypatch.setattr("worker.engine.free_memory", free_memory)
+    return calls
+
+
+def test_device_lost_survives_a_failing_free(voice: LoadedVoice, cpu: DeviceInfo,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    engine = start_engine(voice, cpu, choose_policy(cpu))
+
+    def fault(input_ids: Any, out: Any) -> None:
+        raise torch.AcceleratorError(CUDA_ILLEGAL)
+
+    _wrap_forward(voice, fault)
+    _sticky_free(monkeypatch, lambda: RuntimeError(CUDA_ILLEGAL))
+    with pytest.raises(DeviceLost, match="illegal memory access") as caught:
+        engine.synthesize(_chunks(), lambda audio: None)
+    assert isinstance(caught.value.__cause__, torch.AcceleratorError) and engine.broken
+    engine.cleanup()  # the job layer's `finally:`; must not replace the DeviceLost
+    with pytest.raises(DeviceLost, match="unusable after an earlier device error"):
+        engine.synthesize(_chunks(), lambda audio: None)
+    engine.cleanup()
+
+
+def test_device_error_found_while_freeing_is_device_lost(voice: LoadedVoice, cpu: DeviceInfo,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    engine = start_engine(voice, cpu, choose_policy(cpu))
+    fresh = start_engine(load_folder_voice(voice.folder), cpu, choose_policy(cpu))  # type: ignore[arg-type]
+    calls = _sticky_free(monkeypatch, lambda: torch.AcceleratorError(CUDA_ILLEGAL))
+
+    def stop(audio: ChunkAudio) -> None:
+        raise KeyError("the job was cancelled")
+
+    with pytest.raises(DeviceLost, match="illegal memory access") as caught:
+        engine.synthesize(_chunks(), stop)
+    cause = caught.value.__cause__
+    assert isinstance(cause, torch.AcceleratorError) and isinstance(cause.__context__, KeyError)
+    assert engine.broken and calls == [1]
+    engine.cleanup()  # broken: only garbage collection, no second call into the dead context
+    assert calls == [1]
+    fresh.cleanup()  # a device error first seen in cleanup is logged, not raised
+    assert calls == [2] and fresh.broken
+    with pytest.raises(DeviceLost, match="illegal memory access"):  # start-up lets it surface
+        start_engine(load_folder_voice(voice.folder), cpu, choose_policy(cpu))  # type: ignore[arg-type]
 
 
 def test_unspeakable_chunk_becomes_a_pause_and_is_reported(voice: LoadedVoice, cpu: DeviceInfo) -> None:

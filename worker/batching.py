@@ -59,12 +59,11 @@ def plan_batches(items: Sequence[Item], token_budget: int, max_items: int | None
     return batches
 
 
-def halve(batch: Sequence[Item]) -> tuple[list[Item], list[Item]]:
-    """Split a batch (of two items or more) into two halves for the out-of-memory back-off."""
-    if len(batch) < 2:
-        raise ValueError("a batch of one item cannot be halved")
-    middle = (len(batch) + 1) // 2
-    return list(batch[:middle]), list(batch[middle:])
+def lowered_budget(batch: Sequence[Item], token_budget: int) -> int:
+    """Token budget after `batch` (two items or more) ran out of memory: about half its padded tokens,
+    never below its longest item (one chunk must still plan alone) nor above `token_budget`."""
+    longest = max((item.n_tokens for item in batch), default=1)
+    return max(1, min(token_budget, max(padded_tokens(batch) // 2, longest)))
 
 
 def budget_from_memory(free_bytes: int, bytes_per_token: float, share: float = FREE_MEMORY_SHARE) -> int:

@@ -1,12 +1,15 @@
 """The synthesis engine: a voice pinned to one device under one precision policy.
 
 `start_engine` moves the model, runs a canary (falling back to safer policies when it fails) and sizes
-the token budget; `Engine.synthesize` runs length-sorted batches with an out-of-memory back-off and a
-per-chunk NaN/silence guard; `Engine.cleanup` releases memory between jobs.
+the token budget; `Engine.synthesize` runs length-sorted batches with an out-of-memory back-off (which
+lowers the budget for good) and a per-chunk NaN/silence guard; `Engine.cleanup` releases memory between
+jobs. A CUDA error other than out-of-memory marks the engine broken: CUDA errors are sticky, so from then
+on every call into the context fails again.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import deque
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas.errors import DeviceLost, SynthesisFailed
-from worker.batching import CPU_TOKEN_BUDGET, Item, budget_from_memory, halve, plan_batches
+from worker.batching import CPU_TOKEN_BUDGET, Item, budget_from_memory, lowered_budget, padded_tokens, plan_batches
 from worker.device import DeviceInfo
 from worker.loaded_voice import LoadedVoice
 from worker.model import ModelRunner, bad_audio, free_memory, peak_bytes, reset_peak
@@ -77,7 +80,11 @@ class _Counts:
 
 @dataclass
 class Engine:
-    """A started engine. Build it with `start_engine`."""
+    """A started engine. Build it with `start_engine`.
+
+    `token_budget` (padded input tokens per batch) only ever goes down: an out-of-memory lowers it for
+    this and every later job. `broken` is set once a device error was seen; the engine is then useless.
+    """
 
     voice: LoadedVoice
     device: DeviceInfo
@@ -88,6 +95,8 @@ class Engine:
     bytes_per_token: float | None = None
     canary_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    broken: bool = field(default=False, init=False)
+    _budget_noted: bool = field(default=False, init=False, repr=False)
 
     @property
     def policy(self) -> Policy:
@@ -101,13 +110,15 @@ class Engine:
     def voice_name(self) -> str:
         return self.voice.name
 
-    def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], None]) -> EngineRun:
+    def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], object]) -> EngineRun:
         """Synthesize `chunks`, calling `on_chunk` as each chunk's audio exists (not in input order).
 
-        Raises SynthesisFailed (one chunk that does not fit in memory,
-        NaN in fp32), DeviceLost (a CUDA error other than out-of-memory), or whatever `on_chunk` raises;
-        memory is freed before any of them propagates.
+        Raises SynthesisFailed (one chunk that does not fit in memory, NaN in fp32), DeviceLost (a CUDA
+        error other than out-of-memory, now or in an earlier call), or whatever `on_chunk` raises; memory
+        is freed before any of them propagates.
         """
+        if self.broken:
+            raise DeviceLost(f"device {self.device.name} is unusable after an earlier device error")
         encoded = [self._encode(chunk) for chunk in chunks]
         # A chunk the voice cannot say at all (a "* * *" break on a character-vocabulary voice) becomes a
         # short pause, reported through `dropped`, rather than failing a whole chapter.
@@ -118,43 +129,102 @@ class Engine:
                                     synth_s=0.0, batch_size=0, dtype=self.policy.dtype, fp32_redo=False,
                                     dropped=dropped))
         items = [Item(pos, len(ids)) for pos, (ids, _) in enumerate(encoded) if ids]
-        pending = deque(plan_batches(items, self.token_budget, self.max_batch_items))
         counts = _Counts()
         torch_device = self.runner.torch_device
-        reset_peak(torch_device)
         started = time.perf_counter()
         try:
-            while pending:
-                batch = pending.popleft()
-                keys = [item.key for item in batch]
-                waves, batch_s = self._forward([encoded[k][0] for k in keys], self._seed(chunks, keys))
-                if waves is None:  # out of memory, already freed
-                    counts.oom_retries += 1
-                    if len(batch) == 1:
-                        raise SynthesisFailed(f"chunk {chunks[keys[0]].idx} does not fit in device memory "
-                                              f"even alone ({batch[0].n_tokens} tokens)")
-                    log.warning("out of memory on a batch of %d chunks; halving", len(batch))
-                    pending.extendleft(reversed(halve(batch)))
-                    continue
-                counts.batches += 1
-                counts.max_batch_size = max(counts.max_batch_size, len(batch))
-                total = sum(len(w) for w in waves) or 1
-                for key, wave in zip(keys, waves, strict=True):
-                    audio = self._checked(chunks[key], encoded[key], wave, batch_s * len(wave) / total,
-                                          len(batch), counts)
-                    on_chunk(audio)
-                del waves
-        except BaseException:
-            free_memory(torch_device)
-            raise
-        self.runner.synchronize()
-        return EngineRun(synth_s=time.perf_counter() - started, peak_mem_bytes=peak_bytes(torch_device),
+            reset_peak(torch_device)
+            self._run_batches(chunks, encoded, items, on_chunk, counts)
+            self.runner.synchronize()
+            peak_mem_bytes = peak_bytes(torch_device)
+        except BaseException as err:
+            lost = self._device_lost(err)
+            self._free()  # raises DeviceLost itself when freeing is what finds the device dead
+            if lost is None or lost is err:
+                raise
+            raise lost from err
+        return EngineRun(synth_s=time.perf_counter() - started, peak_mem_bytes=peak_mem_bytes,
                          oom_retries=counts.oom_retries, fp32_fallbacks=counts.fp32_fallbacks,
                          batches=counts.batches, max_batch_size=counts.max_batch_size)
 
     def cleanup(self) -> None:
-        """Release what the last job left: collect garbage, empty the CUDA cache (CPU: trim the heap)."""
-        free_memory(self.runner.torch_device)
+        """Release what the last job left: collect garbage, empty the CUDA cache (CPU: trim the heap).
+
+        Never raises for a dead device (the job layer calls this in a `finally:` and must see the job's
+        own DeviceLost): after a device error only garbage is collected, and a device error found here is
+        logged and marks the engine broken, so its next `synthesize` raises DeviceLost.
+        """
+        try:
+            self._free()
+        except DeviceLost as err:
+            log.error("%s; device memory not released", err)
+
+    def _run_batches(self, chunks: Sequence[ChunkInput], encoded: list[tuple[list[int], str]], items: list[Item],
+                     on_chunk: Callable[[ChunkAudio], object], counts: _Counts) -> None:
+        """Run `items` in batches planned at the token budget. On out-of-memory the budget is lowered and
+        what is left re-planned, so later batches do not run out again; one chunk alone that does not fit
+        raises SynthesisFailed."""
+        pending = deque(plan_batches(items, self.token_budget, self.max_batch_items))
+        while pending:
+            batch = pending.popleft()
+            keys = [item.key for item in batch]
+            waves, batch_s = self._forward([encoded[k][0] for k in keys], self._seed(chunks, keys))
+            if waves is None:  # out of memory, already freed
+                counts.oom_retries += 1
+                if len(batch) == 1:
+                    raise SynthesisFailed(f"chunk {chunks[keys[0]].idx} does not fit in device memory "
+                                          f"even alone ({batch[0].n_tokens} tokens)")
+                self._lower_budget(batch)
+                # The failed batch holds the longest items left, so its first re-planned batch is smaller.
+                left = [*batch, *(item for queued in pending for item in queued)]
+                pending = deque(plan_batches(left, self.token_budget, self.max_batch_items))
+                continue
+            counts.batches += 1
+            counts.max_batch_size = max(counts.max_batch_size, len(batch))
+            total = sum(len(w) for w in waves) or 1
+            for key, wave in zip(keys, waves, strict=True):
+                on_chunk(self._checked(chunks[key], encoded[key], wave, batch_s * len(wave) / total,
+                                       len(batch), counts))
+            del waves
+
+    def _lower_budget(self, failed: list[Item]) -> None:
+        """Lower the token budget below the `failed` batch's padded size, for good: device memory that ran
+        short does not come back by itself. The first time is noted in `notes`."""
+        old, padded = self.token_budget, padded_tokens(failed)
+        self.token_budget = lowered_budget(failed, old)
+        log.warning("out of memory on a batch of %d chunks (%d padded tokens); token budget %d -> %d",
+                    len(failed), padded, old, self.token_budget)
+        if not self._budget_noted:
+            self._budget_noted = True
+            self.notes.append(f"out of memory on a batch of {padded} padded tokens; token budget lowered "
+                              f"from {old} to {self.token_budget}")
+
+    def _device_lost(self, err: BaseException) -> DeviceLost | None:
+        """`err` as a DeviceLost (itself, or one for a raw CUDA error), marking the engine broken; None
+        when `err` is no device error."""
+        if isinstance(err, DeviceLost):
+            lost = err
+        elif isinstance(err, RuntimeError) and _is_device_error(err, self.runner.device_type):
+            lost = DeviceLost(f"device error on {self.device.name}: {_first_line(err)}")
+        else:
+            return None
+        self.broken = True
+        return lost
+
+    def _free(self) -> None:
+        """`free_memory`, except on a broken engine, where only garbage is collected: CUDA errors are sticky
+        and `empty_cache` would raise again. Raises DeviceLost (marking the engine broken) when freeing
+        hits a device error."""
+        if self.broken:
+            gc.collect()
+            return
+        try:
+            free_memory(self.runner.torch_device)
+        except RuntimeError as err:
+            lost = self._device_lost(err)
+            if lost is None:
+                raise
+            raise lost from err
 
     def _encode(self, chunk: ChunkInput) -> tuple[list[int], str]:
         """Token ids and dropped characters; no ids at all when nothing in the chunk is speakable."""
@@ -188,10 +258,11 @@ class Engine:
         except torch.OutOfMemoryError:
             pass
         except RuntimeError as err:
-            if _is_device_error(err, self.runner.device_type):
-                raise DeviceLost(f"device error on {self.device.name}: {_first_line(err)}") from err
-            raise
-        free_memory(self.runner.torch_device)
+            lost = self._device_lost(err)
+            if lost is None:
+                raise
+            raise lost from err
+        self._free()
         return None, time.perf_counter() - started
 
     def _checked(self, chunk: ChunkInput, encoded: tuple[list[int], str], wave: np.ndarray, synth_s: float,
@@ -233,7 +304,7 @@ def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, toke
     engine.canary_s = time.perf_counter() - started
     if token_budget is None and runner.device_type == "cuda":
         engine.bytes_per_token, engine.token_budget = _measure_budget(engine)
-    engine.cleanup()
+    engine._free()  # unlike cleanup(), lets a dead device surface here as DeviceLost
     return engine
 
 
@@ -265,7 +336,7 @@ def _canary_problem(engine: Engine, ids: list[int]) -> str | None:
     except Exception as err:  # a dtype mismatch under autocast is a failed canary, not a crash
         problem, waves = f"{type(err).__name__}: {_first_line(err)}", None
     if problem is not None or waves is None:
-        free_memory(engine.runner.torch_device)
+        engine._free()
         return problem or "out of memory"
     audio_s = len(waves[0]) / engine.sample_rate_hz
     low, high = (bound * len(CANARY_TEXT) for bound in CANARY_S_PER_CHAR)
@@ -282,7 +353,7 @@ def _measure_budget(engine: Engine) -> tuple[float | None, int]:
     ids = engine.voice.encode(CANARY_TEXT).ids
     probe = [(ids * (PROBE_TOKENS // max(len(ids), 1) + 1))[:PROBE_TOKENS]] * PROBE_ITEMS
     where = engine.runner.torch_device
-    free_memory(where)
+    engine._free()
     baseline = torch.cuda.memory_allocated(where)
     torch.cuda.reset_peak_memory_stats(where)
     waves, _ = engine._forward(probe, 0)
