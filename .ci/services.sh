@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure Redis, PostgreSQL and ffmpeg are there for the test suite; start or install what is missing.
+# Make sure Redis, PostgreSQL, RabbitMQ and ffmpeg are there for the test suite; start or install what is missing.
 # Idempotent: does nothing when everything already runs.
 set -uo pipefail
 
@@ -31,6 +31,15 @@ if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
 fi
 pg_isready -h 127.0.0.1 -p 5432 -q || { echo "services: PostgreSQL did not start" >&2; exit 1; }
 
+# RabbitMQ (the `amqp://` broker tests; each test makes its own vhost with rabbitmqctl)
+rabbit_up() { rabbitmq-diagnostics -q ping >/dev/null 2>&1; }
+if ! rabbit_up; then
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  as_root rabbitmq-server -detached >/dev/null 2>&1 || true
+  for _ in $(seq 1 150); do rabbit_up && break; sleep 0.2; done
+fi
+rabbit_up || { echo "services: RabbitMQ did not start" >&2; exit 1; }
+
 # ffmpeg makes the .m4b audiobooks (optional for users, exercised by the tests)
 command -v ffmpeg >/dev/null || apt_install ffmpeg || echo "services: could not install ffmpeg" >&2
-echo "services: Redis, PostgreSQL up; ffmpeg $(command -v ffmpeg >/dev/null && echo present || echo missing)"
+echo "services: Redis, PostgreSQL, RabbitMQ up; ffmpeg $(command -v ffmpeg >/dev/null && echo present || echo missing)"

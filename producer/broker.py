@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from schemas.broker import celery_priority, transport_options
+from schemas.broker import celery_broker_conf, celery_priority
 from schemas.errors import BrokerUnavailable
 from schemas.messages import SYNTHESIZE_TASK, SynthesizeMessage
 
@@ -21,12 +21,13 @@ class Publisher:
         self._app.conf.update(
             task_serializer="json",
             accept_content=["json"],
-            broker_transport_options=transport_options(),
             broker_connection_retry_on_startup=False,
             broker_connection_timeout=5,
             task_ignore_result=True,
             task_send_sent_event=True,  # Flower shows how long a job waited in the queue
         )
+        # Same broker-dependent part as the worker's (worker/app.py), so both declare the queue alike.
+        self._app.conf.update(celery_broker_conf(broker_url))
 
     def publish(self, job_id: str, priority: int) -> None:
         """Send one job id; `priority` 0 (lowest) to 9 (most urgent).
@@ -40,7 +41,7 @@ class Publisher:
         try:
             self._app.send_task(
                 SYNTHESIZE_TASK, kwargs=message.model_dump(), task_id=job_id, queue=self.queue,
-                priority=celery_priority(priority), retry=True,
+                priority=celery_priority(priority, self.broker_url), retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
             )
         except (OperationalError, ConnectionError, OSError) as err:

@@ -1,6 +1,6 @@
-"""Shared fixtures: real SQLite/PostgreSQL stores, real Redis, the tiny offline VITS.
+"""Shared fixtures: real SQLite/PostgreSQL stores, real Redis and RabbitMQ, the tiny offline VITS.
 
-A missing PostgreSQL or Redis fails the tests that need it (never a skip): `make test` starts them.
+A missing PostgreSQL, Redis or RabbitMQ fails the tests that need it (never a skip): `make test` starts them.
 """
 
 from __future__ import annotations
@@ -95,6 +95,42 @@ def redis_url() -> Iterator[str]:
     yield REDIS_TEST_URL
     client.flushdb()
     client.close()
+
+
+AMQP_TEST_URL = os.environ.get("TTSFLEET_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+@pytest.fixture
+def amqp_url() -> Iterator[str]:
+    """A fresh RabbitMQ vhost as a broker URL, deleted afterwards. Fails loudly if RabbitMQ is down.
+
+    The vhost is made with `rabbitmqctl`, so the tests must run where RabbitMQ's CLI can reach the node.
+    """
+    import contextlib
+    import subprocess
+    from urllib.parse import urlsplit
+
+    from kombu import Connection
+    from kombu.exceptions import OperationalError
+
+    def ctl(*args: str) -> None:
+        subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, text=True, timeout=60)
+
+    base = urlsplit(AMQP_TEST_URL)
+    vhost = f"ttsfleet_test_{uuid.uuid4().hex[:12]}"
+    url = base._replace(path=f"/{vhost}").geturl()
+    try:
+        ctl("add_vhost", vhost)
+        ctl("set_permissions", "-p", vhost, base.username or "guest", ".*", ".*", ".*")
+        with Connection(url, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=0)
+    except (OSError, subprocess.SubprocessError, OperationalError, *Connection(url).connection_errors) as err:
+        detail = getattr(err, "stderr", None) or err
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            ctl("delete_vhost", vhost)
+        pytest.fail(f"RabbitMQ is required at {AMQP_TEST_URL} (run `make services`): {detail}", pytrace=False)
+    yield url
+    ctl("delete_vhost", vhost)
 
 
 @pytest.fixture(scope="session")

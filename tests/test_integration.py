@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -78,20 +79,29 @@ class Fleet:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.tmp.glob("worker-*.log")))
 
 
-@pytest.fixture
-def fleet(db_url: str, redis_url: str, tiny_vits_dir: Path, tmp_path: Path) -> Iterator[Fleet]:
-    env = {**os.environ, "TTSFLEET_BROKER_URL": redis_url, "TTSFLEET_DATABASE_URL": db_url,
-           "TTSFLEET_OUTPUT_DIR": str(tmp_path / "out"), "TTSFLEET_VOICE": str(tiny_vits_dir),
+@contextmanager
+def running_fleet(broker_url: str, db_url: str, voice_dir: Path, tmp_path: Path) -> Iterator[Fleet]:
+    """CLI environment for one broker and store; kills the workers it started on the way out."""
+    env = {**os.environ, "TTSFLEET_BROKER_URL": broker_url, "TTSFLEET_DATABASE_URL": db_url,
+           "TTSFLEET_OUTPUT_DIR": str(tmp_path / "out"), "TTSFLEET_VOICE": str(voice_dir),
            "TTSFLEET_HEARTBEAT_S": "1", "TTSFLEET_LEASE_S": "30", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     fleet = Fleet(env=env, tmp=tmp_path, workers=[], logs_open=[])
-    yield fleet
-    for proc in fleet.workers:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-    for log in fleet.logs_open:
-        log.close()
-    fleet.store.dispose()
+    try:
+        yield fleet
+    finally:
+        for proc in fleet.workers:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+        for log in fleet.logs_open:
+            log.close()
+        fleet.store.dispose()
+
+
+@pytest.fixture
+def fleet(db_url: str, redis_url: str, tiny_vits_dir: Path, tmp_path: Path) -> Iterator[Fleet]:
+    with running_fleet(redis_url, db_url, tiny_vits_dir, tmp_path) as fleet:
+        yield fleet
 
 
 def _inputs(tmp: Path) -> list[str]:
@@ -156,6 +166,9 @@ def _a_book_becomes_chapter_files_subtitles_and_an_m4b(fleet: Fleet) -> None:
 
 
 def test_a_killed_worker_resumes_its_job_without_redoing_chunks(fleet: Fleet) -> None:
+    # A lease far longer than the test: only the restarted slot taking its dead predecessor's job
+    # back (not lease expiry and the reaper) can finish the job in time.
+    fleet.env["TTSFLEET_LEASE_S"] = "3600"
     long_text = " ".join(f"Sentence number {i} is read aloud slowly and clearly." for i in range(300))
     (fleet.tmp / "long.txt").write_text(long_text)
     worker = fleet.start_worker("--token-budget", "64")
@@ -170,7 +183,7 @@ def test_a_killed_worker_resumes_its_job_without_redoing_chunks(fleet: Fleet) ->
     worker.wait(timeout=30)
 
     fleet.start_worker("--token-budget", "64")  # same slot: takes its predecessor's job back at once
-    waited = fleet.cli("wait", job["id"], "--timeout", "240", timeout=300)
+    waited = fleet.cli("wait", job["id"], "--timeout", "180", timeout=240)
     assert waited.returncode == 0, waited.stdout + waited.stderr + fleet.logs()
     [view] = json.loads(fleet.cli("status", job["id"], "--json").stdout)
     assert view["status"] == "succeeded" and view["attempts"] == 2
@@ -179,3 +192,32 @@ def test_a_killed_worker_resumes_its_job_without_redoing_chunks(fleet: Fleet) ->
     # every chunk stored by the killed worker was kept; the new one made only the rest
     assert len(attempts) == job["chunks_total"] and set(attempts) == {1, 2}
     assert attempts.count(1) >= done
+
+
+@pytest.fixture
+def amqp_fleet(sqlite_url: str, amqp_url: str, tiny_vits_dir: Path, tmp_path: Path) -> Iterator[Fleet]:
+    """Like `fleet`, with RabbitMQ as the broker and SQLite only (the broker is what is under test)."""
+    with running_fleet(amqp_url, sqlite_url, tiny_vits_dir, tmp_path) as fleet:
+        yield fleet
+
+
+def test_jobs_through_rabbitmq_amqp_and_a_worker(amqp_fleet: Fleet) -> None:
+    amqp_fleet.start_worker()
+    ids = []
+    for notice, priority in zip(NOTICES, ("0", "9", "5"), strict=True):  # all share one priority queue
+        path = amqp_fleet.tmp / f"notice-{priority}.jsonl"
+        path.write_text(json.dumps(notice) + "\n")
+        submitted = amqp_fleet.cli("submit", str(path), "--priority", priority, "--json")
+        assert submitted.returncode == 0, submitted.stderr
+        ids += [j["id"] for j in json.loads(submitted.stdout)]
+    assert len(set(ids)) == len(NOTICES)
+
+    waited = amqp_fleet.cli("wait", *ids, "--timeout", "180")
+    assert waited.returncode == 0, waited.stdout + waited.stderr + amqp_fleet.logs()
+    views = json.loads(amqp_fleet.cli("status", *ids, "--json").stdout)
+    assert [v["status"] for v in views] == ["succeeded"] * len(ids)
+    for view in views:
+        wav, rate = sf.read(view["audio_path"], dtype="float32")
+        assert rate == 16_000 and len(wav) / rate == pytest.approx(view["audio_s"], abs=1e-6)
+        assert float(np.sqrt(np.mean(wav**2))) > 1e-4, "audio is silent"
+    assert "PRECONDITION_FAILED" not in amqp_fleet.logs()
