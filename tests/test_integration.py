@@ -194,6 +194,23 @@ def test_a_killed_worker_resumes_its_job_without_redoing_chunks(fleet: Fleet) ->
     assert attempts.count(1) >= done
 
 
+def test_jobs_whose_messages_the_broker_lost_still_finish(fleet: Fleet) -> None:
+    import redis
+
+    fleet.env["TTSFLEET_LEASE_S"] = "3"  # how long a queued job may go unseen once the queue is empty
+    submitted = fleet.cli("submit", *_inputs(fleet.tmp), "--json")
+    assert submitted.returncode == 0, submitted.stderr
+    ids = [j["id"] for j in json.loads(submitted.stdout)]
+    client = redis.Redis.from_url(fleet.env["TTSFLEET_BROKER_URL"])
+    assert client.dbsize() > 0
+    client.flushdb()  # a broker restarted without persistence: every message is gone
+    client.close()
+    fleet.start_worker()
+    waited = fleet.cli("wait", *ids, "--timeout", "120", timeout=180)
+    assert waited.returncode == 0, waited.stdout + waited.stderr + fleet.logs()
+    assert "re-publishing" in fleet.logs()
+
+
 @pytest.fixture
 def amqp_fleet(sqlite_url: str, amqp_url: str, tiny_vits_dir: Path, tmp_path: Path) -> Iterator[Fleet]:
     """Like `fleet`, with RabbitMQ as the broker and SQLite only (the broker is what is under test)."""

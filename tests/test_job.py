@@ -312,3 +312,11 @@ def test_loudness_option_normalizes_the_job_audio(settings, db, make_ctx, tiny_v
     [other] = submit([JobRequest(text=TEXT, voice=str(tiny_vits_dir), loudness_lufs=-16.0)], settings, db,
                      publisher=None)
     assert other.created and other.id != job.id
+
+
+def test_queued_jobs_whose_message_was_lost_are_found_once(settings, db, tiny_vits_dir) -> None:
+    job_id = _submit(settings, db, str(tiny_vits_dir))
+    with db.session() as s:
+        s.execute(update(Job).values(published_at=utcnow() - timedelta(seconds=120)))
+    assert job_store.stranded_jobs(db, older_than_s=60) == [(job_id, 5)]
+    assert job_store.stranded_jobs(db, older_than_s=60) == []  # stamped: not again until it is old again

@@ -47,7 +47,7 @@ def worker(
 
 def serve(settings: WorkerSettings, loglevel: str = "INFO") -> None:
     """Start-up in order: policy and voice (fail fast), registry, resumed jobs, metrics, then Celery."""
-    from producer.broker import Publisher
+    from producer.broker import Publisher, QueueDepths
     from worker.app import make_celery
     from worker.runtime import WorkerRuntime
     from worker.tasks import register_tasks
@@ -69,7 +69,7 @@ def serve(settings: WorkerSettings, loglevel: str = "INFO") -> None:
     app = make_celery(settings)
     _start_metrics(settings, runtime, log)
     register_tasks(app, runtime, republish)
-    runtime.start_heartbeat(republish)
+    runtime.start_heartbeat(republish, QueueDepths(settings.broker_url, [settings.queue]).total)
     log.info("worker %s ready: %s, %s (%s)", runtime.worker_id, runtime.device.name, runtime.policy.dtype,
              runtime.policy.reason)
     try:

@@ -33,7 +33,6 @@ CELERY_EVENT_SETTINGS: dict[str, Any] = {
 SYNTH_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, float("inf"))
 CHUNK_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, float("inf"))
 _KOMBU_DEFAULT_SEP = "\x06\x16"  # kombu's Redis transport keeps priority N of queue Q in list Q + sep + N
-_BROKER_TIMEOUT_S = 0.5  # a scrape must answer even when the broker hangs
 
 class _QueueDepthCollector(Collector):
     """`ttsfleet_queue_depth` and `ttsfleet_broker_up`.
@@ -42,10 +41,10 @@ class _QueueDepthCollector(Collector):
     """
 
     def __init__(self, broker_url: str | None, queues: list[str], priority_sep: str) -> None:
-        self._broker_url = broker_url
+        from producer.broker import QueueDepths
+
         self._queues = queues
-        self._sep = priority_sep
-        self._client: Any = None
+        self._reader = QueueDepths(broker_url, queues, priority_sep) if broker_url else None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily("ttsfleet_broker_up", "1 if the broker answered the last scrape, else 0")
@@ -63,61 +62,8 @@ class _QueueDepthCollector(Collector):
         return iter(())  # values come from the broker at collect time only
 
     def _depths(self) -> list[int] | None:
-        if not self._broker_url:
-            return None
-        from schemas.broker import broker_kind
+        return self._reader.read() if self._reader is not None else None
 
-        if broker_kind(self._broker_url) == "amqp":
-            return _amqp_depths(self._broker_url, self._queues)
-        if not self._broker_url.startswith(("redis://", "rediss://", "unix://")):
-            return None
-        import redis
-
-        try:
-            if self._client is None:
-                self._client = redis.Redis.from_url(self._broker_url, socket_timeout=_BROKER_TIMEOUT_S,
-                                                    socket_connect_timeout=_BROKER_TIMEOUT_S)
-            pipe = self._client.pipeline(transaction=False)
-            for queue in self._queues:
-                pipe.llen(queue)
-                for level in range(1, 10):
-                    pipe.llen(f"{queue}{self._sep}{level}")
-            lengths = pipe.execute()
-            return [int(sum(lengths[i * 10 : (i + 1) * 10])) for i in range(len(self._queues))]
-        except (redis.RedisError, OSError):
-            return None
-
-
-def _amqp_depths(broker_url: str, queues: list[str]) -> list[int] | None:
-    """Ready messages per RabbitMQ queue (passive declare; a queue not declared yet counts 0).
-
-    A short-lived connection per scrape: an idle cached one could be dropped by the broker unnoticed.
-    Returns None when the broker does not answer within `_BROKER_TIMEOUT_S`.
-    """
-    from kombu import Connection
-    from kombu.exceptions import OperationalError
-
-    conn = Connection(broker_url, connect_timeout=_BROKER_TIMEOUT_S, heartbeat=0,
-                      transport_options={"read_timeout": _BROKER_TIMEOUT_S, "write_timeout": _BROKER_TIMEOUT_S})
-    depths: list[int] = []
-    try:
-        with conn:
-            conn.ensure_connection(max_retries=0)  # kombu's default retries once, 2 s later
-            for queue in queues:
-                channel = conn.channel()  # a failed passive declare closes its channel
-                try:
-                    depths.append(int(channel.queue_declare(queue=queue, passive=True).message_count))
-                except conn.channel_errors as err:
-                    if getattr(err, "code", None) != 404:  # NOT_FOUND: no one declared it yet
-                        raise
-                    depths.append(0)
-                finally:
-                    if channel.is_open:
-                        channel.close()
-    except (*conn.connection_errors, *conn.channel_errors, OperationalError, OSError) as err:
-        log.debug("queue depth unavailable from %s: %s", broker_url, err)
-        return None
-    return depths
 
 class WorkerMetrics:
     """Counters, histogram and gauges of one worker, served over HTTP for Prometheus.

@@ -126,28 +126,36 @@ class WorkerRuntime:
     def register(self) -> None:
         store.register_worker(self.store, self.registry_row())
 
-    def start_heartbeat(self, republish: Callable[[str, int], None] | None = None) -> None:
-        """Beat every `heartbeat_s` (worker row + our job's lease); every few beats, re-publish orphaned jobs."""
-        self._thread = threading.Thread(target=self._beat, args=(republish,), name="ttsfleet-heartbeat",
-                                        daemon=True)
+    def start_heartbeat(self, republish: Callable[[str, int], None] | None = None,
+                        queue_depth: Callable[[], int | None] | None = None) -> None:
+        """Beat every `heartbeat_s` (worker row + our job's lease); every few beats, re-publish jobs whose
+        worker died, and, when `queue_depth()` says the broker queue is empty, jobs whose message was lost."""
+        self._thread = threading.Thread(target=self._beat, args=(republish, queue_depth), daemon=True,
+                                        name="ttsfleet-heartbeat")
         self._thread.start()
 
-    def _beat(self, republish: Callable[[str, int], None] | None) -> None:
+    def _beat(self, republish: Callable[[str, int], None] | None,
+              queue_depth: Callable[[], int | None] | None) -> None:
         beats = 0
         while not self._stop.wait(self.settings.heartbeat_s):
             beats += 1
             try:
                 store.heartbeat(self.store, self.worker_id, self.settings.lease_s, self.current_job)
                 if republish is not None and beats % 4 == 0:
-                    self.reap(republish)
+                    self.reap(republish, queue_depth)
             except RetryableError as err:
                 log.warning("heartbeat: %s", err)
             except Exception:  # the heartbeat must outlive any single failure
                 log.exception("heartbeat failed")
 
-    def reap(self, republish: Callable[[str, int], None]) -> list[str]:
-        """Re-publish jobs whose worker died; duplicates are harmless because a claim is a compare-and-set."""
+    def reap(self, republish: Callable[[str, int], None],
+             queue_depth: Callable[[], int | None] | None = None) -> list[str]:
+        """Re-publish jobs whose worker died, and queued jobs whose message the broker lost (only seen when
+        its queue is empty: with a backlog, waiting jobs are simply waiting). Duplicates are harmless
+        because a claim is a compare-and-set."""
         orphans = store.orphaned_jobs(self.store, lease_s=self.settings.lease_s)
+        if queue_depth is not None and queue_depth() == 0:
+            orphans += store.stranded_jobs(self.store, older_than_s=self.settings.lease_s)
         for job_id, priority in orphans:
             log.warning("re-publishing orphaned job %s", job_id)
             republish(job_id, priority)

@@ -250,6 +250,21 @@ def orphaned_jobs(store: Store, *, lease_s: float) -> list[tuple[str, int]]:
     return [(r[0], r[1]) for r in rows]
 
 
+def stranded_jobs(store: Store, *, older_than_s: float) -> list[tuple[str, int]]:
+    """Queued jobs published more than `older_than_s` ago. Call it only when the broker's queue is empty:
+    then their messages are gone (a broker restarted without persistence) and they need new ones.
+    Each is stamped as published now, so it is returned at most once per `older_than_s`.
+    Returns (job id, priority), oldest first, at most 100."""
+    now = utcnow()
+    with store.session() as session:
+        rows = session.execute(select(Job.id, Job.priority).where(
+            Job.status == JobStatus.QUEUED, Job.published_at < now - timedelta(seconds=older_than_s),
+        ).order_by(Job.published_at).limit(100)).all()
+        if rows:
+            session.execute(update(Job).where(Job.id.in_([r[0] for r in rows])).values(published_at=now))
+    return [(r[0], r[1]) for r in rows]
+
+
 def set_worker_state(store: Store, worker_id: str, state: WorkerState) -> None:
     with store.session() as session:
         session.execute(update(Worker).where(Worker.id == worker_id).values(state=state, heartbeat_at=utcnow()))
