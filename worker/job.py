@@ -11,7 +11,7 @@ import logging
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +46,6 @@ class JobContext:
     engine_for: Callable[[str], Engine]
     on_chunk: Callable[[str, int, int], None] | None = None  # (job id, chunks done, chunks total)
     on_finished: Callable[[JobOutcome, dict[str, Any]], None] | None = None
-    notes: list[str] = field(default_factory=list)
 
 
 def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
