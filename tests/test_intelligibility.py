@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,3 +54,23 @@ def test_threshold_rejects_noise() -> None:
     """Negative control: the recognizer hallucinates a few words on noise, far above MAX_WER."""
     noise = np.random.default_rng(0).normal(0.0, 0.05, 10 * 22050).astype(np.float32)
     assert wer(PARAGRAPH, transcribe(noise, 22050)) > 0.8
+
+
+@pytest.mark.slow
+def test_ttsfleet_run_speaks_a_paragraph_intelligibly(tmp_path: Path,
+                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The whole path a user takes: `ttsfleet run` with the default voice, judged from the written file."""
+    import soundfile as sf
+
+    (tmp_path / "paragraph.txt").write_text(PARAGRAPH)
+    env = {**os.environ, "TTSFLEET_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
+           "TTSFLEET_OUTPUT_DIR": str(tmp_path / "out"), "TTSFLEET_VOICE": "piper:joe",
+           "TTSFLEET_VOICES_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "voices-cache"), "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([str(Path(sys.executable).parent / "ttsfleet"), "run", "paragraph.txt", "--json"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    [view] = json.loads(result.stdout)
+    audio, rate = sf.read(view["audio_path"], dtype="float32")
+    assert rate == 22050 and view["audio_s"] == pytest.approx(len(audio) / rate, abs=1e-6)
+    heard = transcribe(audio, rate)
+    assert wer(PARAGRAPH, heard) <= MAX_WER, heard
