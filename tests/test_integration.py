@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import pytest
@@ -75,6 +75,19 @@ class Fleet:
             time.sleep(0.5)
         pytest.fail(f"worker not ready in {timeout_s} s:\n{self.logs()}")
 
+    def submit(self, *args: str) -> list[str]:
+        """`ttsfleet submit ARGS --json`, which must succeed; the new job ids."""
+        submitted = self.cli("submit", *args, "--json")
+        assert submitted.returncode == 0, submitted.stderr
+        return [j["id"] for j in json.loads(submitted.stdout)]
+
+    def wait_done(self, ids: list[str], timeout_s: int = 180) -> list[dict[str, Any]]:
+        """`ttsfleet wait`, which must succeed; then the jobs as `status --json` shows them."""
+        waited = self.cli("wait", *ids, "--timeout", str(timeout_s), timeout=timeout_s + 60)
+        assert waited.returncode == 0, waited.stdout + waited.stderr + self.logs()
+        views: list[dict[str, Any]] = json.loads(self.cli("status", *ids, "--json").stdout)
+        return views
+
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in sorted(self.tmp.glob("worker-*.log")))
 
@@ -114,14 +127,10 @@ def _inputs(tmp: Path) -> list[str]:
 
 def test_jobs_through_redis_and_a_worker(fleet: Fleet) -> None:
     worker = fleet.start_worker()
-    submitted = fleet.cli("submit", *_inputs(fleet.tmp), "--json")
-    assert submitted.returncode == 0, submitted.stderr
-    ids = [j["id"] for j in json.loads(submitted.stdout)]
+    ids = fleet.submit(*_inputs(fleet.tmp))
     assert len(ids) == 4
 
-    waited = fleet.cli("wait", *ids, "--timeout", "180")
-    assert waited.returncode == 0, waited.stdout + waited.stderr + fleet.logs()
-    views = json.loads(fleet.cli("status", *ids, "--json").stdout)
+    views = fleet.wait_done(ids)
     assert [v["status"] for v in views] == ["succeeded"] * 4
     for view in views:
         assert view["chunks_done"] == view["chunks_total"] >= 1
@@ -145,13 +154,9 @@ def _a_book_becomes_chapter_files_subtitles_and_an_m4b(fleet: Fleet) -> None:
                 ("The Inn", "<p>She took a room for 2 nights.</p><p>It cost $40.</p>"),
                 ("Departure", "<p>At dawn she was gone.</p>")]
     book = build_epub(fleet.tmp / "book.epub", chapters, title="A Short Journey")
-    submitted = fleet.cli("submit", str(book), "--json")
-    assert submitted.returncode == 0, submitted.stderr
-    ids = [j["id"] for j in json.loads(submitted.stdout)]
+    ids = fleet.submit(str(book))
     assert len(ids) == 3
-    waited = fleet.cli("wait", *ids, "--timeout", "180")
-    assert waited.returncode == 0, waited.stdout + waited.stderr + fleet.logs()
-    views = json.loads(fleet.cli("status", *ids, "--json").stdout)
+    views = fleet.wait_done(ids)
     assert [v["title"] for v in views] == ["Arrival", "The Inn", "Departure"]
     for view in views:
         audio = Path(view["audio_path"])
@@ -198,16 +203,13 @@ def test_jobs_whose_messages_the_broker_lost_still_finish(fleet: Fleet) -> None:
     import redis
 
     fleet.env["TTSFLEET_LEASE_S"] = "3"  # how long a queued job may go unseen once the queue is empty
-    submitted = fleet.cli("submit", *_inputs(fleet.tmp), "--json")
-    assert submitted.returncode == 0, submitted.stderr
-    ids = [j["id"] for j in json.loads(submitted.stdout)]
+    ids = fleet.submit(*_inputs(fleet.tmp))
     client = redis.Redis.from_url(fleet.env["TTSFLEET_BROKER_URL"])
     assert client.dbsize() > 0
     client.flushdb()  # a broker restarted without persistence: every message is gone
     client.close()
     fleet.start_worker()
-    waited = fleet.cli("wait", *ids, "--timeout", "120", timeout=180)
-    assert waited.returncode == 0, waited.stdout + waited.stderr + fleet.logs()
+    fleet.wait_done(ids, timeout_s=120)
     assert "re-publishing" in fleet.logs()
 
 
@@ -224,14 +226,10 @@ def test_jobs_through_rabbitmq_amqp_and_a_worker(amqp_fleet: Fleet) -> None:
     for notice, priority in zip(NOTICES, ("0", "9", "5"), strict=True):  # all share one priority queue
         path = amqp_fleet.tmp / f"notice-{priority}.jsonl"
         path.write_text(json.dumps(notice) + "\n")
-        submitted = amqp_fleet.cli("submit", str(path), "--priority", priority, "--json")
-        assert submitted.returncode == 0, submitted.stderr
-        ids += [j["id"] for j in json.loads(submitted.stdout)]
+        ids += amqp_fleet.submit(str(path), "--priority", priority)
     assert len(set(ids)) == len(NOTICES)
 
-    waited = amqp_fleet.cli("wait", *ids, "--timeout", "180")
-    assert waited.returncode == 0, waited.stdout + waited.stderr + amqp_fleet.logs()
-    views = json.loads(amqp_fleet.cli("status", *ids, "--json").stdout)
+    views = amqp_fleet.wait_done(ids)
     assert [v["status"] for v in views] == ["succeeded"] * len(ids)
     for view in views:
         wav, rate = sf.read(view["audio_path"], dtype="float32")
