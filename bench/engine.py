@@ -88,7 +88,7 @@ def _voice_source(args: argparse.Namespace) -> str:
             return "piper:joe"
         except Exception as err:  # the bench still runs without the voice extra
             print(f"piper:joe unavailable ({err}); using the tiny random VITS", file=sys.stderr)
-    from tests.tiny_vits import build_tiny_vits
+    from worker.testing import build_tiny_vits
 
     return str(build_tiny_vits(Path(tempfile.mkdtemp(prefix="ttsfleet-bench-"))))
 

@@ -135,6 +135,6 @@ def amqp_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def tiny_vits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from tests.tiny_vits import build_tiny_vits
+    from worker.testing import build_tiny_vits
 
     return build_tiny_vits(tmp_path_factory.mktemp("tiny-vits"))

@@ -1,4 +1,5 @@
-"""A tiny random transformers VITS (about 18k parameters) built offline, for tests and demos without a voice."""
+"""Test helpers that ship with ttsfleet: a tiny random transformers VITS (about 18k parameters) built
+offline, for tests, benchmarks and smoke checks on a machine without a voice (no hub access needed)."""
 
 from __future__ import annotations
 
