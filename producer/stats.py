@@ -203,7 +203,7 @@ def _compute(store: Store, by: list[str], since: datetime | None, until: datetim
     ]
     grouped = [source.c[c.name] for c in group_cols]
     query = select(*keys, *sums, *pct).group_by(*grouped).order_by(*grouped)
-    with store.session() as session:
+    with store.read() as session:
         rows = [_row(by, r._mapping) for r in session.execute(query)]
     # Without GROUP BY keys an empty window still yields one all-NULL row.
     return [r for r in rows if r.jobs or r.failed_jobs]
@@ -314,7 +314,7 @@ def job_points(store: Store, by: Sequence[str] = DEFAULT_BY, since: datetime | N
     query = (select(*cols, facts.c.chars, facts.c.job_throughput_x, facts.c.latency_s)
              .where(facts.c.ok == 1, facts.c.job_throughput_x.is_not(None))
              .order_by(facts.c.finished_at.desc()).limit(limit))
-    with store.session() as session:
+    with store.read() as session:
         rows = session.execute(query).all()
     return [JobPoint(keys={k: str(r._mapping[f"key_{k}"]) for k in keys}, chars=int(r.chars),
                      throughput_x=float(r.job_throughput_x), latency_s=float(r.latency_s)) for r in rows]
@@ -327,7 +327,7 @@ def list_workers(store: Store, lost_after_s: float = 60.0, now: datetime | None 
         StoreUnavailable: the database cannot be reached.
     """
     now = now or utcnow()
-    with store.session() as session:
+    with store.read() as session:
         workers = session.scalars(select(Worker).order_by(Worker.host, Worker.id)).all()
     return [_worker_view(w, lost_after_s, now) for w in workers]
 

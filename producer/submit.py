@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from producer.broker import Publisher
-from producer.text import normalize, split_chunks
+from producer.chunking import split_chunks
+from producer.text import normalize
+from schemas.broker import Publisher
 from schemas.db import Store
 from schemas.errors import BrokerUnavailable, InvalidInput, RetryableError
 from schemas.messages import JobRequest
@@ -89,6 +90,7 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
         group_id = _digest({"source": request.source, "book": request.group_title, **shape})[:16]
     job = {
         "id": job_id, "idempotency_key": key, "status": JobStatus.QUEUED, "priority": request.priority,
+        "queue": settings.queue,
         "voice": voice.name, "format": request.format.value, "text": request.text, "source": request.source,
         "title": request.title, "group_id": group_id, "group_title": request.group_title,
         "group_index": request.group_index, "options": options, "warnings": list(normalized.warnings),
@@ -137,11 +139,11 @@ def _store_once(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted
 
 
 def _publish(new_ids: list[str], prepared: list[_Prepared], store: Store, publisher: Publisher) -> None:
-    priority = {str(p.job["id"]): int(str(p.job["priority"])) for p in prepared}
+    jobs = {str(p.job["id"]): p.job for p in prepared}
     published: list[str] = []
     try:
         for job_id in new_ids:
-            publisher.publish(job_id, priority[job_id])
+            publisher.publish(job_id, int(str(jobs[job_id]["priority"])), str(jobs[job_id]["queue"]))
             published.append(job_id)
     except BrokerUnavailable as err:
         # Nothing half-submitted: jobs whose message could not be sent are removed. Those already

@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from schemas.errors import StoreUnavailable
+from schemas.errors import StoreUnavailable, first_line, redact_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 7_316_584_201  # pg_advisory_lock key shared by every ttsfleet process
@@ -46,7 +46,7 @@ class Store:
             with self._sessions.begin() as session:
                 yield session
         except OperationalError as err:
-            raise StoreUnavailable(f"database unavailable: {_first_line(err)}") from err
+            raise StoreUnavailable(f"database unavailable: {first_line(err)}") from err
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -59,7 +59,7 @@ class Store:
             with self._read_sessions() as session:
                 yield session
         except OperationalError as err:
-            raise StoreUnavailable(f"database unavailable: {_first_line(err)}") from err
+            raise StoreUnavailable(f"database unavailable: {first_line(err)}") from err
 
     @property
     def dialect(self) -> str:
@@ -110,7 +110,7 @@ def open_store(url: str) -> Store:
             upgrade(engine)
         except OperationalError as err:
             engine.dispose()
-            raise StoreUnavailable(f"cannot open database {_safe(url)}: {_first_line(err)}") from err
+            raise StoreUnavailable(f"cannot open database {redact_url(url)}: {first_line(err)}") from err
         _upgraded.add(url)
     return Store(engine)
 
@@ -188,9 +188,3 @@ def table_names(engine: Engine) -> list[str]:
     return sorted(inspect(engine).get_table_names())
 
 
-def _first_line(err: BaseException) -> str:
-    return str(getattr(err, "orig", None) or err).strip().splitlines()[0]
-
-
-def _safe(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)

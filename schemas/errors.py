@@ -7,6 +7,8 @@ is marked failed with the message and never retried. The CLI prints either as on
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 
 class TtsfleetError(Exception):
     """Root of every error ttsfleet raises on purpose."""
@@ -52,5 +54,29 @@ class StoreUnavailable(RetryableError):
     """Raised when the SQL store cannot be reached."""
 
 
-class NotBuiltYet(PermanentError):
-    """Raised by a command that exists in the contract but is not built in this version."""
+class JobInterrupted(TtsfleetError):
+    """Raised when a job we hold was cancelled or its lease was taken over: stop at this chunk boundary.
+
+    Neither retryable nor permanent: the job is no longer this worker's to run or to fail.
+    """
+
+
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (a database error's own message, not SQLAlchemy's wrapper),
+    or its type name when it has none: what a one-line error shows."""
+    text = str(getattr(err, "orig", None) or err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def redact_url(url: str) -> str:
+    """`url` with its password replaced by `***`, fit for an error or a log line."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    except ValueError:  # unparsable: show nothing of it rather than a secret
+        return "<unparsable URL>"

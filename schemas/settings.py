@@ -10,10 +10,21 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from schemas.errors import InvalidInput
+from schemas.status import Precision
 
 ENV_PREFIX = "TTSFLEET_"
 DEFAULT_VOICE = "piper:joe"
+DEFAULT_QUEUE = "ttsfleet"
+
+
+def default_voices_cache_dir(environ: Mapping[str, str]) -> Path:
+    """Where converted voices are cached when TTSFLEET_VOICES_CACHE_DIR is not set:
+    `$XDG_CACHE_HOME/ttsfleet/voices`, else `$HOME/.cache/ttsfleet/voices`."""
+    base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
+    return Path(base).expanduser() / "ttsfleet" / "voices"
 
 
 class Settings(BaseModel):
@@ -25,19 +36,35 @@ class Settings(BaseModel):
     database_url: str = "sqlite:///ttsfleet.db"
     output_dir: Path = Path("ttsfleet-output")
     voice: str = DEFAULT_VOICE
-    # Celery queue a producer publishes to and a worker consumes by default.
-    queue: str = "ttsfleet"
+    # Celery queue a producer publishes new jobs to (recorded on each job, so a re-publish goes back to it).
+    queue: str = DEFAULT_QUEUE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Self:
-        """Build from `TTSFLEET_*` variables, then apply the non-None `overrides` (command-line flags)."""
+        """Build from `TTSFLEET_*` variables, then apply the non-None `overrides` (command-line flags).
+
+        Raises:
+            InvalidInput: a value does not parse (one line naming the setting and its variable).
+        """
         values: dict[str, Any] = {}
         for name in cls.model_fields:
             env_value = environ.get(ENV_PREFIX + name.upper())
             if env_value not in (None, ""):
                 values[name] = env_value
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.model_validate(values)
+        values = cls._derived_defaults(values, environ)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as err:
+            problem = err.errors()[0]
+            name = ".".join(str(part) for part in problem["loc"]) or "settings"
+            raise InvalidInput(f"invalid setting {name} ({ENV_PREFIX}{name.upper()}): {problem['msg']}, "
+                               f"got {problem.get('input')!r}") from err
+
+    @classmethod
+    def _derived_defaults(cls, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+        """Defaults that depend on other environment variables; overridden by roles that have some."""
+        return values
 
 
 class ProducerSettings(Settings):
@@ -52,9 +79,9 @@ class ProducerSettings(Settings):
 class WorkerSettings(Settings):
     """Settings of one worker process bound to one device."""
 
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
-    precision: str = "auto"
-    queues: str = "ttsfleet"
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N", "mps"
+    precision: Precision = Precision.AUTO
+    queues: str = DEFAULT_QUEUE  # comma-separated queues this worker consumes
     worker_name: str | None = None
     lease_s: float = 120.0  # a claimed job is ours for this long after each heartbeat
     heartbeat_s: float = 15.0
@@ -62,4 +89,15 @@ class WorkerSettings(Settings):
     token_budget: int | None = None  # batch size cap in input tokens; None = derive from device memory
     deterministic: bool = False  # noise off: the same text gives the same audio, whatever the batching
     metrics_port: int | None = None  # serve Prometheus metrics on this port when set
-    voices_cache_dir: Path | None = None  # where converted voices are cached (default: user cache dir)
+    voices_cache_dir: Path | None = None  # where converted voices are cached; from_env: default_voices_cache_dir
+
+    @classmethod
+    def _derived_defaults(cls, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+        if values.get("voices_cache_dir") is None:
+            return {**values, "voices_cache_dir": default_voices_cache_dir(environ)}
+        return values
+
+    @property
+    def queue_names(self) -> list[str]:
+        """`queues` as a list, blanks dropped."""
+        return [q.strip() for q in self.queues.split(",") if q.strip()]

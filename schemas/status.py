@@ -1,4 +1,4 @@
-"""Job, chunk-break and worker states shared by producer, worker and store."""
+"""Statuses and modes shared by producer, worker and store: every closed set of names is an enum here."""
 
 from __future__ import annotations
 
@@ -48,3 +48,26 @@ class Precision(StrEnum):
     BF16 = "bf16"
     FP16 = "fp16"
     FP32 = "fp32"
+
+
+class DType(StrEnum):
+    """The floating-point type a worker computes in (torch's names; stored and printed as these)."""
+
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+    FLOAT32 = "float32"
+
+
+class PrecisionMode(StrEnum):
+    """How a precision policy is applied: nothing lowered, or torch.autocast around an fp32 model."""
+
+    FP32 = "fp32"
+    AUTOCAST = "autocast"
+
+
+class Backend(StrEnum):
+    """The kind of device a worker computes on."""
+
+    CUDA = "cuda"
+    CPU = "cpu"
+    MPS = "mps"

@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from schemas.settings import DEFAULT_QUEUE
 from schemas.status import BreakKind, JobStatus, WorkerState
 
 NAMING_CONVENTION = {
@@ -59,6 +60,8 @@ class Job(Base):
     idempotency_key: Mapped[str] = mapped_column(String(64), unique=True)
     status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.QUEUED)
     priority: Mapped[int] = mapped_column(Integer, default=5)
+    # The broker queue the job was published to: a re-publish (lost message, dead worker) goes back there.
+    queue: Mapped[str] = mapped_column(String(128), default=DEFAULT_QUEUE, server_default=DEFAULT_QUEUE)
     voice: Mapped[str] = mapped_column(String(512))
     format: Mapped[str] = mapped_column(String(8))
     text: Mapped[str] = mapped_column(Text)

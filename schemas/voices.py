@@ -11,6 +11,7 @@ import importlib.util
 import json
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +51,21 @@ BUNDLED_PIPER: dict[str, BundledPiperVoice] = {
 }
 
 
+class VoiceKind(StrEnum):
+    """Where a voice comes from: a bundled Piper voice, a Hugging Face model id, or a local folder."""
+
+    PIPER = "piper"
+    HF = "hf"
+    FOLDER = "folder"
+
+
 @dataclass(frozen=True, slots=True)
 class VoiceInfo:
     """What is known about a voice name without loading it. `name` is canonical (folders: absolute path);
     store that one. `sample_rate_hz` is None when it is not known before loading (hub models)."""
 
     name: str
-    kind: str  # "piper" | "hf" | "folder"
+    kind: VoiceKind
     language: str
     sample_rate_hz: int | None
     available: bool
@@ -79,7 +88,7 @@ def _piper_info(voice: str) -> VoiceInfo:
         raise UnknownVoice(f"unknown voice '{voice}': no bundled Piper voice '{key}'; {_available_names()}")
     installed = _package_installed(spec.package) and _package_installed("piper")
     detail = spec.description if installed else f"{spec.description}; not installed here: {VOICE_EXTRA_HINT}"
-    return VoiceInfo(name=f"piper:{key}", kind="piper", language=spec.language,
+    return VoiceInfo(name=f"piper:{key}", kind=VoiceKind.PIPER, language=spec.language,
                      sample_rate_hz=spec.sample_rate_hz, available=installed, detail=detail)
 
 
@@ -118,10 +127,10 @@ def _hf_info(voice: str) -> VoiceInfo:
     language = language_from_code(mms[1] if mms else None)
     config = _hf_cached_config(repo_id)
     if config is None:
-        return VoiceInfo(name=f"hf:{repo_id}", kind="hf", language=language, sample_rate_hz=None,
+        return VoiceInfo(name=f"hf:{repo_id}", kind=VoiceKind.HF, language=language, sample_rate_hz=None,
                          available=False, detail="not cached here: loading needs Hugging Face hub access")
     rate = config.get("sampling_rate")
-    return VoiceInfo(name=f"hf:{repo_id}", kind="hf", language=language,
+    return VoiceInfo(name=f"hf:{repo_id}", kind=VoiceKind.HF, language=language,
                      sample_rate_hz=int(rate) if isinstance(rate, int) else None, available=True,
                      detail=f"in the local Hugging Face cache ({config.get('model_type', '?')})")
 
@@ -155,7 +164,7 @@ def _folder_info(voice: str) -> VoiceInfo:
     piper = (folder / "piper_voice.json").is_file()
     rate = config.get("sampling_rate") if isinstance(config, dict) else None
     model_type = config.get("model_type", "?") if isinstance(config, dict) else "?"
-    return VoiceInfo(name=str(folder.resolve()), kind="folder", language=_folder_language(folder),
+    return VoiceInfo(name=str(folder.resolve()), kind=VoiceKind.FOLDER, language=_folder_language(folder),
                      sample_rate_hz=int(rate) if isinstance(rate, int) else None, available=True,
                      detail=f"converted Piper voice ({model_type})" if piper else f"model folder ({model_type})")
 

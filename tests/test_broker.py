@@ -11,8 +11,7 @@ import uuid
 
 import pytest
 
-from producer.broker import Publisher
-from schemas.broker import AMQP_MAX_PRIORITY, broker_kind, celery_broker_conf, celery_priority
+from schemas.broker import AMQP_MAX_PRIORITY, Publisher, broker_kind, celery_broker_conf, celery_priority
 from schemas.errors import InvalidInput
 from schemas.settings import WorkerSettings
 
@@ -90,3 +89,21 @@ def test_urgent_jobs_come_out_first_and_the_depth_is_exported(broker: str,
     finally:
         app.close()
     assert received == ["urgent", "normal", "lowish", "low"]
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:s3cret@broker:6379/0", "redis://:***@broker:6379/0"),
+    ("amqp://user:s3cret@rabbit:5672/vhost", "amqp://user:***@rabbit:5672/vhost"),
+    ("redis://broker:6379/0", "redis://broker:6379/0"),
+])
+def test_broker_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    from schemas.errors import BrokerUnavailable, redact_url
+
+    assert redact_url(url) == shown
+    publisher = Publisher(url.replace("broker:6379", "127.0.0.1:1").replace("rabbit:5672", "127.0.0.1:1"))
+    try:
+        with pytest.raises(BrokerUnavailable) as raised:
+            publisher.publish("job-1", 5)
+    finally:
+        publisher.close()
+    assert "s3cret" not in str(raised.value)

@@ -74,3 +74,14 @@ def test_run_json_prints_only_json(tmp_path: Path, tiny_vits_dir: Path) -> None:
     [view] = json.loads(result.stdout)
     assert view["status"] == "succeeded" and view["chunks_done"] == view["chunks_total"]
     assert Path(view["audio_path"]).is_file() and view["audio_s"] > 0
+
+
+def test_a_setting_that_does_not_parse_is_one_line_naming_it() -> None:
+    from schemas.errors import InvalidInput
+    from schemas.settings import WorkerSettings
+
+    with pytest.raises(InvalidInput) as raised:
+        WorkerSettings.from_env({"TTSFLEET_LEASE_S": "soon"})
+    assert "lease_s" in str(raised.value) and "TTSFLEET_LEASE_S" in str(raised.value)
+    assert "\n" not in str(raised.value)
+    assert WorkerSettings.from_env({"TTSFLEET_PRECISION": "bf16"}).precision == "bf16"

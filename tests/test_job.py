@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -10,9 +11,9 @@ import pytest
 import soundfile as sf
 from sqlalchemy import func, select, update
 
-from producer.broker import Publisher
 from producer.jobs import cancel_jobs, job_views
 from producer.submit import submit
+from schemas.broker import Publisher
 from schemas.db import Store, open_store
 from schemas.errors import BrokerUnavailable, DeviceLost, InvalidInput, StoreUnavailable, SynthesisFailed
 from schemas.messages import JobRequest
@@ -20,7 +21,8 @@ from schemas.settings import ProducerSettings, WorkerSettings
 from schemas.status import JobStatus
 from schemas.tables import Chunk, Job, JobMetrics, utcnow
 from tests.fakes import Crash, FakeEngine
-from worker import store as job_store
+from worker import lease, reaper, registry
+from worker.events import Listener, Listeners
 from worker.job import JobContext, synthesize_job
 
 TEXT = ("The library opens at nine. Books are due in three weeks. "
@@ -96,7 +98,7 @@ def test_crashed_job_resumes_at_the_first_missing_chunk(settings, db, make_ctx, 
 
 def test_a_dead_holders_job_is_taken_over_when_its_lease_expires(settings, db, make_ctx, tiny_vits_dir) -> None:
     job_id = _submit(settings, db, str(tiny_vits_dir))
-    assert job_store.claim(db, job_id, "dead/cpu/1", lease_s=60) is not None  # then the process vanished
+    assert lease.claim(db, job_id, "dead/cpu/1", lease_s=60) is not None  # then the process vanished
     ctx, _ = make_ctx("other/cpu/2")
     assert synthesize_job(job_id, ctx).status is None  # the lease still holds
     with db.session() as s:
@@ -136,8 +138,8 @@ def test_a_cancel_during_assembly_leaves_no_result(settings, db, make_ctx, tiny_
 def test_heartbeat_renews_only_the_job_being_run(settings, db, tiny_vits_dir) -> None:
     a, b = _submit(settings, db, str(tiny_vits_dir)), _submit(settings, db, str(tiny_vits_dir), text="Other text.")
     for job_id in (a, b):
-        job_store.claim(db, job_id, "w/cpu/1", lease_s=1)
-    job_store.heartbeat(db, "w/cpu/1", lease_s=600, job_id=a)
+        lease.claim(db, job_id, "w/cpu/1", lease_s=1)
+    registry.heartbeat(db, "w/cpu/1", lease_s=600, job_id=a)
     with db.session() as s:
         leases = dict(s.execute(select(Job.id, Job.lease_expires_at)).all())
     assert leases[a] > utcnow() + timedelta(seconds=500) > leases[b]
@@ -152,23 +154,24 @@ def test_a_restarted_slot_takes_back_only_jobs_of_dead_predecessors(settings, db
     rows = {f"h/cpu/{dead_pid}": dead_pid, f"h/cpu/{os.getpid()}": os.getpid(), f"h_x/cpu/{dead_pid}": dead_pid}
     jobs = {}
     for n, (worker_id, pid) in enumerate(rows.items()):
-        job_store.register_worker(db, {"id": worker_id, "host": host, "pid": pid, "device": "cpu", "card": "c",
-                                       "backend": "cpu", "torch_version": "t", "dtype": "float32"})
+        registry.register_worker(db, {"id": worker_id, "host": host, "pid": pid, "device": "cpu", "card": "c",
+                                      "backend": "cpu", "torch_version": "t", "dtype": "float32"})
         jobs[worker_id] = _submit(settings, db, str(tiny_vits_dir), text=f"Text number {n}.")
-        job_store.claim(db, jobs[worker_id], worker_id, lease_s=600)
-    released = job_store.release_previous_incarnations(db, "h/cpu/", "h/cpu/999", host, lease_s=600)
+        lease.claim(db, jobs[worker_id], worker_id, lease_s=600)
+    released = registry.release_previous_incarnations(db, "h/cpu/", "h/cpu/999", host, lease_s=600)
     # the dead one only: not the live sibling, and not a slot that merely matches `h_` as a LIKE pattern
-    assert released == [jobs[f"h/cpu/{dead_pid}"]]
+    assert [job.job_id for job in released] == [jobs[f"h/cpu/{dead_pid}"]]
+    assert [(job.priority, job.queue) for job in released] == [(9, "ttsfleet")]  # first, to its own queue
 
 
 def test_the_reaper_republishes_an_orphan_once_per_lease(settings, db, tiny_vits_dir) -> None:
     job_id = _submit(settings, db, str(tiny_vits_dir))
-    job_store.claim(db, job_id, "dead/cpu/1", lease_s=60)
+    lease.claim(db, job_id, "dead/cpu/1", lease_s=60)
     with db.session() as s:
         s.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1),
                                      published_at=utcnow() - timedelta(seconds=120)))
-    assert job_store.orphaned_jobs(db, lease_s=60) == [(job_id, 5)]
-    assert job_store.orphaned_jobs(db, lease_s=60) == []  # stamped: not again until another lease passes
+    assert reaper.orphaned_jobs(db, lease_s=60) == [reaper.Republish(job_id, 5, "ttsfleet")]
+    assert reaper.orphaned_jobs(db, lease_s=60) == []  # stamped: not again until another lease passes
 
 
 def test_cancel_stops_a_running_job_at_the_chunk_boundary(settings, db, make_ctx, tiny_vits_dir) -> None:
@@ -176,13 +179,13 @@ def test_cancel_stops_a_running_job_at_the_chunk_boundary(settings, db, make_ctx
     ctx, _ = make_ctx()
     calls = []
 
-    def cancel_after_first(job: str, done: int, total: int) -> None:
-        calls.append(done)
-        if done == 1:
-            cancel_jobs(db, [job])
+    class CancelAfterFirst(Listener):
+        def chunk_done(self, job_id: str, done: int, total: int) -> None:
+            calls.append(done)
+            if done == 1:
+                cancel_jobs(db, [job_id])
 
-    ctx.on_chunk = cancel_after_first
-    outcome = synthesize_job(job_id, ctx)
+    outcome = synthesize_job(job_id, dataclasses.replace(ctx, listeners=Listeners([CancelAfterFirst()])))
     assert outcome.status == JobStatus.CANCELLED
     assert calls == [1]
     [view] = job_views(db, [job_id])
@@ -213,8 +216,8 @@ def test_a_job_that_keeps_crashing_is_failed_as_poison(settings, db, make_ctx, t
 
 def test_a_retry_by_the_holder_is_not_a_new_attempt(settings, db, tiny_vits_dir) -> None:
     job_id = _submit(settings, db, str(tiny_vits_dir))
-    assert job_store.claim(db, job_id, "a", lease_s=60).attempt == 1  # type: ignore[union-attr]
-    assert job_store.claim(db, job_id, "a", lease_s=60).attempt == 1  # type: ignore[union-attr]
+    assert lease.claim(db, job_id, "a", lease_s=60).attempt == 1  # type: ignore[union-attr]
+    assert lease.claim(db, job_id, "a", lease_s=60).attempt == 1  # type: ignore[union-attr]
 
 
 def test_a_user_given_id_is_its_own_job(settings, db, tiny_vits_dir) -> None:
@@ -277,9 +280,9 @@ def test_unreachable_broker_leaves_nothing_behind(settings, db, tiny_vits_dir) -
 
 def test_claim_is_exclusive_while_the_lease_holds(settings, db, tiny_vits_dir) -> None:
     job_id = _submit(settings, db, str(tiny_vits_dir))
-    assert job_store.claim(db, job_id, "a", lease_s=60) is not None
-    assert job_store.claim(db, job_id, "b", lease_s=60) is None
-    assert job_store.claim(db, job_id, "a", lease_s=60) is not None  # the holder may re-enter
+    assert lease.claim(db, job_id, "a", lease_s=60) is not None
+    assert lease.claim(db, job_id, "b", lease_s=60) is None
+    assert lease.claim(db, job_id, "a", lease_s=60) is not None  # the holder may re-enter
 
 
 def test_characters_the_voice_drops_are_warned_on_the_job(settings, db, make_ctx, tiny_vits_dir) -> None:
@@ -318,5 +321,17 @@ def test_queued_jobs_whose_message_was_lost_are_found_once(settings, db, tiny_vi
     job_id = _submit(settings, db, str(tiny_vits_dir))
     with db.session() as s:
         s.execute(update(Job).values(published_at=utcnow() - timedelta(seconds=120)))
-    assert job_store.stranded_jobs(db, older_than_s=60) == [(job_id, 5)]
-    assert job_store.stranded_jobs(db, older_than_s=60) == []  # stamped: not again until it is old again
+    assert reaper.stranded_jobs(db, older_than_s=60) == [reaper.Republish(job_id, 5, "ttsfleet")]
+    assert reaper.stranded_jobs(db, older_than_s=60) == []  # stamped: not again until it is old again
+
+
+def test_a_reaped_job_goes_back_to_the_queue_it_was_submitted_to(settings, db, tiny_vits_dir) -> None:
+    urgent = settings.model_copy(update={"queue": "urgent"})
+    job_id = _submit(urgent, db, str(tiny_vits_dir))
+    lease.claim(db, job_id, "dead/cpu/1", lease_s=60)
+    with db.session() as s:
+        s.execute(update(Job).values(lease_expires_at=utcnow() - timedelta(seconds=1),
+                                     published_at=utcnow() - timedelta(seconds=120)))
+    assert reaper.orphaned_jobs(db, lease_s=60) == [reaper.Republish(job_id, 5, "urgent")]
+    assert reaper.route(db, job_id, 9) == reaper.Republish(job_id, 9, "urgent")
+    assert reaper.route(db, "no-such-job", 9) is None

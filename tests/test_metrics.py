@@ -9,7 +9,6 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,9 +16,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.broker import transport_options
-from schemas.settings import WorkerSettings
-from schemas.status import JobStatus
-from worker.metrics import CELERY_EVENT_SETTINGS, WorkerMetrics, attach_metrics
+from schemas.status import Backend, DType, JobStatus
+from worker.events import JobFigures, JobOutcome, Listener, Listeners
+from worker.metrics import CELERY_EVENT_SETTINGS, MetricsListener, WorkerMetrics, worker_info
 
 
 def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -116,34 +115,54 @@ def test_celery_event_settings_are_real_celery_settings() -> None:
     assert app.conf.worker_send_task_events is True and app.conf.task_send_sent_event is True
 
 
-def test_attach_metrics_counts_a_runtime_jobs_and_keeps_its_callbacks(redis_url: str) -> None:
+def test_the_metrics_listener_counts_a_runtimes_jobs_next_to_other_listeners(redis_url: str) -> None:
     seen: list[Any] = []
-    runtime = SimpleNamespace(
-        registry_row=lambda: {"id": "host/cpu/1", "host": "host", "card": "cpu", "capability": None,
-                              "backend": "cpu", "dtype": "float32", "tf32": False},
-        on_chunk=lambda job_id, done, total: seen.append(("chunk", job_id, done, total)),
-        on_finished=None)
-    settings = WorkerSettings(broker_url=redis_url, queues="ttsfleet", metrics_port=0)
-    port = attach_metrics(settings, runtime)
+
+    class Recorder(Listener):
+        def chunk_done(self, job_id: str, done: int, total: int) -> None:
+            seen.append(("chunk", job_id, done, total))
+
+    row = {"id": "host/cpu/1", "host": "host", "card": "cpu", "capability": None, "backend": "cpu",
+           "dtype": "float32", "tf32": False}
+    metrics = WorkerMetrics(broker_url=redis_url, queues="ttsfleet", info=worker_info(row))
+    listeners = Listeners([MetricsListener(metrics), Recorder()])
+    figures = JobFigures(card="cpu", capability=None, backend=Backend.CPU, dtype=DType.FLOAT32, chunks=2,
+                         audio_s=3.0, synth_s=0.5, peak_mem_bytes=None, oom_retries=0, fp32_fallbacks=0, batches=1)
+    port = metrics.serve(0)
     try:
-        runtime.on_chunk("j1", 1, 2)
-        runtime.on_chunk("j1", 2, 2)
-        runtime.on_finished(SimpleNamespace(job_id="j1", status=JobStatus.SUCCEEDED),
-                            {"audio_s": 3.0, "synth_s": 0.5, "chunks": 2, "peak_mem_bytes": None})
-        runtime.on_finished(SimpleNamespace(job_id="j2", status=None), {})  # nothing to do: not counted
+        listeners.chunk_done("j1", 1, 2)
+        listeners.chunk_done("j1", 2, 2)
+        listeners.job_finished(JobOutcome("j1", JobStatus.SUCCEEDED), figures)
+        listeners.job_failed(JobOutcome("j2", JobStatus.FAILED, "poison"))
         got = _scrape(port)
     finally:
-        runtime.metrics.close()
+        metrics.close()
     assert seen == [("chunk", "j1", 1, 2), ("chunk", "j1", 2, 2)]
     assert got[("ttsfleet_chunks_total", ())] == 2
     assert got[("ttsfleet_jobs_total", (("status", "succeeded"),))] == 1
-    assert sum(v for (name, _), v in got.items() if name == "ttsfleet_jobs_total") == 1
+    assert got[("ttsfleet_jobs_total", (("status", "failed"),))] == 1
     assert got[("ttsfleet_audio_seconds_total", ())] == 3.0
     assert got[("ttsfleet_job_chunks_sum", ())] == 2
     assert got[("ttsfleet_queue_depth", (("queue", "ttsfleet"),))] == 0
     assert got[("ttsfleet_worker_info", (("backend", "cpu"), ("capability", "None"), ("card", "cpu"),
                                          ("dtype", "float32"), ("host", "host"), ("id", "host/cpu/1"),
                                          ("tf32", "False")))] == 1
+
+
+def test_a_failing_listener_is_logged_and_never_stops_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    seen: list[str] = []
+
+    class Broken(Listener):
+        def chunk_done(self, job_id: str, done: int, total: int) -> None:
+            raise RuntimeError("listener bug")
+
+    class Recorder(Listener):
+        def chunk_done(self, job_id: str, done: int, total: int) -> None:
+            seen.append(job_id)
+
+    Listeners([Broken(), Recorder()]).chunk_done("j1", 1, 1)
+    assert seen == ["j1"]
+    assert "listener bug" in caplog.text
 
 
 def test_a_celery_worker_with_these_settings_sends_the_events_flower_reads(redis_url: str) -> None:

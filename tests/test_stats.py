@@ -17,7 +17,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from producer import cli_fleet
+from producer.cli import fleet as cli_fleet
 from producer.stats import (
     StatsRow,
     _compute,

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from num2words import num2words
 
-from producer.text import MIN_CHUNK_CHARS, has_speakable, normalize, split_chunks
+from producer.chunking import MIN_CHUNK_CHARS, split_chunks
+from producer.text import has_speakable, normalize
 from schemas.status import BreakKind
 
 # Text that exercises the splitter: words, Western and CJK sentence ends, quotes, paragraph and

@@ -17,7 +17,7 @@ from producer.cli import main
 from schemas.errors import PermanentError, UnknownVoice
 from schemas.voices import BUNDLED_PIPER, list_voices, resolve_voice_name
 from worker import voices as worker_voices
-from worker.voices import default_cache_dir, load_voice
+from worker.voices import load_voice
 
 OFFLINE_SCRIPT = """
 import json, socket, sys
@@ -111,15 +111,16 @@ def test_hub_voice_offline_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.
     assert "HF_HUB_OFFLINE" in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_default_cache_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("TTSFLEET_VOICES_CACHE_DIR", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "ttsfleet" / "voices"
-    monkeypatch.delenv("XDG_CACHE_HOME")
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_cache_dir() == tmp_path / "home" / ".cache" / "ttsfleet" / "voices"
-    monkeypatch.setenv("TTSFLEET_VOICES_CACHE_DIR", str(tmp_path / "env"))
-    assert default_cache_dir() == tmp_path / "env"
+def test_default_cache_dir_comes_from_the_settings_environment(tmp_path: Path) -> None:
+    from schemas.settings import WorkerSettings
+
+    def cache_dir(**env: str) -> Path | None:
+        return WorkerSettings.from_env(env).voices_cache_dir
+
+    assert cache_dir(XDG_CACHE_HOME=str(tmp_path / "xdg")) == tmp_path / "xdg" / "ttsfleet" / "voices"
+    assert cache_dir(HOME=str(tmp_path / "home")) == tmp_path / "home" / ".cache" / "ttsfleet" / "voices"
+    assert cache_dir(TTSFLEET_VOICES_CACHE_DIR=str(tmp_path / "env"), XDG_CACHE_HOME="/x") == tmp_path / "env"
+    assert WorkerSettings.from_env({}, voices_cache_dir=tmp_path / "flag").voices_cache_dir == tmp_path / "flag"
 
 
 def test_hash_mismatch_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

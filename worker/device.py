@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from schemas.errors import InvalidInput
+from schemas.status import Backend
 
 _GIB = 1024**3
 _SIMULATED_RE = re.compile(r"^(?P<name>.+):(?P<cap>[^:]*):(?P<mem>[^:]+)$")
@@ -27,7 +28,7 @@ class DeviceInfo:
     build has kernels for (None when not checked, e.g. a simulated card).
     """
 
-    backend: str  # "cuda" | "cpu" | "mps"
+    backend: Backend
     name: str
     capability: tuple[int, int] | None
     memory_bytes: int | None
@@ -61,7 +62,7 @@ def parse_simulated(text: str) -> DeviceInfo:
     if match is None:
         raise InvalidInput(f"--simulate {text!r}: expected NAME:MAJOR.MINOR:MEMORY_GB like 'Tesla T4:7.5:16'")
     name = match["name"].strip()
-    backend = name.lower() if name.lower() in ("cpu", "mps") else "cuda"
+    backend = Backend(name.lower()) if name.lower() in ("cpu", "mps") else Backend.CUDA
     try:
         memory_gb = float(match["mem"])
     except ValueError as err:
@@ -70,7 +71,7 @@ def parse_simulated(text: str) -> DeviceInfo:
         raise InvalidInput(f"--simulate {text!r}: MEMORY_GB must not be negative")
     memory_bytes = int(memory_gb * _GIB) if memory_gb > 0 else None
     cap_text = match["cap"].strip()
-    if backend != "cuda":
+    if backend != Backend.CUDA:
         if cap_text not in ("", "-"):
             raise InvalidInput(f"--simulate {text!r}: {name} has no compute capability; leave it empty")
         return DeviceInfo(backend=backend, name=name, capability=None, memory_bytes=memory_bytes,
@@ -78,7 +79,7 @@ def parse_simulated(text: str) -> DeviceInfo:
     cap = _CAP_RE.match(cap_text)
     if cap is None:
         raise InvalidInput(f"--simulate {text!r}: compute capability must look like 7.5, got {cap_text!r}")
-    return DeviceInfo(backend="cuda", name=name, capability=(int(cap["major"]), int(cap["minor"])),
+    return DeviceInfo(backend=Backend.CUDA, name=name, capability=(int(cap["major"]), int(cap["minor"])),
                       memory_bytes=memory_bytes, index=0, torch_device="cuda:0", simulated=True)
 
 
@@ -115,7 +116,7 @@ def _cuda_device(index: int) -> DeviceInfo:
     import torch
 
     props = torch.cuda.get_device_properties(index)
-    return DeviceInfo(backend="cuda", name=str(props.name), capability=(int(props.major), int(props.minor)),
+    return DeviceInfo(backend=Backend.CUDA, name=str(props.name), capability=(int(props.major), int(props.minor)),
                       memory_bytes=int(props.total_memory), index=index, torch_device=f"cuda:{index}",
                       arch_list=tuple(torch.cuda.get_arch_list()))
 
@@ -128,12 +129,12 @@ def _mps_available() -> bool:
 
 
 def _mps_device() -> DeviceInfo:
-    return DeviceInfo(backend="mps", name="Apple MPS", capability=None, memory_bytes=_host_memory_bytes(),
+    return DeviceInfo(backend=Backend.MPS, name="Apple MPS", capability=None, memory_bytes=_host_memory_bytes(),
                       index=None, torch_device="mps")
 
 
 def _cpu_device() -> DeviceInfo:
-    return DeviceInfo(backend="cpu", name=_cpu_name(), capability=None, memory_bytes=_host_memory_bytes(),
+    return DeviceInfo(backend=Backend.CPU, name=_cpu_name(), capability=None, memory_bytes=_host_memory_bytes(),
                       index=None, torch_device="cpu")
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from schemas.errors import DeviceLost, SynthesisFailed
+from schemas.errors import DeviceLost, SynthesisFailed, first_line
+from schemas.status import DType
 from worker.batching import CPU_TOKEN_BUDGET, Item, budget_from_memory, lowered_budget, padded_tokens, plan_batches
 from worker.device import DeviceInfo
 from worker.loaded_voice import LoadedVoice
@@ -52,7 +53,7 @@ class ChunkAudio:
     samples: np.ndarray
     synth_s: float
     batch_size: int
-    dtype: str
+    dtype: DType
     fp32_redo: bool
     dropped: str
 
@@ -139,7 +140,7 @@ class Engine:
             peak_mem_bytes = peak_bytes(torch_device)
         except BaseException as err:
             lost = self._device_lost(err)
-            self._free()  # raises DeviceLost itself when freeing is what finds the device dead
+            self.free()  # raises DeviceLost itself when freeing is what finds the device dead
             if lost is None or lost is err:
                 raise
             raise lost from err
@@ -155,7 +156,7 @@ class Engine:
         logged and marks the engine broken, so its next `synthesize` raises DeviceLost.
         """
         try:
-            self._free()
+            self.free()
         except DeviceLost as err:
             log.error("%s; device memory not released", err)
 
@@ -168,7 +169,7 @@ class Engine:
         while pending:
             batch = pending.popleft()
             keys = [item.key for item in batch]
-            waves, batch_s = self._forward([encoded[k][0] for k in keys], self._seed(chunks, keys))
+            waves, batch_s = self.forward([encoded[k][0] for k in keys], self._seed(chunks, keys))
             if waves is None:  # out of memory, already freed
                 counts.oom_retries += 1
                 if len(batch) == 1:
@@ -205,16 +206,18 @@ class Engine:
         if isinstance(err, DeviceLost):
             lost = err
         elif isinstance(err, RuntimeError) and _is_device_error(err, self.runner.device_type):
-            lost = DeviceLost(f"device error on {self.device.name}: {_first_line(err)}")
+            lost = DeviceLost(f"device error on {self.device.name}: {first_line(err)}")
         else:
             return None
         self.broken = True
         return lost
 
-    def _free(self) -> None:
-        """`free_memory`, except on a broken engine, where only garbage is collected: CUDA errors are sticky
-        and `empty_cache` would raise again. Raises DeviceLost (marking the engine broken) when freeing
-        hits a device error."""
+    def free(self) -> None:
+        """Release cached memory now (`free_memory`), except on a broken engine, where only garbage is
+        collected: CUDA errors are sticky and `empty_cache` would raise again.
+
+        Unlike `cleanup`, raises DeviceLost (marking the engine broken) when freeing hits a device error.
+        """
         if self.broken:
             gc.collect()
             return
@@ -244,10 +247,16 @@ class Engine:
             seed = (seed * 1_000_003 + chunks[key].seed) % (1 << 63)
         return seed
 
-    def _forward(self, ids: list[list[int]], seed: int | None,
+    def forward(self, ids: list[list[int]], seed: int | None,
                  fp32: bool = False) -> tuple[list[np.ndarray] | None, float]:
-        """Run one batch; (None, seconds) on out-of-memory, with memory freed outside the except block
-        (the exception's frames hold the batch's tensors)."""
+        """Run one batch of token-id lists as it is (no planning, no guard): float32 waves and wall seconds,
+        or (None, seconds) on out-of-memory, with memory freed outside the except block (the exception's
+        frames hold the batch's tensors). `seed` seeds the noise (None: noise as configured); `fp32` runs
+        with autocast off. The canary, the memory probe and benchmarks use it.
+
+        Raises:
+            DeviceLost: a CUDA error other than out-of-memory.
+        """
         import torch
 
         started = time.perf_counter()
@@ -262,7 +271,7 @@ class Engine:
             if lost is None:
                 raise
             raise lost from err
-        self._free()
+        self.free()
         return None, time.perf_counter() - started
 
     def _checked(self, chunk: ChunkInput, encoded: tuple[list[int], str], wave: np.ndarray, synth_s: float,
@@ -274,7 +283,7 @@ class Engine:
         if redo:
             log.warning("chunk %d: %s under %s; redoing it in fp32", chunk.idx, problem, self.policy.dtype)
             counts.fp32_fallbacks += 1
-            waves, redo_s = self._forward([encoded[0]], None if self.deterministic else chunk.seed, fp32=True)
+            waves, redo_s = self.forward([encoded[0]], None if self.deterministic else chunk.seed, fp32=True)
             if waves is None:
                 raise SynthesisFailed(f"chunk {chunk.idx} does not fit in device memory for its fp32 redo")
             wave, synth_s = waves[0], synth_s + redo_s
@@ -282,7 +291,7 @@ class Engine:
         if problem is not None and problem != "silent output":
             raise SynthesisFailed(f"chunk {chunk.idx}: {problem} even in fp32")
         return ChunkAudio(idx=chunk.idx, samples=wave, synth_s=synth_s, batch_size=batch_size,
-                          dtype="float32" if redo else self.policy.dtype, fp32_redo=redo, dropped=encoded[1])
+                          dtype=DType.FLOAT32 if redo else self.policy.dtype, fp32_redo=redo, dropped=encoded[1])
 
 
 def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, token_budget: int | None = None,
@@ -304,7 +313,7 @@ def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, toke
     engine.canary_s = time.perf_counter() - started
     if token_budget is None and runner.device_type == "cuda":
         engine.bytes_per_token, engine.token_budget = _measure_budget(engine)
-    engine._free()  # unlike cleanup(), lets a dead device surface here as DeviceLost
+    engine.free()  # unlike cleanup(), lets a dead device surface here as DeviceLost
     return engine
 
 
@@ -330,13 +339,13 @@ def _run_canary(engine: Engine) -> None:
 def _canary_problem(engine: Engine, ids: list[int]) -> str | None:
     problem: str | None = None
     try:
-        waves, _ = engine._forward([ids], None if engine.deterministic else CANARY_SEED)
+        waves, _ = engine.forward([ids], None if engine.deterministic else CANARY_SEED)
     except DeviceLost:
         raise
     except Exception as err:  # a dtype mismatch under autocast is a failed canary, not a crash
-        problem, waves = f"{type(err).__name__}: {_first_line(err)}", None
+        problem, waves = f"{type(err).__name__}: {first_line(err)}", None
     if problem is not None or waves is None:
-        engine._free()
+        engine.free()
         return problem or "out of memory"
     audio_s = len(waves[0]) / engine.sample_rate_hz
     low, high = (bound * len(CANARY_TEXT) for bound in CANARY_S_PER_CHAR)
@@ -353,10 +362,10 @@ def _measure_budget(engine: Engine) -> tuple[float | None, int]:
     ids = engine.voice.encode(CANARY_TEXT).ids
     probe = [(ids * (PROBE_TOKENS // max(len(ids), 1) + 1))[:PROBE_TOKENS]] * PROBE_ITEMS
     where = engine.runner.torch_device
-    engine._free()
+    engine.free()
     baseline = torch.cuda.memory_allocated(where)
     torch.cuda.reset_peak_memory_stats(where)
-    waves, _ = engine._forward(probe, 0)
+    waves, _ = engine.forward(probe, 0)
     free_bytes, _total = torch.cuda.mem_get_info(where)
     if waves is None:
         engine.notes.append("memory probe ran out of memory; using the smallest token budget")
@@ -375,11 +384,6 @@ def _is_device_error(err: RuntimeError, device_type: str) -> bool:
     text = str(err)
     markers = ("CUDA error", "device-side assert", "illegal memory access", "cuDNN error")
     return device_type == "cuda" and any(marker in text for marker in markers)
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def _label(policy: Policy) -> str:

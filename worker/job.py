@@ -11,29 +11,21 @@ import logging
 import re
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.db import Store
-from schemas.errors import PermanentError, RetryableError, SynthesisFailed
+from schemas.errors import JobInterrupted, PermanentError, RetryableError, SynthesisFailed
 from schemas.settings import WorkerSettings
-from schemas.status import AudioFormat, JobStatus
-from worker import audio, store
+from schemas.status import AudioFormat, Backend, DType, JobStatus
+from worker import audio, lease
+from worker.events import JobFigures, JobOutcome, Listener, Listeners
 
 if TYPE_CHECKING:
-    from worker.engine import ChunkAudio, Engine
+    from worker.engine import ChunkAudio, Engine, EngineRun
 
 log = logging.getLogger("ttsfleet.job")
-
-
-@dataclass(frozen=True, slots=True)
-class JobOutcome:
-    """What one call did. `status` None: nothing to do (finished, cancelled or held by another worker)."""
-
-    job_id: str
-    status: JobStatus | None
-    detail: str = ""
 
 
 @dataclass
@@ -44,8 +36,7 @@ class JobContext:
     settings: WorkerSettings
     worker_id: str
     engine_for: Callable[[str], Engine]
-    on_chunk: Callable[[str, int, int], None] | None = None  # (job id, chunks done, chunks total)
-    on_finished: Callable[[JobOutcome, dict[str, Any]], None] | None = None
+    listeners: Listener = field(default_factory=Listeners)
 
 
 def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
@@ -56,22 +47,22 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
         DeviceLost: CUDA is unusable; the job was put back and this process must exit.
         Anything unexpected (or Ctrl-C) is re-raised after the job was put back, its stored chunks kept.
     """
-    held = store.claim(ctx.store, job_id, ctx.worker_id, ctx.settings.lease_s)
+    held = lease.claim(ctx.store, job_id, ctx.worker_id, ctx.settings.lease_s)
     if held is None:
         return JobOutcome(job_id, None, "not claimable: finished, cancelled or held by another worker")
     if held.attempt > ctx.settings.max_attempts:
-        store.fail(ctx.store, job_id, ctx.worker_id, f"gave up after {held.attempt - 1} attempts that did not finish")
+        lease.fail(ctx.store, job_id, ctx.worker_id, f"gave up after {held.attempt - 1} attempts that did not finish")
         _discard_outputs(ctx, held)
-        return _report(ctx, JobOutcome(job_id, JobStatus.FAILED, "poison: too many attempts"), {})
+        return _failed(ctx, JobOutcome(job_id, JobStatus.FAILED, "poison: too many attempts"))
     try:
-        outcome, metrics = _run(held, ctx)
-    except store.JobInterrupted as err:
+        outcome, figures = _run(held, ctx)
+    except JobInterrupted as err:
         _discard_outputs(ctx, held)
-        return JobOutcome(job_id, store.job_status(ctx.store, job_id), str(err))
+        return JobOutcome(job_id, lease.job_status(ctx.store, job_id), str(err))
     except PermanentError as err:
-        store.fail(ctx.store, job_id, ctx.worker_id, str(err))
+        lease.fail(ctx.store, job_id, ctx.worker_id, str(err))
         _discard_outputs(ctx, held)
-        return _report(ctx, JobOutcome(job_id, JobStatus.FAILED, str(err)), {})
+        return _failed(ctx, JobOutcome(job_id, JobStatus.FAILED, str(err)))
     except BaseException:
         # Retryable, device lost, a bug, a full disk, Ctrl-C: never leave the job `running` under a lease
         # this process will keep renewing; put it back with its chunks and let the caller decide.
@@ -79,13 +70,15 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
         raise
     if held.group_id is not None and outcome.status == JobStatus.SUCCEEDED:
         _maybe_build_book(ctx, held)
-    return _report(ctx, outcome, metrics)
+    ctx.listeners.job_finished(outcome, figures)
+    log.info("job %s: %s %s", job_id, outcome.status, outcome.detail)
+    return outcome
 
 
-def _run(held: store.Claim, ctx: JobContext) -> tuple[JobOutcome, dict[str, Any]]:
+def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
     engine = ctx.engine_for(held.voice)
     chunk_dir = _chunk_dir(ctx, held.job_id)
-    pending = store.pending_chunks(ctx.store, held.job_id)
+    pending = lease.pending_chunks(ctx.store, held.job_id)
     total = held.chunks_total
     done = [total - len(pending)]
     seed = job_seed(held.job_id, held.options.get("seed"))
@@ -95,15 +88,14 @@ def _run(held: store.Claim, ctx: JobContext) -> tuple[JobOutcome, dict[str, Any]
         # The attempt in the name: a former holder still running cannot overwrite what we recorded.
         path = chunk_dir / f"{chunk.idx:06d}-a{held.attempt}.wav"
         audio.write_chunk(path, chunk.samples, engine.sample_rate_hz)
-        store.save_chunk(ctx.store, held.job_id, ctx.worker_id, chunk.idx, ctx.settings.lease_s,
+        lease.save_chunk(ctx.store, held.job_id, ctx.worker_id, chunk.idx, ctx.settings.lease_s,
                          audio_path=str(path), samples=len(chunk.samples),
                          audio_s=len(chunk.samples) / engine.sample_rate_hz, synth_s=chunk.synth_s,
                          batch_size=chunk.batch_size, attempt=held.attempt, dtype=chunk.dtype,
                          fp32_redo=chunk.fp32_redo)
         dropped.update(chunk.dropped)
         done[0] += 1
-        if ctx.on_chunk is not None:
-            ctx.on_chunk(held.job_id, done[0], total)
+        ctx.listeners.chunk_done(held.job_id, done[0], total)
 
     from worker.engine import ChunkInput
 
@@ -118,9 +110,9 @@ def _run(held: store.Claim, ctx: JobContext) -> tuple[JobOutcome, dict[str, Any]
     return _finish(held, ctx, engine, run, warnings)
 
 
-def _finish(held: store.Claim, ctx: JobContext, engine: Engine, run: Any,
-            warnings: list[str]) -> tuple[JobOutcome, dict[str, Any]]:
-    chunks = store.done_chunks(ctx.store, held.job_id)
+def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun | None,
+            warnings: list[str]) -> tuple[JobOutcome, JobFigures]:
+    chunks = lease.done_chunks(ctx.store, held.job_id)
     missing = [c.idx for c in chunks if c.audio_path is None]
     if missing:
         raise SynthesisFailed(f"chunks {missing[:5]} have no audio after synthesis")
@@ -130,48 +122,46 @@ def _finish(held: store.Claim, ctx: JobContext, engine: Engine, run: Any,
         engine.sample_rate_hz, AudioFormat(held.format), out_path, title=held.title,
         loudness_lufs=held.options.get("loudness_lufs"),
     )
-    metrics = {
-        "card": engine.device.name, "capability": engine.device.capability_str, "backend": engine.device.backend,
-        "dtype": engine.policy.dtype, "audio_s": assembled.audio_s,
-        "synth_s": sum(c.synth_s or 0.0 for c in chunks),
-        "peak_mem_bytes": run.peak_mem_bytes if run else None, "oom_retries": run.oom_retries if run else 0,
-        "fp32_fallbacks": sum(1 for c in chunks if c.fp32_redo), "batches": run.batches if run else 0,
-        "chunks": len(chunks),
-    }
-    if not store.finish(ctx.store, held.job_id, ctx.worker_id, audio_path=str(assembled.path),
-                        audio_s=assembled.audio_s, sample_rate_hz=assembled.sample_rate_hz, warnings=warnings,
-                        metrics=metrics):
+    figures = JobFigures(
+        card=engine.device.name, capability=engine.device.capability_str, backend=Backend(engine.device.backend),
+        dtype=DType(engine.policy.dtype), chunks=len(chunks), audio_s=assembled.audio_s,
+        synth_s=sum(c.synth_s or 0.0 for c in chunks), peak_mem_bytes=run.peak_mem_bytes if run else None,
+        oom_retries=run.oom_retries if run else 0, fp32_fallbacks=sum(1 for c in chunks if c.fp32_redo),
+        batches=run.batches if run else 0,
+    )
+    if not lease.finish(ctx.store, held.job_id, ctx.worker_id, audio_path=str(assembled.path),
+                        sample_rate_hz=assembled.sample_rate_hz, warnings=warnings, figures=figures):
         for path in (assembled.path, assembled.manifest_path, assembled.srt_path, assembled.vtt_path):
             path.unlink(missing_ok=True)  # cancelled while we assembled: a cancelled job leaves no result
-        raise store.JobInterrupted(f"job {held.job_id} was cancelled before it finished")
+        raise JobInterrupted(f"job {held.job_id} was cancelled before it finished")
     shutil.rmtree(_chunk_dir(ctx, held.job_id), ignore_errors=True)
-    return JobOutcome(held.job_id, JobStatus.SUCCEEDED, str(assembled.path)), metrics
+    return JobOutcome(held.job_id, JobStatus.SUCCEEDED, str(assembled.path)), figures
 
 
 def _chunk_dir(ctx: JobContext, job_id: str) -> Path:
     return ctx.settings.output_dir.resolve() / ".chunks" / job_id
 
 
-def _discard_outputs(ctx: JobContext, held: store.Claim) -> None:
+def _discard_outputs(ctx: JobContext, held: lease.Claim) -> None:
     """A job that ended without a result keeps no chunk audio (its rows stay for inspection)."""
-    if store.job_status(ctx.store, held.job_id) in (JobStatus.FAILED, JobStatus.CANCELLED):
+    if lease.job_status(ctx.store, held.job_id) in (JobStatus.FAILED, JobStatus.CANCELLED):
         shutil.rmtree(_chunk_dir(ctx, held.job_id), ignore_errors=True)
 
 
-def _maybe_build_book(ctx: JobContext, held: store.Claim) -> None:
+def _maybe_build_book(ctx: JobContext, held: lease.Claim) -> None:
     """When the last chapter of a book finishes, join the chapter files into one .m4b (needs ffmpeg).
     The chapters have succeeded whatever happens here: a failure becomes a warning on them."""
     try:
         _build_book(ctx, held)
     except (PermanentError, OSError) as err:
         assert held.group_id is not None
-        for job in store.group_jobs(ctx.store, held.group_id):
-            store.add_warning(ctx.store, job.id, f"the book's .m4b could not be made: {err}")
+        for job in lease.group_jobs(ctx.store, held.group_id):
+            lease.add_warning(ctx.store, job.id, f"the book's .m4b could not be made: {err}")
 
 
-def _build_book(ctx: JobContext, held: store.Claim) -> None:
+def _build_book(ctx: JobContext, held: lease.Claim) -> None:
     assert held.group_id is not None
-    chapters = store.group_jobs(ctx.store, held.group_id)
+    chapters = lease.group_jobs(ctx.store, held.group_id)
     if not all(j.status == JobStatus.SUCCEEDED for j in chapters):
         return
     ids = [j.id for j in chapters]
@@ -182,12 +172,12 @@ def _build_book(ctx: JobContext, held: store.Claim) -> None:
     if built is None:
         message = "ffmpeg is not installed: no .m4b was made; the chapter files are complete"
         for job_id in ids:
-            store.add_warning(ctx.store, job_id, message)
+            lease.add_warning(ctx.store, job_id, message)
         return
-    store.set_options(ctx.store, ids, book_path=str(built))
+    lease.set_options(ctx.store, ids, book_path=str(built))
 
 
-def output_path(output_dir: Path, held: store.Claim) -> Path:
+def output_path(output_dir: Path, held: lease.Claim) -> Path:
     """`OUT/<job id>.<fmt>`; a book's chapters go to `OUT/<book>-<id>/<NN>-<chapter>.<fmt>`."""
     if held.group_id is None:
         return output_dir / f"{held.job_id}.{held.format}"
@@ -212,15 +202,14 @@ def chunk_seed(seed: int, idx: int) -> int:
     return (seed * 1_000_003 + idx) % (2**31 - 1)
 
 
-def _report(ctx: JobContext, outcome: JobOutcome, metrics: dict[str, Any]) -> JobOutcome:
-    if ctx.on_finished is not None:
-        ctx.on_finished(outcome, metrics)
+def _failed(ctx: JobContext, outcome: JobOutcome) -> JobOutcome:
+    ctx.listeners.job_failed(outcome)
     log.info("job %s: %s %s", outcome.job_id, outcome.status, outcome.detail)
     return outcome
 
 
 def _release_quietly(ctx: JobContext, job_id: str) -> None:
     try:
-        store.release(ctx.store, job_id, ctx.worker_id)
+        lease.release(ctx.store, job_id, ctx.worker_id)
     except RetryableError:
         log.warning("job %s: could not put it back (store down); its lease will expire", job_id)

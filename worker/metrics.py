@@ -6,18 +6,15 @@ share counters. The queue depth is read from the broker at scrape time, never po
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from schemas.settings import WorkerSettings
-
-log = logging.getLogger("ttsfleet.metrics")
+from schemas.broker import QueueDepths
+from worker.events import JobFigures, JobOutcome, Listener
 
 # Merge into the Celery config: task events for Flower/`celery events`; the event queue expires when
 # no monitor listens, so an unwatched fleet does not pile events up in Redis.
@@ -32,7 +29,7 @@ CELERY_EVENT_SETTINGS: dict[str, Any] = {
 # Synthesis of one job, seconds: from a short sentence on a fast card to a chapter on a CPU.
 SYNTH_BUCKETS_S = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, float("inf"))
 CHUNK_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000, float("inf"))
-_KOMBU_DEFAULT_SEP = "\x06\x16"  # kombu's Redis transport keeps priority N of queue Q in list Q + sep + N
+
 
 class _QueueDepthCollector(Collector):
     """`ttsfleet_queue_depth` and `ttsfleet_broker_up`.
@@ -40,11 +37,9 @@ class _QueueDepthCollector(Collector):
     Redis: LLEN summed over the priority lists; RabbitMQ: the ready-message count of a passive declare.
     """
 
-    def __init__(self, broker_url: str | None, queues: list[str], priority_sep: str) -> None:
-        from producer.broker import QueueDepths
-
+    def __init__(self, broker_url: str | None, queues: list[str]) -> None:
         self._queues = queues
-        self._reader = QueueDepths(broker_url, queues, priority_sep) if broker_url else None
+        self._reader = QueueDepths(broker_url, queues) if broker_url else None
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         up = GaugeMetricFamily("ttsfleet_broker_up", "1 if the broker answered the last scrape, else 0")
@@ -70,11 +65,11 @@ class WorkerMetrics:
 
     `info` (e.g. worker id, card, dtype, capability) is exported once as `ttsfleet_worker_info`, so
     dashboards can join any series to the card it ran on. `queues` is comma-separated, as a worker's
-    `--queues`; `priority_sep` names the broker's priority lists (default: ttsfleet's transport options).
+    `--queues`.
     """
 
     def __init__(self, broker_url: str | None = None, queues: str = "ttsfleet",
-                 info: Mapping[str, str] | None = None, priority_sep: str | None = None) -> None:
+                 info: Mapping[str, str] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._server: Any = None
         r = self.registry
@@ -94,12 +89,8 @@ class WorkerMetrics:
         self.info = Info("ttsfleet_worker", "the worker's device and precision policy", registry=r)
         if info:
             self.info.info({k: str(v) for k, v in info.items()})
-        if priority_sep is None:
-            from schemas.broker import transport_options
-
-            priority_sep = str(transport_options().get("sep", _KOMBU_DEFAULT_SEP))
         names = [q.strip() for q in queues.split(",") if q.strip()]
-        r.register(_QueueDepthCollector(broker_url, names, priority_sep))
+        r.register(_QueueDepthCollector(broker_url, names))
 
     def job_finished(self, status: str, audio_s: float, synth_s: float, chunks: int) -> None:
         """Count a job that reached a final status; audio, time and chunks count for succeeded jobs only.
@@ -136,43 +127,24 @@ class WorkerMetrics:
             self._server.server_close()
             self._server = None
 
-def attach_metrics(settings: WorkerSettings, runtime: Any) -> int:
-    """Serve metrics for a `WorkerRuntime` on `settings.metrics_port` (0: a free port); returns the port.
+class MetricsListener(Listener):
+    """Feeds a worker's jobs into its `WorkerMetrics` as they happen."""
 
-    Chains onto the runtime's `on_chunk` / `on_finished` callbacks and keeps the `WorkerMetrics` as
-    `runtime.metrics` (call its `close()` to stop serving); a metrics failure is logged, never raised.
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        self.metrics = metrics
 
-    Raises:
-        OSError: the port is taken.
-    """
-    row = runtime.registry_row()
-    info = {key: str(row.get(key)) for key in ("id", "host", "card", "capability", "backend", "dtype", "tf32")}
-    metrics = WorkerMetrics(broker_url=settings.broker_url, queues=settings.queues, info=info)
-    previous_chunk, previous_finished = runtime.on_chunk, runtime.on_finished
+    def chunk_done(self, job_id: str, done: int, total: int) -> None:
+        self.metrics.chunk_done()
 
-    def on_chunk(job_id: str, done: int, total: int) -> None:
-        _quietly(metrics.chunk_done)
-        if previous_chunk is not None:
-            previous_chunk(job_id, done, total)
+    def job_finished(self, outcome: JobOutcome, figures: JobFigures) -> None:
+        self.metrics.job_finished(str(outcome.status), audio_s=figures.audio_s, synth_s=figures.synth_s,
+                                  chunks=figures.chunks)
+        self.metrics.set_peak_memory(figures.peak_mem_bytes)
 
-    def on_finished(outcome: Any, figures: dict[str, Any]) -> None:
-        if outcome.status is not None:
-            _quietly(lambda: _record_finished(metrics, str(outcome.status), figures))
-        if previous_finished is not None:
-            previous_finished(outcome, figures)
+    def job_failed(self, outcome: JobOutcome) -> None:
+        self.metrics.job_finished(str(outcome.status), audio_s=0.0, synth_s=0.0, chunks=0)
 
-    runtime.on_chunk, runtime.on_finished = on_chunk, on_finished
-    runtime.metrics = metrics
-    return metrics.serve(settings.metrics_port or 0)
 
-def _record_finished(metrics: WorkerMetrics, status: str, figures: Mapping[str, Any]) -> None:
-    metrics.job_finished(status, audio_s=float(figures.get("audio_s") or 0.0),
-                         synth_s=float(figures.get("synth_s") or 0.0), chunks=int(figures.get("chunks") or 0))
-    if "peak_mem_bytes" in figures:
-        metrics.set_peak_memory(figures["peak_mem_bytes"])
-
-def _quietly(action: Callable[[], None]) -> None:
-    try:
-        action()
-    except Exception:  # metrics must never fail a job
-        log.exception("metrics update failed")
+def worker_info(row: Mapping[str, Any]) -> dict[str, str]:
+    """The `ttsfleet_worker_info` labels from a worker's registry row."""
+    return {key: str(row.get(key)) for key in ("id", "host", "card", "capability", "backend", "dtype", "tf32")}

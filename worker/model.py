@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from schemas.status import PrecisionMode
 from worker.device import DeviceInfo
 from worker.precision import Policy
 
@@ -32,7 +33,7 @@ class ModelRunner:
 
     def __init__(self, model: Any, device: DeviceInfo, policy: Policy, *, noise_off: bool = False) -> None:
         self.model = model
-        self.torch_device = device.torch_device if policy.run_on == device.backend else policy.run_on
+        self.torch_device = device.torch_device if policy.run_on == device.backend else str(policy.run_on)
         self.device_type = self.torch_device.split(":")[0]
         pad = getattr(model.config, "pad_token_id", None)
         self.pad_id = int(pad) if pad is not None else 0
@@ -48,7 +49,7 @@ class ModelRunner:
         """Switch to `policy` (used by the canary fallback): re-install the fp32 islands."""
         self._unwrap()
         self.policy = policy
-        if policy.mode == "autocast":
+        if policy.mode == PrecisionMode.AUTOCAST:
             for name in policy.keep_fp32:
                 module = getattr(self.model, name, None)
                 if module is not None:
@@ -105,7 +106,7 @@ class ModelRunner:
     def _autocast(self, fp32: bool) -> Iterator[None]:
         import torch
 
-        enabled = self.policy.mode == "autocast" and not fp32
+        enabled = self.policy.mode == PrecisionMode.AUTOCAST and not fp32
         if not enabled:
             yield
             return

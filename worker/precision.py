@@ -16,13 +16,13 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from schemas.errors import PrecisionRefused
-from schemas.status import Precision
+from schemas.status import Backend, DType, Precision, PrecisionMode
 from worker.device import DeviceInfo
 
 if TYPE_CHECKING:
     import torch
 
-DTYPES = {Precision.BF16: "bfloat16", Precision.FP16: "float16", Precision.FP32: "float32"}
+DTYPES = {Precision.BF16: DType.BFLOAT16, Precision.FP16: DType.FLOAT16, Precision.FP32: DType.FLOAT32}
 # VITS parts run in fp32 under low precision: they decide the durations (ceil(exp(.)) turns small errors
 # into shifted phoneme boundaries) and cost little next to the flow and the HiFi-GAN decoder.
 VITS_FP32_MODULES = ("text_encoder", "duration_predictor")
@@ -33,28 +33,29 @@ _GTX16_RE = re.compile(r"\bGTX\s*16\d\d\b", re.IGNORECASE)
 class Policy:
     """How a worker computes.
 
-    `mode`: "fp32" (nothing lowered) or "autocast" (weights stay fp32; matmuls/convs run in `dtype`
-    under torch.autocast; the submodules in `keep_fp32` run with autocast off). Weight casting is not
-    used: the fp32 parts would need casts at every boundary, and the fp32 weights make the per-chunk fp32
-    redo free. `run_on` is the torch backend the model really runs on ("cpu" for MPS).
+    `mode`: FP32 (nothing lowered) or AUTOCAST (weights stay fp32; matmuls/convs run in `dtype` under
+    torch.autocast; the submodules in `keep_fp32` run with autocast off). Weight casting is not used: the
+    fp32 parts would need casts at every boundary, and the fp32 weights make the per-chunk fp32 redo
+    free. `run_on` is the torch backend the model really runs on (CPU for MPS).
     """
 
-    dtype: str  # "bfloat16" | "float16" | "float32"
+    dtype: DType
     tf32: bool
-    mode: str
+    mode: PrecisionMode
     reason: str
     keep_fp32: tuple[str, ...] = ()
-    run_on: str = "cuda"
-    requested: str = "auto"
+    run_on: Backend = Backend.CUDA
+    requested: Precision = Precision.AUTO
 
     @property
     def low_precision(self) -> bool:
-        return self.dtype != "float32"
+        return self.dtype != DType.FLOAT32
 
     def torch_dtype(self) -> torch.dtype:
         import torch
 
-        return {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[self.dtype]
+        return {DType.BFLOAT16: torch.bfloat16, DType.FLOAT16: torch.float16, DType.FLOAT32: torch.float32}[
+            self.dtype]
 
 
 def choose_policy(device: DeviceInfo, requested: Precision | str = "auto") -> Policy:
@@ -67,22 +68,23 @@ def choose_policy(device: DeviceInfo, requested: Precision | str = "auto") -> Po
         want = Precision(str(requested).lower())
     except ValueError as err:
         raise PrecisionRefused(f"unknown precision {requested!r}: use auto, bf16, fp16 or fp32") from err
-    if device.backend in ("cpu", "mps"):
+    if device.backend in (Backend.CPU, Backend.MPS):
         return _host_policy(device, want)
-    if device.backend != "cuda" or device.capability is None:
+    if device.backend != Backend.CUDA or device.capability is None:
         raise PrecisionRefused(f"unsupported device backend {device.backend!r} for {device.name}")
     _check_arch(device)
     return _cuda_policy(device, want)
 
 
 def _host_policy(device: DeviceInfo, want: Precision) -> Policy:
-    if device.backend == "mps":
+    if device.backend == Backend.MPS:
         why = "Apple MPS: runs on the CPU in fp32 (MPS leaks memory job after job)"
     else:
         why = "CPU: fp32 always (bf16/fp16 give no steady speed-up on CPUs and shift the timing)"
     if want in (Precision.BF16, Precision.FP16):
         raise PrecisionRefused(f"{want.value} refused on {device.name}: {why}")
-    return Policy(dtype="float32", tf32=False, mode="fp32", reason=why, run_on="cpu", requested=want.value)
+    return Policy(dtype=DType.FLOAT32, tf32=False, mode=PrecisionMode.FP32, reason=why, run_on=Backend.CPU,
+                  requested=want)
 
 
 def _cuda_policy(device: DeviceInfo, want: Precision) -> Policy:
@@ -97,20 +99,20 @@ def _cuda_policy(device: DeviceInfo, want: Precision) -> Policy:
     if want == Precision.FP16 and cap < (6, 0):
         raise PrecisionRefused(f"fp16 refused on {name} (compute capability {cap_s}): needs >= 6.0")
     if want == Precision.FP32:
-        return Policy(dtype="float32", tf32=False, mode="fp32", requested=want.value,
+        return Policy(dtype=DType.FLOAT32, tf32=False, mode=PrecisionMode.FP32, requested=want,
                       reason=f"fp32 as requested on {name} ({cap_s}); TF32 off so fp32 means full fp32")
     if want == Precision.BF16 or (want == Precision.AUTO and ampere):
-        return _low("bfloat16", True, want,
+        return _low(DType.BFLOAT16, True, want,
                     f"compute capability {cap_s} >= 8.0: native bf16 and TF32 tensor cores")
     if want == Precision.FP16:
-        return _low("float16", ampere, want,
+        return _low(DType.FLOAT16, ampere, want,
                     f"fp16 as requested on {name} ({cap_s}), guarded by a NaN/silence check")
     return _auto_below_ampere(device, gtx16)
 
 
-def _low(dtype: str, tf32: bool, want: Precision, reason: str) -> Policy:
-    return Policy(dtype=dtype, tf32=tf32, mode="autocast", reason=reason, keep_fp32=VITS_FP32_MODULES,
-                  requested=want.value)
+def _low(dtype: DType, tf32: bool, want: Precision, reason: str) -> Policy:
+    return Policy(dtype=dtype, tf32=tf32, mode=PrecisionMode.AUTOCAST, reason=reason, keep_fp32=VITS_FP32_MODULES,
+                  requested=want)
 
 
 def _auto_below_ampere(device: DeviceInfo, gtx16: bool) -> Policy:
@@ -119,7 +121,7 @@ def _auto_below_ampere(device: DeviceInfo, gtx16: bool) -> Policy:
     if gtx16:
         why = f"GTX 16xx ({cap_s}, Turing without tensor cores): fp16 gives NaN or silent audio there"
     elif cap >= (7, 0):
-        return _low("float16", False, Precision.AUTO,
+        return _low(DType.FLOAT16, False, Precision.AUTO,
                     f"compute capability {cap_s}: fp16 tensor cores; bf16 needs >= 8.0")
     elif cap >= (6, 1):
         why = f"Pascal ({cap_s}): no bf16, and fp16 runs at 1/64 of the fp32 rate (P40, GTX 10xx); fp32"
@@ -128,7 +130,7 @@ def _auto_below_ampere(device: DeviceInfo, gtx16: bool) -> Policy:
                "and risks overflow, so fp32")
     else:
         why = f"compute capability {cap_s}: no usable fp16 or bf16"
-    return Policy(dtype="float32", tf32=False, mode="fp32", reason=why)
+    return Policy(dtype=DType.FLOAT32, tf32=False, mode=PrecisionMode.FP32, reason=why)
 
 
 def _check_arch(device: DeviceInfo) -> None:
@@ -165,7 +167,7 @@ def safer(policy: Policy) -> Policy | None:
     None (nothing safer exists)."""
     if policy.low_precision:
         tf32 = " with TF32" if policy.tf32 else ""
-        return replace(policy, dtype="float32", mode="fp32", keep_fp32=(),
+        return replace(policy, dtype=DType.FLOAT32, mode=PrecisionMode.FP32, keep_fp32=(),
                        reason=f"fp32{tf32} after {policy.dtype} failed a check")
     if policy.tf32:
         return replace(policy, tf32=False, reason="fp32 without TF32 after fp32 with TF32 failed a check")
@@ -179,7 +181,7 @@ def apply_process_settings(policy: Policy, device: DeviceInfo) -> None:
 
     torch.set_float32_matmul_precision("high" if policy.tf32 else "highest")
     torch.backends.cudnn.benchmark = False
-    if device.backend == "cuda" and policy.run_on == "cuda":
+    if device.backend == Backend.CUDA and policy.run_on == Backend.CUDA:
         torch.backends.cudnn.allow_tf32 = policy.tf32
 
 

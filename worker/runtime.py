@@ -19,8 +19,10 @@ from schemas.db import Store, open_store
 from schemas.errors import RetryableError
 from schemas.settings import WorkerSettings
 from schemas.status import WorkerState
-from worker import store
-from worker.job import JobContext, JobOutcome, synthesize_job
+from worker import reaper, registry
+from worker.events import JobOutcome, Listener, Listeners
+from worker.job import JobContext, synthesize_job
+from worker.reaper import Republish
 
 if TYPE_CHECKING:
     from worker.device import DeviceInfo
@@ -29,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ttsfleet.worker")
 MAX_LOADED_VOICES = 2
+REAP_EVERY_BEATS = 4  # the reaper's queries run every this many heartbeats
 
 
 class WorkerRuntime:
@@ -46,8 +49,11 @@ class WorkerRuntime:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.current_job: str | None = None  # the job this process runs now: the only lease it renews
-        self.on_chunk: Callable[[str, int, int], None] | None = None
-        self.on_finished: Callable[[JobOutcome, dict[str, Any]], None] | None = None
+        self.listeners = Listeners()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Hook `listener` into every job this runtime runs from now on (called in the order added)."""
+        self.listeners.add(listener)
 
     @classmethod
     def start(cls, settings: WorkerSettings) -> WorkerRuntime:
@@ -98,14 +104,14 @@ class WorkerRuntime:
         finally:
             self.current_job = None
 
-    def resume_dead_predecessors(self) -> list[str]:
+    def resume_dead_predecessors(self) -> list[Republish]:
         """Jobs left running by a dead earlier process of this slot, put back (queued) to run now."""
-        return store.release_previous_incarnations(self.store, self.slot, self.worker_id, socket.gethostname(),
-                                                   self.settings.lease_s)
+        return registry.release_previous_incarnations(self.store, self.slot, self.worker_id,
+                                                      socket.gethostname(), self.settings.lease_s)
 
     def context(self) -> JobContext:
         return JobContext(store=self.store, settings=self.settings, worker_id=self.worker_id,
-                          engine_for=self.engine_for, on_chunk=self.on_chunk, on_finished=self.on_finished)
+                          engine_for=self.engine_for, listeners=self.listeners)
 
     def registry_row(self) -> dict[str, Any]:
         import torch
@@ -116,17 +122,17 @@ class WorkerRuntime:
             "id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
             "device": self.device.torch_device, "device_index": self.device.index, "card": self.device.name,
             "capability": self.device.capability_str, "memory_bytes": self.device.memory_bytes,
-            "backend": self.device.backend, "torch_version": torch.__version__,
-            "cuda_version": torch.version.cuda, "dtype": self.policy.dtype, "tf32": self.policy.tf32,
+            "backend": str(self.device.backend), "torch_version": torch.__version__,
+            "cuda_version": torch.version.cuda, "dtype": str(self.policy.dtype), "tf32": self.policy.tf32,
             "policy_reason": self.policy.reason + "".join(f"; {n}" for n in notes),
             "voice": self.settings.voice, "queues": self.settings.queues,
-            "details": {"canary_s": getattr(engine, "canary_s", None), "mode": self.policy.mode},
+            "details": {"canary_s": getattr(engine, "canary_s", None), "mode": str(self.policy.mode)},
         }
 
     def register(self) -> None:
-        store.register_worker(self.store, self.registry_row())
+        registry.register_worker(self.store, self.registry_row())
 
-    def start_heartbeat(self, republish: Callable[[str, int], None] | None = None,
+    def start_heartbeat(self, republish: Callable[[Republish], None] | None = None,
                         queue_depth: Callable[[], int | None] | None = None) -> None:
         """Beat every `heartbeat_s` (worker row + our job's lease); every few beats, re-publish jobs whose
         worker died, and, when `queue_depth()` says the broker queue is empty, jobs whose message was lost."""
@@ -134,32 +140,32 @@ class WorkerRuntime:
                                         name="ttsfleet-heartbeat")
         self._thread.start()
 
-    def _beat(self, republish: Callable[[str, int], None] | None,
+    def _beat(self, republish: Callable[[Republish], None] | None,
               queue_depth: Callable[[], int | None] | None) -> None:
         beats = 0
         while not self._stop.wait(self.settings.heartbeat_s):
             beats += 1
             try:
-                store.heartbeat(self.store, self.worker_id, self.settings.lease_s, self.current_job)
-                if republish is not None and beats % 4 == 0:
+                registry.heartbeat(self.store, self.worker_id, self.settings.lease_s, self.current_job)
+                if republish is not None and beats % REAP_EVERY_BEATS == 0:
                     self.reap(republish, queue_depth)
             except RetryableError as err:
                 log.warning("heartbeat: %s", err)
             except Exception:  # the heartbeat must outlive any single failure
                 log.exception("heartbeat failed")
 
-    def reap(self, republish: Callable[[str, int], None],
+    def reap(self, republish: Callable[[Republish], None],
              queue_depth: Callable[[], int | None] | None = None) -> list[str]:
         """Re-publish jobs whose worker died, and queued jobs whose message the broker lost (only seen when
-        its queue is empty: with a backlog, waiting jobs are simply waiting). Duplicates are harmless
-        because a claim is a compare-and-set."""
-        orphans = store.orphaned_jobs(self.store, lease_s=self.settings.lease_s)
+        the queues are empty: with a backlog, waiting jobs are simply waiting), each to the queue it was
+        submitted to. Duplicates are harmless because a claim is a compare-and-set. Returns their ids."""
+        orphans = reaper.orphaned_jobs(self.store, lease_s=self.settings.lease_s)
         if queue_depth is not None and queue_depth() == 0:
-            orphans += store.stranded_jobs(self.store, older_than_s=self.settings.lease_s)
-        for job_id, priority in orphans:
-            log.warning("re-publishing orphaned job %s", job_id)
-            republish(job_id, priority)
-        return [job_id for job_id, _ in orphans]
+            orphans += reaper.stranded_jobs(self.store, older_than_s=self.settings.lease_s)
+        for job in orphans:
+            log.warning("re-publishing orphaned job %s to %s", job.job_id, job.queue)
+            republish(job)
+        return [job.job_id for job in orphans]
 
     def stop(self) -> None:
         self._stop.set()
@@ -168,7 +174,7 @@ class WorkerRuntime:
         for engine in self._engines.values():
             engine.cleanup()
         try:
-            store.set_worker_state(self.store, self.worker_id, WorkerState.STOPPED)
+            registry.set_worker_state(self.store, self.worker_id, WorkerState.STOPPED)
         except RetryableError:
             pass
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
+from schemas.broker import MAX_PRIORITY
 from schemas.errors import DeviceLost, RetryableError
 from schemas.messages import SYNTHESIZE_TASK, SynthesizeMessage
+from worker import reaper
+from worker.reaper import Republish
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger("ttsfleet.tasks")
 
 
-def register_tasks(app: Any, runtime: WorkerRuntime, republish: Any) -> None:
+def register_tasks(app: Any, runtime: WorkerRuntime, republish: Callable[[Republish], None]) -> None:
     """Register `ttsfleet.synthesize` on `app`, bound to this process's runtime."""
 
     @app.task(name=SYNTHESIZE_TASK, bind=True, autoretry_for=(RetryableError,), retry_backoff=True,
@@ -27,5 +31,7 @@ def register_tasks(app: Any, runtime: WorkerRuntime, republish: Any) -> None:
             # CUDA is unusable in this process: the job was put back; send it again and let the
             # supervisor restart us with a fresh context.
             log.critical("device lost on job %s: %s; exiting", job_id, err)
-            republish(job_id, 9)
+            job = reaper.route(runtime.store, job_id, MAX_PRIORITY)
+            if job is not None:
+                republish(job)
             os._exit(3)

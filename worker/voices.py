@@ -16,34 +16,36 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import PermanentError, RetryableError, UnknownVoice
-from schemas.voices import BUNDLED_PIPER, VOICE_EXTRA_HINT, BundledPiperVoice, language_from_code, resolve_voice_name
+from schemas.settings import default_voices_cache_dir
+from schemas.voices import (
+    BUNDLED_PIPER,
+    VOICE_EXTRA_HINT,
+    BundledPiperVoice,
+    VoiceKind,
+    language_from_code,
+    resolve_voice_name,
+)
 from worker.loaded_voice import Encoded, LoadedVoice, load_folder_voice
 
 CONVERTER_VERSION = 1  # bump when convert_piper's output changes, so caches are rebuilt
-CACHE_ENV = "TTSFLEET_VOICES_CACHE_DIR"
 LOCK_TIMEOUT_S = 600.0  # a conversion takes ~10 s; waiting longer means another process is stuck
 _MARKER = "ttsfleet_voice.json"
-
-
-def default_cache_dir() -> Path:
-    """`$TTSFLEET_VOICES_CACHE_DIR`, else `$XDG_CACHE_HOME/ttsfleet/voices`, else `~/.cache/ttsfleet/voices`."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base).expanduser() / "ttsfleet" / "voices"
 
 
 def load_voice(name: str, cache_dir: Path | None = None) -> LoadedVoice:
     """Load a voice by name (`piper:NAME`, `hf:ORG/NAME` or a folder) as fp32 on the CPU, in eval mode.
 
+    `cache_dir` holds converted bundled voices (a worker passes its settings' `voices_cache_dir`; None,
+    for a library caller without settings, means the user's default cache folder).
+
     Raises UnknownVoice for names that cannot be loaded here (including hub ids while offline),
     PermanentError when the `voice` extra is missing or the bundled voice fails its hash check.
     """
     info = resolve_voice_name(name)
-    if info.kind == "piper":
+    if info.kind == VoiceKind.PIPER:
         folder = bundled_voice_folder(info.name, cache_dir)
         return load_piper_folder(folder, name=info.name)
-    if info.kind == "hf":
+    if info.kind == VoiceKind.HF:
         return _load_hf(info.name, info.language)
     folder = Path(info.name)
     from worker.piper import is_piper_folder
@@ -69,7 +71,7 @@ def bundled_voice_folder(name: str, cache_dir: Path | None = None) -> Path:
 
     key = name.removeprefix("piper:")
     spec = BUNDLED_PIPER[key]
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cache = Path(cache_dir) if cache_dir is not None else default_voices_cache_dir(os.environ)
     final = cache / f"piper-{key}-{spec.version}-{spec.onnx_sha256[:12]}-c{CONVERTER_VERSION}"
     if (final / _MARKER).is_file():
         return final

@@ -9,11 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from producer.cli_common import (
+from producer.cli.common import (
     BrokerUrlOpt,
     DatabaseUrlOpt,
+    DeviceOpt,
     JsonOpt,
     OutputDirOpt,
+    PrecisionOpt,
     VoiceOpt,
     environ,
     err_console,
@@ -51,8 +53,8 @@ def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioForm
            priority: PriorityOpt = 5, force: ForceOpt = False, loudness: LoudnessOpt = None,
            as_json: JsonOpt = False, broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None) -> None:
     """Validate INPUTs and enqueue one job per text (per chapter for EPUB); prints the job ids."""
-    from producer.broker import Publisher
     from producer.submit import submit as submit_jobs
+    from schemas.broker import Publisher
     from schemas.db import open_store
 
     settings = _settings(broker_url=broker_url, database_url=database_url)
@@ -118,12 +120,9 @@ def cancel(job_ids: JobIdsArg, as_json: JsonOpt = False, database_url: DatabaseU
 def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV, priority: PriorityOpt = 5,
         force: ForceOpt = False, loudness: LoudnessOpt = None, as_json: JsonOpt = False,
         database_url: DatabaseUrlOpt = None,
-        output_dir: OutputDirOpt = None,
-        device: Annotated[str, typer.Option(envvar="TTSFLEET_DEVICE", help="auto, cpu, cuda, cuda:N")] = "auto",
-        precision: Annotated[str, typer.Option(envvar="TTSFLEET_PRECISION", help="auto, bf16, fp16, fp32")] = "auto",
-        ) -> None:
+        output_dir: OutputDirOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None) -> None:
     """Embedded mode: submit, synthesize in this process (no broker), wait, print results and stats."""
-    from worker.embedded import run_embedded
+    from producer.cli.embedded import run_embedded
 
     env = environ()
     settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice)

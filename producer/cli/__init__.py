@@ -1,7 +1,8 @@
 """The `ttsfleet` command: one entry point, thin commands, one-line errors (`--debug` for tracebacks).
 
-Command modules are imported here but import torch, Celery and the store only inside their bodies,
-so `ttsfleet --help` stays fast.
+This package is the CLI layer, the only one that imports both `producer` and `worker` (see
+docs/architecture.md). Command modules are imported here but import torch, Celery, the store and the
+worker only inside their bodies, so `ttsfleet --help` stays fast.
 """
 
 from __future__ import annotations
@@ -11,10 +12,8 @@ import traceback
 
 import typer
 
-from producer import cli_fleet, cli_jobs
-from schemas.errors import TtsfleetError
-from worker import cli as worker_cli
-from worker import cli_doctor, cli_voices
+from producer.cli import device, fleet, jobs, voices
+from schemas.errors import TtsfleetError, first_line
 
 app = typer.Typer(
     name="ttsfleet",
@@ -24,16 +23,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-app.command("run")(cli_jobs.run)
-app.command("submit")(cli_jobs.submit)
-app.command("status")(cli_jobs.status)
-app.command("wait")(cli_jobs.wait)
-app.command("cancel")(cli_jobs.cancel)
-app.command("worker")(worker_cli.worker)
-app.command("doctor")(cli_doctor.doctor)
-app.command("workers")(cli_fleet.workers)
-app.command("stats")(cli_fleet.stats)
-app.add_typer(cli_voices.app, name="voices")
+app.command("run")(jobs.run)
+app.command("submit")(jobs.submit)
+app.command("status")(jobs.status)
+app.command("wait")(jobs.wait)
+app.command("cancel")(jobs.cancel)
+app.command("worker")(device.worker)
+app.command("doctor")(device.doctor)
+app.command("workers")(fleet.workers)
+app.command("stats")(fleet.stats)
+app.add_typer(voices.app, name="voices")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,6 +64,5 @@ def main(argv: list[str] | None = None) -> None:
 def _fail(err: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(err)
-    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    sys.stderr.write(f"error: {message}\n")
+    sys.stderr.write(f"error: {first_line(err)}\n")
     sys.exit(1)

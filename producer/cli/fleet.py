@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from producer import cli_common
-from producer.cli_common import DatabaseUrlOpt, JsonOpt
+from producer.cli import common as cli_common
+from producer.cli.common import DatabaseUrlOpt, JsonOpt
 
 if TYPE_CHECKING:
     from producer.stats import StatsRow, WorkerView

@@ -10,21 +10,33 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from producer.cli_fleet import print_stats_table
+from producer.cli.fleet import print_stats_table
 from producer.jobs import job_views
 from producer.stats import compute_stats
 from producer.submit import submit
 from schemas.db import open_store
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings, WorkerSettings
+from worker.events import Listener
 from worker.runtime import WorkerRuntime
 
 
+class _ProgressBar(Listener):
+    """Advances a rich progress bar by one for every chunk stored."""
+
+    def __init__(self, progress: Progress, bar: TaskID) -> None:
+        self._progress, self._bar = progress, bar
+
+    def chunk_done(self, job_id: str, done: int, total: int) -> None:
+        self._progress.advance(self._bar)
+
+
 def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env: Mapping[str, str], *,
-                 device: str, precision: str, force: bool, show_progress: bool, quiet: bool) -> list[JobView]:
+                 device: str | None, precision: str | None, force: bool, show_progress: bool,
+                 quiet: bool) -> list[JobView]:
     """Submit `requests` without a broker, synthesize them in-process, return their final views."""
     console = Console(stderr=True, quiet=quiet)  # progress and notes; the tables go to stdout
     store = open_store(settings.database_url)
@@ -56,7 +68,7 @@ def _synthesize_all(runtime: WorkerRuntime, todo: list[JobView], console: Consol
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not show_progress) as progress:
         bar = progress.add_task("synthesizing", total=sum(v.chunks_total - v.chunks_done for v in todo))
-        runtime.on_chunk = lambda _job, _done, _total: progress.advance(bar)
+        runtime.add_listener(_ProgressBar(progress, bar))
         for view in todo:
             progress.update(bar, description=f"job {view.id}")
             outcome = runtime.run_job(view.id)

@@ -24,6 +24,14 @@ VoiceOpt = Annotated[
     str | None, typer.Option("--voice", envvar="TTSFLEET_VOICE", show_envvar=True,
                              help="voice for jobs that name none [default: piper:joe]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout, nothing else")]
+# str, not the Precision enum: an unknown name gets the same one-line refusal as a precision the card
+# cannot run (worker.precision.choose_policy), whichever command it was given to.
+DeviceOpt = Annotated[
+    str | None, typer.Option("--device", envvar="TTSFLEET_DEVICE", show_envvar=True,
+                             help="auto, cpu, cuda, cuda:N or mps [default: auto]")]
+PrecisionOpt = Annotated[
+    str | None, typer.Option("--precision", envvar="TTSFLEET_PRECISION", show_envvar=True,
+                             help="auto, bf16, fp16 or fp32; one the card cannot run is refused [default: auto]")]
 
 err_console = Console(stderr=True)
 

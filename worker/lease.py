@@ -1,4 +1,4 @@
-"""The SQL side of running a job: claim with a lease, store each chunk, finish once.
+"""A job's lease in SQL: claim it, store each chunk, finish, fail or release it once.
 
 Every state change is a compare-and-set guarded by the current status and the lease owner, so a
 redelivered message, a second worker or a cancel can never make a job finish twice or go backwards.
@@ -6,21 +6,18 @@ redelivered message, a second worker or a cancel can never make a job finish twi
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import and_, case, func, insert, or_, select, update
 
 from schemas.db import Store
-from schemas.errors import TtsfleetError
-from schemas.status import JobStatus, WorkerState
-from schemas.tables import Chunk, Job, JobMetrics, Worker, utcnow
-
-
-class JobInterrupted(TtsfleetError):
-    """Raised when a job we hold was cancelled or its lease was taken over; stop at this chunk boundary."""
+from schemas.errors import JobInterrupted
+from schemas.status import JobStatus
+from schemas.tables import Chunk, Job, JobMetrics, utcnow
+from worker.events import JobFigures
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +103,10 @@ def save_chunk(store: Store, job_id: str, owner: str, idx: int, lease_s: float, 
             raise JobInterrupted(f"job {job_id} was cancelled or taken over")
 
 
-def finish(store: Store, job_id: str, owner: str, *, audio_path: str, audio_s: float, sample_rate_hz: int,
-           warnings: list[str], metrics: dict[str, Any]) -> bool:
-    """running -> succeeded, with the job's metrics row, in one transaction. False: not ours any more."""
+def finish(store: Store, job_id: str, owner: str, *, audio_path: str, sample_rate_hz: int, warnings: list[str],
+           figures: JobFigures) -> bool:
+    """running -> succeeded, with the job's metrics row (`figures` plus what the row knows: voice, text
+    length, attempts, queue wait and latency), in one transaction. False: not ours any more."""
     now = utcnow()
     with store.session() as session:
         job = session.get(Job, job_id)
@@ -116,7 +114,7 @@ def finish(store: Store, job_id: str, owner: str, *, audio_path: str, audio_s: f
             return False
         done = session.execute(
             update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_owner == owner).values(
-                status=JobStatus.SUCCEEDED, finished_at=now, audio_path=audio_path, audio_s=audio_s,
+                status=JobStatus.SUCCEEDED, finished_at=now, audio_path=audio_path, audio_s=figures.audio_s,
                 sample_rate_hz=sample_rate_hz, lease_owner=None, lease_expires_at=None, error=None,
                 warnings=warnings,
             ).execution_options(synchronize_session=False)
@@ -125,12 +123,17 @@ def finish(store: Store, job_id: str, owner: str, *, audio_path: str, audio_s: f
             return False
         started = job.started_at or now
         session.execute(insert(JobMetrics), [{
-            "job_id": job_id, "worker_id": owner, "voice": job.voice, "chars": job.chars,
-            "chunks": job.chunks_total, "attempts": job.attempts, "finished_at": now,
+            **_plain(asdict(figures)), "job_id": job_id, "worker_id": owner, "voice": job.voice, "chars": job.chars,
+            "attempts": job.attempts, "finished_at": now,
             "queue_wait_s": max(0.0, (started - job.created_at).total_seconds()),
-            "latency_s": max(0.0, (now - job.created_at).total_seconds()), **metrics,
+            "latency_s": max(0.0, (now - job.created_at).total_seconds()),
         }])
     return True
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Enum members as their plain string values, as every driver stores them."""
+    return {key: str(value) if isinstance(value, StrEnum) else value for key, value in values.items()}
 
 
 def fail(store: Store, job_id: str, owner: str, error: str) -> bool:
@@ -177,94 +180,3 @@ def set_options(store: Store, job_ids: list[str], **values: Any) -> None:
 def job_status(store: Store, job_id: str) -> JobStatus | None:
     with store.session() as session:
         return session.scalar(select(Job.status).where(Job.id == job_id))
-
-
-def register_worker(store: Store, row: dict[str, Any]) -> None:
-    """Insert or refresh this worker's registry row (state ready, heartbeat now)."""
-    now = utcnow()
-    with store.session() as session:
-        existing = session.get(Worker, row["id"])
-        values = {**row, "state": WorkerState.READY, "heartbeat_at": now}
-        if existing is None:
-            session.add(Worker(started_at=now, **values))
-        else:
-            for key, value in values.items():
-                setattr(existing, key, value)
-            existing.started_at = now
-
-
-def heartbeat(store: Store, worker_id: str, lease_s: float, job_id: str | None) -> None:
-    """Mark the worker alive and extend the lease of `job_id`, the job it is running right now (only that
-    one: a job this process lost track of must be allowed to expire and be taken over)."""
-    now = utcnow()
-    with store.session() as session:
-        session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
-        if job_id is not None:
-            session.execute(
-                update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_owner == worker_id)
-                .values(lease_expires_at=now + timedelta(seconds=lease_s))
-            )
-
-
-def release_previous_incarnations(store: Store, slot: str, worker_id: str, host: str, lease_s: float) -> list[str]:
-    """Put back jobs held by earlier, dead processes of this worker slot (crashed and restarted by a
-    supervisor), so they resume now instead of when their lease runs out. An earlier process is dead when
-    it ran on this host and its pid is gone, or when its heartbeat is older than half a lease. Returns ids."""
-    now = utcnow()
-    with store.session() as session:
-        siblings = session.execute(select(Worker.id, Worker.host, Worker.pid, Worker.heartbeat_at).where(
-            func.substr(Worker.id, 1, len(slot)) == slot, Worker.id != worker_id)).all()
-        dead = [wid for wid, whost, pid, beat in siblings
-                if (whost == host and not _pid_alive(pid)) or beat < now - timedelta(seconds=lease_s / 2)]
-        if not dead:
-            return []
-        ids = list(session.scalars(
-            update(Job).where(Job.status == JobStatus.RUNNING, Job.lease_owner.in_(dead))
-            .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None).returning(Job.id)))
-        session.execute(update(Worker).where(Worker.id.in_(dead)).values(state=WorkerState.STOPPED))
-    return ids
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def orphaned_jobs(store: Store, *, lease_s: float) -> list[tuple[str, int]]:
-    """Published jobs whose worker died: running with an expired lease. Each is returned at most once per
-    lease period (its `published_at` is stamped now), so several reapers do not flood the broker.
-    Returns (job id, priority)."""
-    now = utcnow()
-    with store.session() as session:
-        rows = session.execute(select(Job.id, Job.priority).where(
-            Job.status == JobStatus.RUNNING, Job.lease_expires_at < now,
-            Job.published_at < now - timedelta(seconds=lease_s),
-        ).limit(100)).all()
-        if rows:
-            session.execute(update(Job).where(Job.id.in_([r[0] for r in rows])).values(published_at=now))
-    return [(r[0], r[1]) for r in rows]
-
-
-def stranded_jobs(store: Store, *, older_than_s: float) -> list[tuple[str, int]]:
-    """Queued jobs published more than `older_than_s` ago. Call it only when the broker's queue is empty:
-    then their messages are gone (a broker restarted without persistence) and they need new ones.
-    Each is stamped as published now, so it is returned at most once per `older_than_s`.
-    Returns (job id, priority), oldest first, at most 100."""
-    now = utcnow()
-    with store.session() as session:
-        rows = session.execute(select(Job.id, Job.priority).where(
-            Job.status == JobStatus.QUEUED, Job.published_at < now - timedelta(seconds=older_than_s),
-        ).order_by(Job.published_at).limit(100)).all()
-        if rows:
-            session.execute(update(Job).where(Job.id.in_([r[0] for r in rows])).values(published_at=now))
-    return [(r[0], r[1]) for r in rows]
-
-
-def set_worker_state(store: Store, worker_id: str, state: WorkerState) -> None:
-    with store.session() as session:
-        session.execute(update(Worker).where(Worker.id == worker_id).values(state=state, heartbeat_at=utcnow()))

@@ -1,0 +1,91 @@
+"""`ttsfleet worker` (start one worker for one device) and `ttsfleet doctor` (the device and the precision
+policy chosen for it). Both decide through `worker.precision`, so `doctor` refuses exactly what `worker`
+refuses: a precision the card cannot run is one line and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from producer.cli.common import (
+    BrokerUrlOpt,
+    DatabaseUrlOpt,
+    DeviceOpt,
+    JsonOpt,
+    OutputDirOpt,
+    PrecisionOpt,
+    VoiceOpt,
+    environ,
+    print_json,
+)
+
+QueuesOpt = Annotated[str | None, typer.Option("--queues", envvar="TTSFLEET_QUEUES", show_envvar=True,
+                                               help="comma-separated queues to consume [default: ttsfleet]")]
+NameOpt = Annotated[str | None, typer.Option("--name", envvar="TTSFLEET_WORKER_NAME", show_envvar=True,
+                                             help="worker slot name [default: HOST/DEVICE]")]
+MetricsPortOpt = Annotated[int | None, typer.Option("--metrics-port", envvar="TTSFLEET_METRICS_PORT", show_envvar=True,
+                                                    help="serve Prometheus metrics on this port (0: any)")]
+CacheDirOpt = Annotated[Path | None, typer.Option("--voices-cache-dir", envvar="TTSFLEET_VOICES_CACHE_DIR",
+                                                  show_envvar=True, help="where converted voices are cached "
+                                                  "[default: $XDG_CACHE_HOME/ttsfleet/voices]")]
+DeterministicOpt = Annotated[bool | None, typer.Option("--deterministic", envvar="TTSFLEET_DETERMINISTIC",
+                                                       show_envvar=True, help="noise off: same text, same audio")]
+TokenBudgetOpt = Annotated[int | None, typer.Option("--token-budget", envvar="TTSFLEET_TOKEN_BUDGET", show_envvar=True,
+                                                    help="max input tokens per batch [default: from memory]")]
+SimulateOpt = Annotated[str | None, typer.Option(
+    "--simulate", metavar="NAME:MAJOR.MINOR:MEMORY_GB",
+    help="describe a card that is not here, e.g. 'Tesla T4:7.5:16', 'cpu::32' (no torch device used)")]
+
+
+def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: QueuesOpt = None,
+           voice: VoiceOpt = None, broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None,
+           output_dir: OutputDirOpt = None, name: NameOpt = None, metrics_port: MetricsPortOpt = None,
+           voices_cache_dir: CacheDirOpt = None, deterministic: DeterministicOpt = None,
+           token_budget: TokenBudgetOpt = None,
+           loglevel: Annotated[str, typer.Option(help="log level")] = "INFO") -> None:
+    """Start one worker for one device: pin its precision, load the voice, take jobs from the broker."""
+    from schemas.settings import WorkerSettings
+    from worker.serve import serve
+
+    settings = WorkerSettings.from_env(
+        environ(), device=device, precision=precision, queues=queues, voice=voice, broker_url=broker_url,
+        database_url=database_url, output_dir=output_dir, worker_name=name, metrics_port=metrics_port,
+        voices_cache_dir=voices_cache_dir, deterministic=deterministic, token_budget=token_budget)
+    logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(settings, loglevel)
+
+
+def doctor(json_output: JsonOpt = False, simulate: SimulateOpt = None, precision: PrecisionOpt = None,
+           device: DeviceOpt = None) -> None:
+    """Show the device (or a simulated one) and the precision policy chosen for it, with the reason."""
+    from worker.precision import describe, resolve
+
+    info, policy = resolve(device or "auto", precision or "auto", simulate)
+    report = describe(info, policy)
+    if json_output:
+        print_json(report)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    rows = [
+        ("device", f"{report['device']}" + (" (simulated)" if info.simulated else "")),
+        ("name", info.name),
+        ("capability", report["capability"] or "-"),
+        ("memory", f"{report['memory_gb']} GiB" if report["memory_gb"] is not None else "unknown"),
+        ("dtype", policy.dtype),
+        ("tf32", "on" if policy.tf32 else "off"),
+        ("mode", policy.mode + (f" (fp32: {', '.join(policy.keep_fp32)})" if policy.keep_fp32 else "")),
+        ("runs on", policy.run_on),
+        ("reason", policy.reason),
+    ]
+    for key, value in rows:
+        table.add_row(key, str(value))
+    Console().print(table)

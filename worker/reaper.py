@@ -1,0 +1,55 @@
+"""Finding jobs that need a new broker message: those whose worker died, and queued jobs whose message
+the broker lost. Re-publishing is always safe: a claim is a compare-and-set, so a duplicate is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import ColumnElement, select, update
+
+from schemas.db import Store
+from schemas.status import JobStatus
+from schemas.tables import Job, utcnow
+
+
+@dataclass(frozen=True, slots=True)
+class Republish:
+    """A job to send to the broker again: its id, priority (0-9) and the queue it was submitted to."""
+
+    job_id: str
+    priority: int
+    queue: str
+
+
+def orphaned_jobs(store: Store, *, lease_s: float) -> list[Republish]:
+    """Published jobs whose worker died: running with an expired lease. Each is returned at most once per
+    lease period (its `published_at` is stamped now), so several reapers do not flood the broker."""
+    return _stamp(store, [Job.status == JobStatus.RUNNING, Job.lease_expires_at < utcnow(),
+                          Job.published_at < utcnow() - timedelta(seconds=lease_s)])
+
+
+def stranded_jobs(store: Store, *, older_than_s: float) -> list[Republish]:
+    """Queued jobs published more than `older_than_s` ago, oldest first. Call it only when the broker's
+    queue is empty: then their messages are gone (a broker restarted without persistence) and they need
+    new ones. Each is stamped as published now, so it is returned at most once per `older_than_s`."""
+    return _stamp(store, [Job.status == JobStatus.QUEUED,
+                          Job.published_at < utcnow() - timedelta(seconds=older_than_s)])
+
+
+def _stamp(store: Store, where: list[ColumnElement[bool]], limit: int = 100) -> list[Republish]:
+    """Up to `limit` jobs matching `where`, oldest publication first, stamped as published now."""
+    with store.session() as session:
+        rows = session.execute(select(Job.id, Job.priority, Job.queue).where(*where)
+                               .order_by(Job.published_at).limit(limit)).all()
+        if rows:
+            session.execute(update(Job).where(Job.id.in_([r[0] for r in rows])).values(published_at=utcnow()))
+    return [Republish(job_id, priority, queue) for job_id, priority, queue in rows]
+
+
+def route(store: Store, job_id: str, priority: int) -> Republish | None:
+    """`job_id` to re-publish at `priority` to the queue it was submitted to; None if it is not stored."""
+    with store.read() as session:
+        queue = session.scalar(select(Job.queue).where(Job.id == job_id))
+    return None if queue is None else Republish(job_id, priority, queue)
