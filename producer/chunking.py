@@ -9,8 +9,9 @@ break (`producer/text.py` normalizes whitespace to those forms).
 from __future__ import annotations
 
 import re
-import unicodedata
 from dataclasses import dataclass
+
+import regex
 
 from schemas.status import BreakKind
 
@@ -37,6 +38,8 @@ _CLAUSE_CUT = re.compile(r"[,;:—–、，；：]\s+")
 _SPACES = re.compile(r"\s*")
 _WHITESPACE = re.compile(r"\s+")
 _BLANK_LINE = re.compile(r"[^\S\n]*\n\s*\n")
+# A user-perceived character (Unicode extended grapheme cluster); the stdlib `re` has no `\X`.
+_GRAPHEME = regex.compile(r"\X")
 
 
 def split_chunks(text: str, max_chars: int) -> list[TextChunk]:
@@ -117,7 +120,8 @@ def _cut(unit: str, max_chars: int) -> list[str]:
     """Split one sentence (with its trailing whitespace) into pieces of at most `max_chars`.
 
     Prefers a clause mark (comma, semicolon, dash) in the second half of the window, then the last
-    space, then a hard cut (unpunctuated CJK, very long words) that never splits a combining mark off.
+    space, then a hard cut (unpunctuated CJK, very long words) at the last grapheme-cluster boundary, so
+    a letter keeps its combining marks; only a single cluster longer than the window is cut inside.
     """
     content_end = len(unit.rstrip())
     pieces: list[str] = []
@@ -126,13 +130,21 @@ def _cut(unit: str, max_chars: int) -> list[str]:
         limit = start + max_chars
         cut = _clause_cut(unit, start, limit, content_end) or _space_cut(unit, start, limit, content_end)
         if not cut:
-            cut = min(limit, content_end - 1)
-            while cut > start + 1 and unicodedata.combining(unit[cut]):
-                cut -= 1
+            cut = _cluster_cut(unit, start, min(limit, content_end - 1))
         pieces.append(unit[start:cut])
         start = cut
     pieces.append(unit[start:])
     return pieces
+
+
+def _cluster_cut(unit: str, start: int, limit: int) -> int:
+    """The last grapheme-cluster boundary in (start, limit], or `limit` when one cluster spans the window."""
+    best = start
+    for m in _GRAPHEME.finditer(unit, start):
+        if m.end() > limit:
+            break
+        best = m.end()
+    return best if best > start else limit
 
 
 def _clause_cut(unit: str, start: int, limit: int, content_end: int) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,11 @@ from schemas.errors import StoreUnavailable, first_line, redact_url
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 7_316_584_201  # pg_advisory_lock key shared by every ttsfleet process
+# Bounds on PostgreSQL, so a worker never hangs on a dead or black-holed database: it gets
+# StoreUnavailable, puts its job back and retries. A value given in the URL's query wins.
+DB_CONNECT_TIMEOUT_S = 10  # connecting, authentication included
+DB_STATEMENT_TIMEOUT_S = 300  # one statement, server side (long stats queries on a large store fit)
+DB_TCP_USER_TIMEOUT_S = 60  # sent data unacknowledged this long: the peer is gone (Linux)
 _upgraded: set[str] = set()
 
 
@@ -81,7 +86,19 @@ def make_engine(url: str) -> Engine:
         return engine
     if sa_url.get_backend_name() == "postgresql" and sa_url.get_driver_name() in ("", "psycopg2"):
         sa_url = sa_url.set(drivername="postgresql+psycopg")
-    return create_engine(sa_url, pool_pre_ping=True, pool_size=2, max_overflow=4, pool_recycle=1800)
+    return create_engine(sa_url, pool_pre_ping=True, pool_size=2, max_overflow=4, pool_recycle=1800,
+                         connect_args=pg_connect_args(sa_url.query))
+
+
+def pg_connect_args(url_query: Mapping[str, Any]) -> dict[str, Any]:
+    """libpq parameters that bound every PostgreSQL connection (timeouts, TCP keepalives), less those the
+    URL's query already sets."""
+    bounds: dict[str, Any] = {
+        "connect_timeout": DB_CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 30,
+        "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": DB_TCP_USER_TIMEOUT_S * 1000,
+        "options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_S * 1000}",
+    }
+    return {key: value for key, value in bounds.items() if key not in url_query}
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

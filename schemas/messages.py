@@ -8,14 +8,39 @@ The broker carries `SynthesizeMessage` (a job id and nothing else); text lives i
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from schemas.status import AudioFormat, JobStatus
 
 SYNTHESIZE_TASK = "ttsfleet.synthesize"
 JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# Column widths of schemas/tables.py `jobs`: longer values are refused or shortened here, so SQLite (which
+# would store them) and PostgreSQL (which would refuse them) accept exactly the same requests.
+MAX_VOICE_CHARS = 512
+MAX_TITLE_CHARS = 512
+MAX_SOURCE_CHARS = 1024
+
+
+def storable(value: str, what: str) -> str:
+    """`value` if every SQL store can hold it: no NUL byte, valid Unicode (no lone surrogate).
+
+    Raises:
+        ValueError: naming `what` and the position, never echoing the bad character.
+    """
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL byte at character {value.index(chr(0))}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(f"{what} is not valid Unicode at character {err.start}") from err
+    return value
+
+
+def _shortened(value: str, max_chars: int) -> str:
+    return value if len(value) <= max_chars else value[: max_chars - 1].rstrip() + "…"
 
 
 class SynthesizeMessage(BaseModel):
@@ -47,16 +72,33 @@ class JobRequest(BaseModel):
     group_title: str | None = None
     group_index: int | None = None
 
-    @field_validator("text")
+    @field_validator("text", "voice")
     @classmethod
-    def _text_is_storable(cls, text: str) -> str:
-        if "\x00" in text:
-            raise ValueError("text contains a NUL byte")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as err:
-            raise ValueError(f"text is not valid Unicode at character {err.start}") from err
-        return text
+    def _is_storable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if info.field_name == "voice" and len(value) > MAX_VOICE_CHARS:
+            raise ValueError(f"voice has {len(value)} characters; at most {MAX_VOICE_CHARS}")
+        return storable(value, str(info.field_name))
+
+    @field_validator("title", "group_title")
+    @classmethod
+    def _title_is_storable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """Titles are display text: a long one (a markdown heading that is a paragraph) is shortened."""
+        if value is None:
+            return None
+        return _shortened(storable(value, str(info.field_name)), MAX_TITLE_CHARS)
+
+    @field_validator("source")
+    @classmethod
+    def _source_is_storable(cls, value: str | None) -> str | None:
+        """A file name shown in messages: undecodable bytes (a surrogate-escaped path) become U+FFFD and
+        control characters (a newline in a name) a space, so every error stays one printable line."""
+        if value is None:
+            return None
+        clean = value.encode("utf-8", "replace").decode("utf-8")
+        clean = "".join(" " if unicodedata.category(c) == "Cc" else c for c in clean)
+        return _shortened(clean, MAX_SOURCE_CHARS)
 
 
 class JobView(BaseModel):

@@ -153,7 +153,11 @@ def _folder_language(folder: Path) -> str:
 def _folder_info(voice: str) -> VoiceInfo:
     folder = Path(voice).expanduser()
     config_file = folder / "config.json"
-    if not folder.is_dir():
+    try:
+        is_dir = folder.is_dir()
+    except OSError as err:  # a name too long for the filesystem, a path through a file
+        raise UnknownVoice(f"unknown voice '{voice[:80]}…': not a usable folder ({err.strerror})") from err
+    if not is_dir:
         raise UnknownVoice(f"unknown voice '{voice}': not piper:NAME, hf:ORG/NAME or an existing folder; "
                            f"{_available_names()}")
     try:

@@ -34,3 +34,40 @@ def test_migrations_match_the_tables(db_url: str) -> None:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     engine.dispose()
     assert diff == []
+
+
+def test_a_database_that_never_answers_is_a_bounded_one_line_error(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    # A server that accepts the TCP connection and then says nothing (a hung or black-holed PostgreSQL).
+    import socket
+    import time
+
+    import pytest
+
+    import schemas.db
+    from schemas.errors import StoreUnavailable
+
+    monkeypatch.setattr(schemas.db, "DB_CONNECT_TIMEOUT_S", 2)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"postgresql://ttsfleet:secret@127.0.0.1:{silent.getsockname()[1]}/ttsfleet"
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable) as raised:
+            open_store(url)
+        assert time.monotonic() - started < 15
+    assert "\n" not in str(raised.value) and "secret" not in str(raised.value)
+
+
+def test_postgresql_connections_carry_timeouts_unless_the_url_sets_them(pg_url: str) -> None:
+    from sqlalchemy import text
+
+    from schemas.db import pg_connect_args
+
+    assert pg_connect_args({})["connect_timeout"] == 10
+    assert "connect_timeout" not in pg_connect_args({"connect_timeout": "3"})
+    store = open_store(pg_url)
+    try:
+        with store.read() as session:
+            assert session.execute(text("SHOW statement_timeout")).scalar() == "5min"
+    finally:
+        store.dispose()

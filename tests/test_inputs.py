@@ -11,7 +11,7 @@ import pytest
 from producer.inputs import markdown_to_text, read_inputs
 from producer.text import normalize
 from schemas.errors import InvalidInput
-from schemas.messages import JobRequest
+from schemas.messages import MAX_TITLE_CHARS, JobRequest
 from schemas.status import AudioFormat
 from tests.books import build_epub
 
@@ -106,3 +106,25 @@ def test_examples_are_readable_and_notices_come_out_as_words() -> None:
         assert not any(ch in spoken for ch in "$€£%"), spoken
     lines = (EXAMPLES / "notices.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["text"] for line in lines if line.strip()] == [n.text for n in notices]
+
+
+@pytest.mark.parametrize(("line", "words"), [
+    ('{"text": "Hello there.", "title": "bad \\ud800 title"}', ["title", "not valid Unicode"]),
+    ('{"text": "Hello there.", "title": "nul \\u0000 title"}', ["title", "NUL"]),
+    ('{"text": "Hello there.", "voice": "' + "v" * 600 + '"}', ["voice", "at most 512"]),
+])
+def test_every_field_of_a_jsonl_line_is_validated_in_one_line(tmp_path: Path, line: str, words: list[str]) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(InvalidInput) as raised:
+        read_inputs([str(path)], io.StringIO(), voice=None, format=AudioFormat.WAV, priority=5)
+    message = str(raised.value)
+    assert "\n" not in message and all(w in message for w in words), message
+    message.encode("utf-8")  # printable: the bad character is never echoed
+
+
+def test_a_long_title_is_shortened_to_what_every_store_holds() -> None:
+    request = JobRequest(text="Hello.", title="T" * 2000, source="x" * 5000 + "\udcff")
+    assert request.title is not None and len(request.title) == MAX_TITLE_CHARS and request.title.endswith("…")
+    assert request.source is not None and len(request.source) <= 1024
+    request.source.encode("utf-8")

@@ -335,3 +335,65 @@ def test_a_reaped_job_goes_back_to_the_queue_it_was_submitted_to(settings, db, t
     assert reaper.orphaned_jobs(db, lease_s=60) == [reaper.Republish(job_id, 5, "urgent")]
     assert reaper.route(db, job_id, 9) == reaper.Republish(job_id, 9, "urgent")
     assert reaper.route(db, "no-such-job", 9) is None
+
+
+def test_a_stalled_worker_never_touches_the_result_its_successor_published(settings, db, make_ctx, tiny_vits_dir,
+                                                                             monkeypatch) -> None:
+    # Worker A stalls (VM pause, swap storm) just before recording the job as finished; its lease expires,
+    # worker B takes the job over and succeeds; then A wakes up and tries to finish.
+    job_id = _submit(settings, db, str(tiny_vits_dir))
+    ctx_a, _ = make_ctx("a/cpu/1")
+    ctx_b, _ = make_ctx("b/cpu/2")
+    real_finish = lease.finish
+    successor: list[object] = []
+
+    def stall_then_finish(store, job, owner, **kw):  # type: ignore[no-untyped-def]
+        if owner == "a/cpu/1" and not successor:
+            with db.session() as s:  # A's lease runs out while it is frozen
+                s.execute(update(Job).where(Job.id == job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+            successor.append(synthesize_job(job, ctx_b))
+        return real_finish(store, job, owner, **kw)
+
+    monkeypatch.setattr(lease, "finish", stall_then_finish)
+    outcome_a = synthesize_job(job_id, ctx_a)
+    assert successor[0].status == JobStatus.SUCCEEDED  # type: ignore[attr-defined]
+    assert outcome_a.status == JobStatus.SUCCEEDED and "no longer held" in outcome_a.detail  # B's result
+    [view] = job_views(db, [job_id])
+    assert view.status == JobStatus.SUCCEEDED
+    audio_path = Path(str(view.audio_path))
+    assert audio_path.is_file(), "the loser deleted the winner's audio"
+    for suffix in (".manifest.json", ".srt", ".vtt"):
+        assert audio_path.with_suffix(suffix).is_file(), f"the loser deleted the winner's {suffix}"
+    assert sf.info(str(audio_path)).duration == pytest.approx(view.audio_s, abs=0.01)
+    leftovers = [p for p in settings.output_dir.rglob("*") if p.is_file() and p.parent.name.startswith("a")]
+    assert leftovers == [], "the loser left its own staged files behind"
+
+
+def test_a_lost_message_is_sent_again_even_behind_a_backlog(settings, db, tiny_vits_dir) -> None:
+    # Under steady load the broker queue is never empty; a job whose message was lost must not starve.
+    from worker.device import parse_simulated
+    from worker.precision import choose_policy
+    from worker.runtime import WorkerRuntime
+
+    lost = _submit(settings, db, str(tiny_vits_dir))
+    waiting = _submit(settings, db, str(tiny_vits_dir), text="A job published a moment ago.")
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == lost).values(published_at=utcnow() - timedelta(seconds=120)))
+        s.execute(update(Job).where(Job.id == waiting).values(published_at=utcnow()))
+    device = parse_simulated("cpu::8")
+    ws = WorkerSettings(database_url=settings.database_url, lease_s=60)
+    runtime = WorkerRuntime(ws, db, device, choose_policy(device))
+    sent: list[reaper.Republish] = []
+    assert runtime.reap(sent.append) == [lost]
+    assert sent == [reaper.Republish(lost, 5, "ttsfleet")]
+    assert runtime.reap(sent.append) == []  # once per lease period, not on every pass
+
+
+def test_one_reaper_pass_is_rate_limited_oldest_first(settings, db, tiny_vits_dir) -> None:
+    ids = [_submit(settings, db, str(tiny_vits_dir), text=f"Notice number {n}.") for n in range(5)]
+    with db.session() as s:
+        for age, job_id in enumerate(reversed(ids)):
+            s.execute(update(Job).where(Job.id == job_id).values(published_at=utcnow() - timedelta(seconds=100 + age)))
+    first = reaper.due(db, lease_s=60, limit=2)
+    assert [job.job_id for job in first] == [ids[0], ids[1]]  # the oldest two
+    assert [job.job_id for job in reaper.due(db, lease_s=60, limit=10)] == ids[2:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -168,3 +169,20 @@ def test_split_refuses_tiny_caps_and_returns_nothing_for_blank_text() -> None:
     with pytest.raises(ValueError, match="at least"):
         split_chunks("Hello.", 4)
     assert split_chunks("  \n ", 100) == []
+
+
+def test_runs_of_combining_marks_do_not_explode_into_one_chunk_per_character() -> None:
+    # Long runs of combining marks (Zalgo text) once gave one chunk per character: the hard cut stepped
+    # back over the marks to the start of the window. Now cuts fall between grapheme clusters, and
+    # inside a cluster only when one cluster alone is longer than the cap.
+    text = "Warning: z" + "\u0301\u0323\u0308" * 200 + " and " + ("o" + "\u0308" * 50) * 3 + " end."
+    assert len(text) == 773
+    for max_chars in (400, 100):
+        chunks = split_chunks(text, max_chars)
+        assert "".join(c.text for c in chunks) == text
+        assert all(len(c.text) <= max_chars for c in chunks)
+        assert len(chunks) <= len(text) // max_chars + 4, (max_chars, len(chunks))
+    word = ("a" + "\u0301" * 4) * 100  # no space to cut at: cut between clusters, never inside one
+    pieces = split_chunks(word, 64)
+    assert "".join(c.text for c in pieces) == word and len(pieces) <= len(word) // 60 + 1
+    assert all(not unicodedata.combining(c.text[0]) for c in pieces)

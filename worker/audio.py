@@ -28,8 +28,8 @@ import soundfile as sf
 from schemas.errors import PermanentError
 from schemas.status import AudioFormat, BreakKind
 
-__all__ = ["PAUSE_S", "AssembledAudio", "AssemblyPiece", "assemble", "build_book", "ffmpeg_available",
-           "read_chunk", "write_chunk"]
+__all__ = ["PAUSE_S", "AssembledAudio", "AssemblyPiece", "assemble", "build_book", "discard", "ffmpeg_available",
+           "publish", "read_chunk", "write_chunk"]
 
 # Silence inserted after a chunk, by what follows it; nothing after the last chunk.
 PAUSE_S = {BreakKind.NONE: 0.08, BreakKind.SENTENCE: 0.35, BreakKind.PARAGRAPH: 0.8, BreakKind.CHAPTER: 2.0}
@@ -183,6 +183,35 @@ def assemble(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: AudioFor
         with _atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     return AssembledAudio(out_path, audio_s, sample_rate_hz, *paths)
+
+
+def publish(staged: AssembledAudio, out_path: Path) -> AssembledAudio:
+    """Move a job's staged audio and side files onto `out_path` (and its `.manifest.json`, `.srt`, `.vtt`),
+    each by an atomic rename; the staging folder must be on the same filesystem. Returns the final paths.
+
+    Raises:
+        OSError: a file cannot be moved.
+    """
+    final = AssembledAudio(out_path, staged.audio_s, staged.sample_rate_hz,
+                           *(out_path.with_suffix(s) for s in (".manifest.json", ".srt", ".vtt")))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    for src, dst in zip(_files(staged), _files(final), strict=True):
+        os.replace(src, dst)
+    return final
+
+
+def discard(staged: AssembledAudio) -> None:
+    """Remove staged files that will not be published (a job this worker no longer holds)."""
+    for path in _files(staged):
+        path.unlink(missing_ok=True)
+    try:
+        staged.path.parent.rmdir()  # the attempt's staging folder, if nothing else is in it
+    except OSError:
+        pass
+
+
+def _files(assembled: AssembledAudio) -> tuple[Path, Path, Path, Path]:
+    return assembled.path, assembled.manifest_path, assembled.srt_path, assembled.vtt_path
 
 
 def _manifest(out_path: Path, cues: list[dict[str, Any]], frames: int, sample_rate_hz: int, fmt: AudioFormat,

@@ -117,9 +117,11 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
     if missing:
         raise SynthesisFailed(f"chunks {missing[:5]} have no audio after synthesis")
     out_path = output_path(ctx.settings.output_dir.resolve(), held)
+    # Assembled into this attempt's own folder; moved into place only by `finish` once it has won.
+    staged = _chunk_dir(ctx, held.job_id) / f"a{held.attempt}" / out_path.name
     assembled = audio.assemble(
         [audio.AssemblyPiece(Path(str(c.audio_path)), c.text, c.break_after) for c in chunks],
-        engine.sample_rate_hz, AudioFormat(held.format), out_path, title=held.title,
+        engine.sample_rate_hz, AudioFormat(held.format), staged, title=held.title,
         loudness_lufs=held.options.get("loudness_lufs"),
     )
     figures = JobFigures(
@@ -129,13 +131,13 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
         oom_retries=run.oom_retries if run else 0, fp32_fallbacks=sum(1 for c in chunks if c.fp32_redo),
         batches=run.batches if run else 0,
     )
-    if not lease.finish(ctx.store, held.job_id, ctx.worker_id, audio_path=str(assembled.path),
-                        sample_rate_hz=assembled.sample_rate_hz, warnings=warnings, figures=figures):
-        for path in (assembled.path, assembled.manifest_path, assembled.srt_path, assembled.vtt_path):
-            path.unlink(missing_ok=True)  # cancelled while we assembled: a cancelled job leaves no result
-        raise JobInterrupted(f"job {held.job_id} was cancelled before it finished")
+    if not lease.finish(ctx.store, held.job_id, ctx.worker_id, audio_path=str(out_path),
+                        sample_rate_hz=assembled.sample_rate_hz, warnings=warnings, figures=figures,
+                        publish=lambda: audio.publish(assembled, out_path)):
+        audio.discard(assembled)  # only our own attempt's files: what the row points to is not ours
+        raise JobInterrupted(f"job {held.job_id} is no longer held by this worker (cancelled or taken over)")
     shutil.rmtree(_chunk_dir(ctx, held.job_id), ignore_errors=True)
-    return JobOutcome(held.job_id, JobStatus.SUCCEEDED, str(assembled.path)), figures
+    return JobOutcome(held.job_id, JobStatus.SUCCEEDED, str(out_path)), figures
 
 
 def _chunk_dir(ctx: JobContext, job_id: str) -> Path:

@@ -6,6 +6,7 @@ redelivered message, a second worker or a cancel can never make a job finish twi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -104,9 +105,15 @@ def save_chunk(store: Store, job_id: str, owner: str, idx: int, lease_s: float, 
 
 
 def finish(store: Store, job_id: str, owner: str, *, audio_path: str, sample_rate_hz: int, warnings: list[str],
-           figures: JobFigures) -> bool:
+           figures: JobFigures, publish: Callable[[], object] = lambda: None) -> bool:
     """running -> succeeded, with the job's metrics row (`figures` plus what the row knows: voice, text
-    length, attempts, queue wait and latency), in one transaction. False: not ours any more."""
+    length, attempts, queue wait and latency), in one transaction. False: not ours any more.
+
+    `publish` (moving the job's files into place) runs only when the compare-and-set has won, inside the
+    transaction, before the commit: only the lease holder ever writes what the row points to. If it
+    raises, nothing is recorded; a crash between it and the commit leaves the job running under our
+    lease, and the next attempt publishes the same result again.
+    """
     now = utcnow()
     with store.session() as session:
         job = session.get(Job, job_id)
@@ -121,6 +128,7 @@ def finish(store: Store, job_id: str, owner: str, *, audio_path: str, sample_rat
         ).rowcount == 1  # type: ignore[attr-defined]
         if not done:
             return False
+        publish()
         started = job.started_at or now
         session.execute(insert(JobMetrics), [{
             **_plain(asdict(figures)), "job_id": job_id, "worker_id": owner, "voice": job.voice, "chars": job.chars,

@@ -1,5 +1,9 @@
-"""Finding jobs that need a new broker message: those whose worker died, and queued jobs whose message
-the broker lost. Re-publishing is always safe: a claim is a compare-and-set, so a duplicate is refused.
+"""Finding jobs that need a new broker message: those whose worker died, and queued jobs that nobody
+claimed for a lease period (their message may be lost: a broker restarted without persistence, a
+message dropped). Re-publishing is always safe: a claim is a compare-and-set, so the copy that arrives
+second is refused. Queued jobs are re-sent whatever the queue's depth: under steady load the queue is
+never empty, and a lost message must not starve behind the backlog. Each job is sent again at most once
+per lease period, and each pass sends at most `REAP_LIMIT`, oldest first.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from schemas.db import Store
 from schemas.status import JobStatus
 from schemas.tables import Job, utcnow
 
+REAP_LIMIT = 50  # jobs one reaper pass re-publishes at most
+
 
 @dataclass(frozen=True, slots=True)
 class Republish:
@@ -23,22 +29,30 @@ class Republish:
     queue: str
 
 
-def orphaned_jobs(store: Store, *, lease_s: float) -> list[Republish]:
+def orphaned_jobs(store: Store, *, lease_s: float, limit: int = REAP_LIMIT) -> list[Republish]:
     """Published jobs whose worker died: running with an expired lease. Each is returned at most once per
     lease period (its `published_at` is stamped now), so several reapers do not flood the broker."""
     return _stamp(store, [Job.status == JobStatus.RUNNING, Job.lease_expires_at < utcnow(),
-                          Job.published_at < utcnow() - timedelta(seconds=lease_s)])
+                          Job.published_at < utcnow() - timedelta(seconds=lease_s)], limit)
 
 
-def stranded_jobs(store: Store, *, older_than_s: float) -> list[Republish]:
-    """Queued jobs published more than `older_than_s` ago, oldest first. Call it only when the broker's
-    queue is empty: then their messages are gone (a broker restarted without persistence) and they need
-    new ones. Each is stamped as published now, so it is returned at most once per `older_than_s`."""
+def stranded_jobs(store: Store, *, older_than_s: float, limit: int = REAP_LIMIT) -> list[Republish]:
+    """Queued jobs published more than `older_than_s` ago and not claimed since, oldest first. Each is
+    stamped as published now, so it is returned at most once per `older_than_s`."""
     return _stamp(store, [Job.status == JobStatus.QUEUED,
-                          Job.published_at < utcnow() - timedelta(seconds=older_than_s)])
+                          Job.published_at < utcnow() - timedelta(seconds=older_than_s)], limit)
 
 
-def _stamp(store: Store, where: list[ColumnElement[bool]], limit: int = 100) -> list[Republish]:
+def due(store: Store, *, lease_s: float, limit: int = REAP_LIMIT) -> list[Republish]:
+    """Everything one reaper pass re-publishes: orphans of dead workers first, then stranded queued jobs,
+    at most `limit` in all."""
+    orphans = orphaned_jobs(store, lease_s=lease_s, limit=limit)
+    if len(orphans) >= limit:
+        return orphans
+    return orphans + stranded_jobs(store, older_than_s=lease_s, limit=limit - len(orphans))
+
+
+def _stamp(store: Store, where: list[ColumnElement[bool]], limit: int) -> list[Republish]:
     """Up to `limit` jobs matching `where`, oldest publication first, stamped as published now."""
     with store.session() as session:
         rows = session.execute(select(Job.id, Job.priority, Job.queue).where(*where)

@@ -132,36 +132,31 @@ class WorkerRuntime:
     def register(self) -> None:
         registry.register_worker(self.store, self.registry_row())
 
-    def start_heartbeat(self, republish: Callable[[Republish], None] | None = None,
-                        queue_depth: Callable[[], int | None] | None = None) -> None:
+    def start_heartbeat(self, republish: Callable[[Republish], None] | None = None) -> None:
         """Beat every `heartbeat_s` (worker row + our job's lease); every few beats, re-publish jobs whose
-        worker died, and, when `queue_depth()` says the broker queue is empty, jobs whose message was lost."""
-        self._thread = threading.Thread(target=self._beat, args=(republish, queue_depth), daemon=True,
+        worker died and queued jobs nobody claimed for a lease period (`reap`)."""
+        self._thread = threading.Thread(target=self._beat, args=(republish,), daemon=True,
                                         name="ttsfleet-heartbeat")
         self._thread.start()
 
-    def _beat(self, republish: Callable[[Republish], None] | None,
-              queue_depth: Callable[[], int | None] | None) -> None:
+    def _beat(self, republish: Callable[[Republish], None] | None) -> None:
         beats = 0
         while not self._stop.wait(self.settings.heartbeat_s):
             beats += 1
             try:
                 registry.heartbeat(self.store, self.worker_id, self.settings.lease_s, self.current_job)
                 if republish is not None and beats % REAP_EVERY_BEATS == 0:
-                    self.reap(republish, queue_depth)
+                    self.reap(republish)
             except RetryableError as err:
                 log.warning("heartbeat: %s", err)
             except Exception:  # the heartbeat must outlive any single failure
                 log.exception("heartbeat failed")
 
-    def reap(self, republish: Callable[[Republish], None],
-             queue_depth: Callable[[], int | None] | None = None) -> list[str]:
-        """Re-publish jobs whose worker died, and queued jobs whose message the broker lost (only seen when
-        the queues are empty: with a backlog, waiting jobs are simply waiting), each to the queue it was
-        submitted to. Duplicates are harmless because a claim is a compare-and-set. Returns their ids."""
-        orphans = reaper.orphaned_jobs(self.store, lease_s=self.settings.lease_s)
-        if queue_depth is not None and queue_depth() == 0:
-            orphans += reaper.stranded_jobs(self.store, older_than_s=self.settings.lease_s)
+    def reap(self, republish: Callable[[Republish], None]) -> list[str]:
+        """Re-publish jobs whose worker died and queued jobs nobody claimed for a lease period, whatever the
+        queue's depth (`worker.reaper.due`), each to the queue it was submitted to. Duplicates are harmless
+        because a claim is a compare-and-set. Returns their ids."""
+        orphans = reaper.due(self.store, lease_s=self.settings.lease_s)
         for job in orphans:
             log.warning("re-publishing orphaned job %s to %s", job.job_id, job.queue)
             republish(job)

@@ -9,7 +9,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from schemas.broker import Publisher, QueueDepths
+from schemas.broker import Publisher
 from schemas.errors import first_line
 from schemas.settings import WorkerSettings
 from worker.reaper import Republish
@@ -42,7 +42,7 @@ def serve(settings: WorkerSettings, loglevel: str = "INFO") -> None:
     app = make_celery(settings)
     metrics = _start_metrics(settings, runtime)
     register_tasks(app, runtime, republish)
-    runtime.start_heartbeat(republish, QueueDepths(settings.broker_url, settings.queue_names).total)
+    runtime.start_heartbeat(republish)
     log.info("worker %s ready: %s, %s (%s)", runtime.worker_id, runtime.device.name, runtime.policy.dtype,
              runtime.policy.reason)
     try:
