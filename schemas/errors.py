@@ -42,6 +42,11 @@ class SynthesisFailed(PermanentError):
     """Raised when a chunk cannot be synthesized even after the fallbacks (OOM at one chunk, NaN in fp32)."""
 
 
+class WorkerStopping(TtsfleetError):
+    """Raised at a chunk boundary when the worker was asked to stop (SIGTERM): the job is put back with the
+    chunks it has, for another worker to resume."""
+
+
 class DeviceLost(TtsfleetError):
     """Raised after a CUDA error that leaves the context unusable; the worker puts the job back and exits."""
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from schemas.db import Store
-from schemas.errors import JobInterrupted, PermanentError, RetryableError, SynthesisFailed
+from schemas.errors import JobInterrupted, PermanentError, RetryableError, SynthesisFailed, WorkerStopping
 from schemas.settings import WorkerSettings
 from schemas.status import AudioFormat, Backend, DType, JobStatus
 from worker import audio, lease
@@ -37,6 +37,7 @@ class JobContext:
     worker_id: str
     engine_for: Callable[[str], Engine]
     listeners: Listener = field(default_factory=Listeners)
+    should_stop: Callable[[], bool] = lambda: False  # asked at every chunk boundary (SIGTERM)
 
 
 def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
@@ -44,6 +45,7 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
 
     Raises:
         RetryableError: the store or disk failed transiently; the job was put back (queued).
+        WorkerStopping: `ctx.should_stop()` said so at a chunk boundary; the job was put back (queued).
         DeviceLost: CUDA is unusable; the job was put back and this process must exit.
         Anything unexpected (or Ctrl-C) is re-raised after the job was put back, its stored chunks kept.
     """
@@ -96,6 +98,8 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
         dropped.update(chunk.dropped)
         done[0] += 1
         ctx.listeners.chunk_done(held.job_id, done[0], total)
+        if ctx.should_stop():
+            raise WorkerStopping(f"worker stopping: job {held.job_id} put back with {done[0]} of {total} chunks")
 
     from worker.engine import ChunkInput
 

@@ -19,7 +19,7 @@ from schemas.db import Store, open_store
 from schemas.errors import RetryableError
 from schemas.settings import WorkerSettings
 from schemas.status import WorkerState
-from worker import reaper, registry
+from worker import lease, reaper, registry
 from worker.events import JobOutcome, Listener, Listeners
 from worker.job import JobContext, synthesize_job
 from worker.reaper import Republish
@@ -47,6 +47,7 @@ class WorkerRuntime:
         self.worker_id = f"{slot}/{os.getpid()}"
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._stop = threading.Event()
+        self._stopping = threading.Event()  # asked to stop: the running job stops at its next chunk
         self._thread: threading.Thread | None = None
         self.current_job: str | None = None  # the job this process runs now: the only lease it renews
         self.listeners = Listeners()
@@ -111,7 +112,19 @@ class WorkerRuntime:
 
     def context(self) -> JobContext:
         return JobContext(store=self.store, settings=self.settings, worker_id=self.worker_id,
-                          engine_for=self.engine_for, listeners=self.listeners)
+                          engine_for=self.engine_for, listeners=self.listeners, should_stop=self._stopping.is_set)
+
+    def request_stop(self) -> bool:
+        """Ask the running job to stop at its next chunk boundary (it is put back with its chunks).
+        Returns False when a stop was already requested."""
+        first = not self._stopping.is_set()
+        self._stopping.set()
+        return first
+
+    def abandon_job(self, job_id: str) -> None:
+        """Put `job_id` back now if this worker still holds it, without waiting for a chunk boundary (a
+        second SIGTERM, SIGQUIT, or a job that would not stop in time)."""
+        lease.release(self.store, job_id, self.worker_id)
 
     def registry_row(self) -> dict[str, Any]:
         import torch
@@ -162,11 +175,13 @@ class WorkerRuntime:
             republish(job)
         return [job.job_id for job in orphans]
 
-    def stop(self) -> None:
+    def stop(self, free_engines: bool = True) -> None:
+        """Stop the heartbeat, free the engines (not from another thread while one may be running: pass
+        False) and mark this worker stopped in the registry."""
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        for engine in self._engines.values():
+        for engine in self._engines.values() if free_engines else ():
             engine.cleanup()
         try:
             registry.set_worker_state(self.store, self.worker_id, WorkerState.STOPPED)

@@ -6,10 +6,13 @@ The CLI builds the `WorkerSettings` and calls `serve`; nothing here knows about 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from schemas.broker import Publisher
+from schemas.broker import MAX_PRIORITY, Publisher
 from schemas.errors import first_line
 from schemas.settings import WorkerSettings
 from worker.reaper import Republish
@@ -19,6 +22,9 @@ if TYPE_CHECKING:
     from worker.runtime import WorkerRuntime
 
 log = logging.getLogger("ttsfleet.worker")
+# After SIGTERM, how long the running job may take to reach its next chunk boundary before it is put
+# back at once; keep a supervisor's stop timeout (systemd TimeoutStopSec, Kubernetes grace period) above.
+STOP_GRACE_S = 30.0
 
 
 def serve(settings: WorkerSettings, loglevel: str = "INFO") -> None:
@@ -42,6 +48,7 @@ def serve(settings: WorkerSettings, loglevel: str = "INFO") -> None:
     app = make_celery(settings)
     metrics = _start_metrics(settings, runtime)
     register_tasks(app, runtime, republish)
+    _stop_on_signals(runtime, republish)
     runtime.start_heartbeat(republish)
     log.info("worker %s ready: %s, %s (%s)", runtime.worker_id, runtime.device.name, runtime.policy.dtype,
              runtime.policy.reason)
@@ -66,6 +73,57 @@ def republisher(publisher: Publisher) -> Callable[[Republish], None]:
             log.warning("could not re-publish %s: %s", job.job_id, first_line(err))
 
     return republish
+
+
+def _stop_on_signals(runtime: WorkerRuntime, republish: Callable[[Republish], None]) -> None:
+    """SIGTERM: the running job stops at its next chunk boundary, is put back with its chunks and
+    re-published, then Celery's warm shutdown ends the process. A second SIGTERM, SIGQUIT, or no chunk
+    boundary within STOP_GRACE_S: the job is put back at once and the process exits."""
+    from celery.signals import worker_ready, worker_shutting_down
+
+    def on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
+        job_id = runtime.current_job  # read now: by the time a thread runs, the job may be put back
+        if how == "Warm" and runtime.request_stop():
+            log.warning("%s: the running job stops at its next chunk boundary and is put back", sig)
+            timer = threading.Timer(STOP_GRACE_S, _abandon, (runtime, republish, job_id,
+                                                             f"{sig} + {STOP_GRACE_S:g} s"))
+            timer.daemon = True
+            timer.start()
+            return
+        threading.Thread(target=_abandon, args=(runtime, republish, job_id, sig), daemon=True).start()
+
+    def on_quit(signum: int, _frame: object) -> None:
+        # Replaces Celery's cold shutdown, which asks the solo pool to kill the running task: it cannot
+        # (NotImplementedError raised inside the job). Put the job back and exit instead.
+        threading.Thread(target=_abandon, args=(runtime, republish, runtime.current_job, "SIGQUIT"),
+                         daemon=True).start()
+
+    def on_ready(**_: Any) -> None:  # Celery has installed its own handlers by now
+        signal.signal(signal.SIGQUIT, on_quit)
+
+    worker_shutting_down.connect(on_shutting_down, weak=False)
+    worker_ready.connect(on_ready, weak=False)
+
+
+def _abandon(runtime: WorkerRuntime, republish: Callable[[Republish], None], job_id: str | None,
+             why: str) -> None:
+    """Put the job that was running back now, send it again (a duplicate is harmless: the claim refuses
+    it), and exit. Runs on a thread, never inside a signal handler."""
+    from worker import reaper
+
+    try:
+        if job_id is not None:
+            runtime.abandon_job(job_id)
+            route = reaper.route(runtime.store, job_id, MAX_PRIORITY)
+            if route is not None:
+                republish(route)
+        log.warning("%s: stopping now; job %s put back", why, job_id or "(none)")
+        runtime.stop(free_engines=False)  # the main thread may be inside the model right now
+    except Exception as err:  # exit all the same: the job's lease expires and the reaper takes it
+        log.error("%s: could not put the job back (%s); exiting", why, first_line(err))
+    finally:
+        logging.shutdown()
+        os._exit(0)
 
 
 def _start_metrics(settings: WorkerSettings, runtime: WorkerRuntime) -> WorkerMetrics | None:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from schemas.broker import MAX_PRIORITY
-from schemas.errors import DeviceLost, RetryableError
+from schemas.errors import DeviceLost, RetryableError, WorkerStopping
 from schemas.messages import SYNTHESIZE_TASK, SynthesizeMessage
 from worker import reaper
 from worker.reaper import Republish
@@ -27,6 +27,13 @@ def register_tasks(app: Any, runtime: WorkerRuntime, republish: Callable[[Republ
         job_id = SynthesizeMessage.model_validate(message).job_id
         try:
             return str(runtime.run_job(job_id).status)
+        except WorkerStopping as err:
+            # Put back at a chunk boundary on SIGTERM: send it again so another worker resumes it now.
+            log.warning("%s", err)
+            job = reaper.route(runtime.store, job_id, MAX_PRIORITY)
+            if job is not None:
+                republish(job)
+            return "released"
         except DeviceLost as err:
             # CUDA is unusable in this process: the job was put back; send it again and let the
             # supervisor restart us with a fresh context.
