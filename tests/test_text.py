@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from num2words import num2words
 
+from producer.chunks import HEADING_END, LINE_BREAK
 from producer.text import MIN_CHUNK_CHARS, has_speakable, normalize, split_chunks
 from schemas.status import BreakKind
 
@@ -167,3 +168,14 @@ def test_split_refuses_tiny_caps_and_returns_nothing_for_blank_text() -> None:
     with pytest.raises(ValueError, match="at least"):
         split_chunks("Hello.", 4)
     assert split_chunks("  \n ", 100) == []
+
+
+def test_heading_and_line_marks_become_pauses_and_survive_normalize() -> None:
+    text = f"Chapter 3{HEADING_END}\n\nRoses are red,  {LINE_BREAK} violets are blue.\nSugar is sweet."
+    normalized = normalize(text).text
+    assert normalized == f"Chapter three{HEADING_END}\n\nRoses are red,{LINE_BREAK}violets are blue.\nSugar is sweet."
+    chunks = split_chunks(normalized, 100)
+    assert "".join(c.text for c in chunks) == normalized
+    assert [(c.text.strip(), c.break_after) for c in chunks] == [
+        ("Chapter three", BreakKind.HEADING), ("Roses are red,", BreakKind.LINE),
+        ("violets are blue.", BreakKind.SENTENCE), ("Sugar is sweet.", BreakKind.SENTENCE)]
