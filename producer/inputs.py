@@ -35,7 +35,7 @@ from schemas.status import AudioFormat
 
 __all__ = ["MAX_INPUT_BYTES", "SUFFIXES", "BookOptions", "Skipped", "read_inputs"]
 
-SUFFIXES = (".txt", ".md", ".epub", ".jsonl")
+SUFFIXES = (".txt", ".md", ".epub", ".pdf", ".jsonl")
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # one file; a job's text is further capped by max_text_chars at submit
 _JSONL_KEYS = {"text", "id", "voice", "format", "title", "priority"}
 
@@ -50,7 +50,7 @@ def read_inputs(inputs: Sequence[str], stdin: TextIO, *, voice: str | None, form
 
     Raises:
         InvalidInput: a path is missing or of an unsupported type, a file is not UTF-8 (with byte
-            offset), a JSONL line is malformed (with line number), an EPUB cannot be read, or a
+            offset), a JSONL line is malformed (with line number), an EPUB or PDF cannot be read, or a
             job has nothing to speak. Raised before anything is returned.
     """
     # request fields, plus reader settings under "_" keys (never passed to a JobRequest)
@@ -93,6 +93,11 @@ def _read_file(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
         raise InvalidInput(f"{path}: {size:,} bytes, above the input limit of {MAX_INPUT_BYTES:,} bytes")
     if suffix == ".epub":
         return _read_epub(path, defaults)
+    if suffix == ".pdf":
+        from producer.pdf import read_pdf
+
+        text, title = read_pdf(path)
+        return [_request(text, str(path), defaults, title=title)]
     text = _decode(path.read_bytes(), str(path))
     if suffix == ".jsonl":
         return list(_read_jsonl(text, str(path), defaults))

@@ -71,7 +71,7 @@ def test_txt_jsonl_folder_and_stdin(tmp_path: Path) -> None:
     ("quiet.jsonl", b'{"text": "a"}\n{"text": "  "}\n', r"quiet\.jsonl:2: nothing to speak"),
     ("dup.jsonl", b'{"text": "a", "id": "x"}\n{"text": "b", "id": "x"}\n', r"dup\.jsonl:2: job id 'x' is used twice"),
     ("book.epub", b"not a zip", r"book\.epub: not a readable EPUB"),
-    ("notes.pdf", b"%PDF", r"notes\.pdf: unsupported input type"),
+    ("notes.pdf", b"%PDF", r"notes\.pdf: not a readable PDF"),
     ("notes.docx", b"PK", r"notes\.docx: unsupported input type"),
 ])
 def test_bad_input_is_refused_naming_where(tmp_path: Path, name: str, content: bytes, message: str) -> None:
