@@ -5,9 +5,9 @@ Each spine document (reading order) gets a kind, from the first source that has 
 1. a kind a listener does not want read (`SKIP_KINDS`) named by the EPUB 3 nav landmarks, the EPUB 2
    `<guide>`, or the `epub:type` of the document's body and outermost sections;
 2. otherwise the document's own specific `epub:type` (dedication, preface, chapter, ...);
-3. books without semantics (or only generic ones: chapter, bodymatter, ...): its table-of-contents
-   title, first heading or `<title>` matched exactly against common names ("Contents", "Index",
-   "Copyright", "Notes", ...).
+3. books without semantics (or only generic ones: chapter, frontmatter, backmatter; not for documents
+   marked `bodymatter`): its table-of-contents title, first heading or `<title>` matched exactly
+   against common names ("Contents", "Index", "Copyright", "Notes", ...).
 
 With `Matter.BODY` (the default) documents of a skipped kind, non-linear spine items, and sections of
 a skipped kind nested inside spoken documents are left out and reported (`Skipped`), and the book
@@ -143,6 +143,8 @@ class _Reader:
         specific = [t for t in tokens if t and ":" not in t and t not in _GENERIC]
         if specific:
             return specific[0]
+        if "bodymatter" in tokens:  # a chapter the book places in its body is a chapter, whatever its title
+            return "chapter"
         for candidate in (title, _first_heading(soup), soup.title.get_text() if soup.title else None):
             key = re.sub(r"[^\w\s]", "", candidate or "").strip().lower()
             if key in _TITLES:
@@ -153,7 +155,7 @@ class _Reader:
         outer = _outer_sections(soup)
         for tag in soup.find_all(["section", "article", "nav", "aside", "div"]):
             kinds = [t for t in epub_types(tag) if t in SKIP_KINDS]
-            if kinds and tag not in outer and tag.parent is not None:
+            if kinds and all(tag is not o for o in outer) and tag.parent is not None:
                 where = f"{name}#{tag.get('id')}" if tag.get("id") else name
                 self._skip(where, tag, _first_heading(tag), SKIP_KINDS[kinds[0]])
                 tag.decompose()

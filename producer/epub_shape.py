@@ -7,15 +7,17 @@
 - inside verse (`z3998:poem|verse|song|hymn|lyrics`, or class `poem|verse|stanza|poetry|lyrics`) and
   shaped text (dedication, epigraph) each `<br>` becomes `LINE_BREAK` (a short pause); a stanza is a
   paragraph; elsewhere a `<br>` is a space;
-- note references (`epub:type="noteref"`, `role="doc-noteref"`, or a short link in `<sup>`) are never
-  read mid-sentence; with `read_notes` each referenced note is read after its paragraph ("Note: ...");
-  notes placed in the text (`<aside epub:type="footnote">` ...) and backlinks are removed from the flow;
+- note references (`epub:type="noteref"`, `role="doc-noteref"`, a short link in or around `<sup>`, or
+  of class `fnanchor`/`noteref`) are never read mid-sentence; with `read_notes` each referenced note is
+  read after its paragraph ("Note: ..."); notes placed in the text (`<aside epub:type="footnote">`,
+  blocks of class `footnote(s)`/`endnote(s)`) and backlinks are removed from the flow;
 - figure captions are removed unless `captions`, which also reads the alt text of uncaptioned images.
 """
 
 from __future__ import annotations
 
 import posixpath
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +34,8 @@ _NOTE_TYPES = {"footnote", "endnote", "rearnote", "note", "footnotes", "endnotes
 _VERSE_TYPES = {"z3998:poem", "z3998:verse", "z3998:song", "z3998:hymn", "z3998:lyrics"}
 _VERSE_CLASSES = {"poem", "verse", "stanza", "poetry", "lyrics"}
 _SHAPED_TYPES = {"dedication", "epigraph"}  # set line by line like verse
+_NOTE_CLASSES = {"fnanchor", "noteref", "footnote-ref", "footnoteref", "endnote-ref"}
+_NOTE_BLOCKS = {"footnote", "footnotes", "endnote", "endnotes"}
 _PARAGRAPHS = ["p", "li", "dd", "dt", "blockquote", "td", "th", "figcaption", "h1", "h2", "h3", "h4", "h5", "h6"]
 
 
@@ -55,13 +59,32 @@ def shaped_text(soup: Any, *, name: str, doc_kind: str | None, language: str, re
     return soup_text(soup)
 
 
+def _classes(tag: Any) -> set[str]:
+    return {str(c).lower() for c in (tag.get("class") or [])}
+
+
 def _is_noteref(tag: Any) -> bool:
+    """A note reference: by its semantics, or a link like `<sup><a href="#n1">1</a></sup>`,
+    `<a href="#n1"><sup>1</sup></a>` or Project Gutenberg's `<a class="fnanchor" href="#f1">[1]</a>`."""
     if "noteref" in epub_types(tag) or tag.get("role") == "doc-noteref":
         return True
-    href = str(tag.get("href") or "")
-    label = tag.get_text(strip=True)
-    return (tag.name == "a" and "#" in href and 0 < len(label) <= 4 and tag.parent is not None
-            and tag.parent.name == "sup" and (label.isdigit() or all(not c.isalnum() for c in label)))
+    if tag.name != "a" or "#" not in str(tag.get("href") or ""):
+        return False
+    in_sup = (tag.parent is not None and tag.parent.name == "sup") or tag.find("sup") is not None
+    return _is_marker(tag) and (in_sup or bool(_classes(tag) & _NOTE_CLASSES))
+
+
+def _is_marker(tag: Any) -> bool:
+    """Text like "1", "[12]", "*" or "†": a note's number or sign, not words."""
+    label = tag.get_text(strip=True).strip("[]()")
+    return 0 < len(label) <= 4 and (label.isdigit() or all(not c.isalnum() for c in label))
+
+
+def _is_note(tag: Any) -> bool:
+    """A note placed in the text: `<aside epub:type="footnote">`, or a block of class "footnote"."""
+    if tag.name not in ("aside", "div", "section", "p", "li", "ol", "ul"):
+        return False
+    return bool((tag.name == "aside" and set(epub_types(tag)) & _NOTE_TYPES) or _classes(tag) & _NOTE_BLOCKS)
 
 
 def _is_backlink(tag: Any) -> bool:
@@ -71,8 +94,7 @@ def _is_backlink(tag: Any) -> bool:
 def _shape_notes(soup: Any, name: str, language: str, read_notes: bool, notes: NoteLookup) -> None:
     for tag in soup.find_all(_is_backlink):
         tag.decompose()
-    for tag in soup.find_all(lambda t: t.name == "aside" and set(epub_types(t)) & _NOTE_TYPES):
-        tag.decompose()
+    last: dict[int, Any] = {}  # paragraph -> what was put after it last: notes keep their order
     for ref in soup.find_all(_is_noteref):
         block = ref.find_parent(_PARAGRAPHS)
         note = _note_text(ref, name, notes) if read_notes else None
@@ -83,7 +105,10 @@ def _shape_notes(soup: Any, name: str, language: str, read_notes: bool, notes: N
         if note and block is not None:
             said = soup.new_tag("p")
             said.string = f"{note_label(language)}: {note}"
-            block.insert_after(said)
+            last.get(id(block), block).insert_after(said)
+            last[id(block)] = said
+    for tag in soup.find_all(_is_note):  # after the references: a note may live in this document
+        tag.decompose()
 
 
 def _close_gap(marker: Any) -> None:
@@ -103,12 +128,14 @@ def _note_text(ref: Any, name: str, notes: NoteLookup) -> str | None:
         return None
     target = posixpath.normpath(posixpath.join(posixpath.dirname(name), path)) if path else name
     element = notes(target, fragment)
+    if element is not None and element.name in ("a", "span", "sup"):  # the id sits on the note's own number
+        element = element.find_parent(["p", "li", "dd", "div", "aside", "section"]) or element
     if element is None:
         return None
     note = parse_html(str(element))
-    for tag in note.find_all(_is_backlink):
+    for tag in note.find_all(lambda t: _is_backlink(t) or (t.name == "a" and _is_marker(t))):
         tag.decompose()
-    text = soup_text(note).replace("\n", " ")
+    text = re.sub(r"^[\[(]?\d{1,4}[\])]?[.:]?\s+", "", soup_text(note).replace("\n", " "))
     return " ".join(text.split()) or None
 
 

@@ -153,6 +153,18 @@ def test_book_without_semantics_falls_back_to_titles(tmp_path: Path) -> None:
     assert requests[0].text.startswith(f"A Small Book{HEADING_END}\n\nCopyright\n\nI\n\n2\n\nIndex")
 
 
+def test_footnotes_without_semantics_are_recognised(tmp_path: Path) -> None:
+    body = ('<p>He spoke<a id="FNanchor_1" href="#Footnote_1" class="fnanchor">[1]</a> at last, and twice'
+            '<sup><a href="#n2">2</a></sup>.</p><div class="footnote"><p><a id="Footnote_1" href="#FNanchor_1" '
+            'class="label">[1]</a> A famous speech.</p></div><p id="n2">2. Said again.</p>')
+    path = build_epub(tmp_path / "gutenberg.epub", [("Speech", body)])
+    requests, _ = _read(path)
+    assert requests[1].text == f"Speech{HEADING_END}\n\nHe spoke at last, and twice.\n\n2. Said again."
+    requests, _ = _read(path, notes=Notes.AFTER)
+    assert requests[1].text == (f"Speech{HEADING_END}\n\nHe spoke at last, and twice.\n\nNote: A famous speech."
+                                "\n\nNote: Said again.\n\n2. Said again.")
+
+
 def test_captions_are_skipped_unless_asked_for(tmp_path: Path) -> None:
     figure = ('<p>Before the picture.</p><figure><img src="a.png" alt="A sketch of a ship."/>'
               "<figcaption>The ship, as drawn by the captain.</figcaption></figure>"
