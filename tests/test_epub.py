@@ -20,6 +20,7 @@ from producer.html import parse_html
 from producer.inputs import read_inputs
 from producer.text import normalize, split_chunks
 from schemas.messages import JobRequest
+from schemas.settings import ProducerSettings
 from schemas.status import AudioFormat, BreakKind
 from tests.books import SE_DATA, build_epub, build_source_epub
 
@@ -228,3 +229,19 @@ def test_submit_reports_skipped_matter_on_stderr_and_prints_only_json(tmp_path: 
         "start) (--matter all reads it)",
         f"{path}: skipped text/imprint.xhtml \"Imprint\": imprint (--matter all reads it)",
         f"{path}: skipped text/endnotes.xhtml \"Endnotes\": notes (--matter all reads it)"]
+
+
+def test_heading_and_line_pauses_are_stored_in_both_databases(tmp_path: Path, db_url: str) -> None:
+    from sqlalchemy import select
+
+    from producer.submit import submit
+    from schemas.db import open_store
+    from schemas.tables import Chunk
+
+    requests, _ = _read(_book(tmp_path, POEMS))
+    store = open_store(db_url)
+    settings = ProducerSettings.from_env({"TTSFLEET_DATABASE_URL": db_url})
+    results = submit(requests, settings, store, publisher=None)
+    with store.session() as session:
+        kinds = set(session.scalars(select(Chunk.break_after).where(Chunk.job_id == results[2].id)))
+    assert {BreakKind.HEADING, BreakKind.LINE, BreakKind.PARAGRAPH} <= kinds
