@@ -96,7 +96,7 @@ def _read_file(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
     if suffix == ".pdf":
         from producer.pdf import read_pdf
 
-        text, title = read_pdf(path)
+        text, title = read_pdf(path, _voice_language(defaults.get("voice")) or "en")
         return [_request(text, str(path), defaults, title=title)]
     text = _decode(path.read_bytes(), str(path))
     if suffix == ".jsonl":

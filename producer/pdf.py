@@ -11,7 +11,8 @@ What is dropped, and how it is recognised (page by page, from the text's positio
 
 Lines are joined into paragraphs; a new one starts after a vertical gap larger than 1.4 times the usual
 line spacing, at an indented first line, and after a short line that ends a sentence. A line in a
-font clearly larger than the body's is a heading (followed by a heading pause). A PDF without a text
+font clearly larger than the body's is a heading (followed by a heading pause; a chapter number in it
+is said in words). A PDF without a text
 layer (a scan) is refused with one line: run OCR on it first.
 """
 
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from producer.chunks import HEADING_END
+from producer.headings import spoken_heading
 from producer.text import has_speakable
 from schemas.errors import InvalidInput
 
@@ -47,8 +49,10 @@ class _Line:
     size: float
 
 
-def read_pdf(path: Path) -> tuple[str, str | None]:
+def read_pdf(path: Path, language: str = "en") -> tuple[str, str | None]:
     """The speakable text of the PDF at `path` and its title (document metadata), if any.
+
+    A heading that is a chapter number is said in words in `language` ("Chapter Three").
 
     Raises:
         InvalidInput: the file is not a readable PDF (damaged, encrypted), or has no text layer.
@@ -65,7 +69,7 @@ def read_pdf(path: Path) -> tuple[str, str | None]:
         raise InvalidInput(f"{path}: no text layer (a scanned PDF?); run OCR on it first "
                            "(for example ocrmypdf) and submit the result")
     body = _drop_running_lines(pages)
-    text = _paragraphs(body)
+    text = _paragraphs(body, language)
     if not has_speakable(text):
         raise InvalidInput(f"{path}: nothing to speak (only page numbers, headers and footers)")
     return text, title
@@ -105,7 +109,7 @@ def _drop_running_lines(pages: list[tuple[list[_Line], float]]) -> list[list[_Li
     return body
 
 
-def _paragraphs(pages: list[list[_Line]]) -> str:
+def _paragraphs(pages: list[list[_Line]], language: str) -> str:
     lines = [line for page in pages for line in page]
     if not lines:
         return ""
@@ -127,7 +131,7 @@ def _paragraphs(pages: list[list[_Line]]) -> str:
             else:
                 out.append(_joined(out.pop(), line.text))
             if heading:
-                out[-1] += HEADING_END
+                out[-1] = out[-1][:-len(line.text)] + spoken_heading(line.text, "chapter", language) + HEADING_END
             previous = None if heading else line
     return "".join(out).strip()
 

@@ -61,7 +61,7 @@ def _make_pdf(path: Path, *, lines_per_page: int = 6) -> list[str]:
     width, height = A5
     pdf = canvas.Canvas(str(path), pagesize=A5)
     pdf.setTitle("Two Cities")
-    body = [("title", "Book the First")] + [
+    body = [("title", "I. The Period")] + [
         ("indent" if i == 0 else "line", text) for p in PARAGRAPHS for i, text in enumerate(_hyphenated(p))]
     all_lines: list[str] = []
     for page_number, start in enumerate(range(0, len(body), lines_per_page), 1):
@@ -88,7 +88,7 @@ def test_pdf_comes_out_without_running_heads_page_numbers_or_line_end_hyphens(tm
     assert sum(line.endswith("-") for line in lines) >= 2, "the test PDF must hyphenate some line ends"
     [request] = _read(tmp_path / "cities.pdf")
     assert request.title == "Two Cities"
-    assert request.text == "\n\n".join([f"Book the First{HEADING_END}", *PARAGRAPHS])
+    assert request.text == "\n\n".join([f"Chapter One. The Period{HEADING_END}", *PARAGRAPHS])
 
 
 def test_pdf_without_text_layer_is_refused_in_one_line(tmp_path: Path) -> None:
