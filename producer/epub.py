@@ -9,6 +9,9 @@ Each spine document (reading order) gets a kind, from the first source that has 
    marked `bodymatter`): its table-of-contents title, first heading or `<title>` matched exactly
    against common names ("Contents", "Index", "Copyright", "Notes", ...).
 
+A document the table of contents lists only in parts (each poem of a collection kept in one file, as
+`#fragment` links to its sections) becomes one section per part, titled from the table of contents.
+
 With `Matter.BODY` (the default) documents of a skipped kind, non-linear spine items, and sections of
 a skipped kind nested inside spoken documents are left out and reported (`Skipped`), and the book
 opens with one line "Title by Author" from its metadata. With `Matter.ALL` every document with text
@@ -105,7 +108,13 @@ class _Reader:
         self.path, self.book, self.options, self.language = path, book, options, language
         self.sections: list[Section] = []
         self.skipped: list[Skipped] = []
-        self.toc = _toc_titles(book.toc)
+        entries = _toc_entries(book.toc)
+        self.toc = _toc_titles(entries)
+        self.whole = {document for document, fragment, _ in entries if not fragment}
+        self.parts: dict[str, list[tuple[str, str]]] = {}  # document -> (fragment, title), in ToC order
+        for document, fragment, title in entries:
+            if fragment:
+                self.parts.setdefault(document, []).append((fragment, title))
         self.landmarks = _landmarks(book)
         self.guide = {str(g.get("href") or "").split("#")[0]: str(g.get("type") or "").lower() for g in book.guide}
         self._pristine: dict[str, Any] = {}
@@ -124,11 +133,28 @@ class _Reader:
             return
         if body:
             self._drop_nested_matter(name, soup)
-        text = shaped_text(soup, name=name, doc_kind=kind, language=self.language,
-                           read_notes=self.options.notes is Notes.AFTER, captions=self.options.captions,
-                           notes=self._note)
-        if has_speakable(text):
-            self.sections.append(Section(title or f"Chapter {len(self.sections) + 1}", text))
+        for part_title, part in [(title, soup), *self._split(name, soup)]:
+            text = shaped_text(part, name=name, doc_kind=kind, language=self.language,
+                               read_notes=self.options.notes is Notes.AFTER, captions=self.options.captions,
+                               notes=self._note)
+            if has_speakable(text):
+                self.sections.append(Section(part_title or f"Chapter {len(self.sections) + 1}", text))
+
+    def _split(self, name: str, soup: Any) -> list[tuple[str | None, Any]]:
+        """A document the table of contents lists only in parts (poems of a collection in one file) is
+        read as those parts, each its own section; what lies outside them stays in `soup`, read first."""
+        if name in self.whole or len(self.parts.get(name, [])) < 2:
+            return []
+        targets = [(title, soup.find(id=fragment)) for fragment, title in self.parts[name]]
+        found = [(title, tag) for title, tag in targets if tag is not None and tag.name in ("section", "article")]
+        tags = [tag for _, tag in found]
+        if len(found) < 2 or any(parent is other for tag in tags for parent in tag.parents for other in tags):
+            return []  # parts inside parts: keep the document whole
+        pieces = []
+        for title, tag in found:
+            tag.extract()
+            pieces.append((title, parse_html(str(tag))))
+        return pieces
 
     def _skip(self, name: str, soup: Any, title: str | None, reason: str) -> None:
         if has_speakable(soup.get_text()):  # an empty page (a cover image) is not worth a line
@@ -196,20 +222,25 @@ def _landmarks(book: Any) -> dict[str, list[str]]:
     return found
 
 
-def _toc_titles(toc: Any) -> dict[str, str]:
-    """href (without #fragment) -> the first table-of-contents title that points to it."""
-    found: dict[str, str] = {}
+def _toc_entries(toc: Any) -> list[tuple[str, str, str]]:
+    """(document, #fragment or "", title) of every table-of-contents entry, in order."""
+    found: list[tuple[str, str, str]] = []
     for entry in toc:
-        if isinstance(entry, tuple | list):
-            section, children = entry[0], entry[1]
-            href, title = getattr(section, "href", None), getattr(section, "title", None)
-            if href and title:
-                found.setdefault(href.split("#")[0], " ".join(title.split()))
-            for href, title in _toc_titles(children).items():
-                found.setdefault(href, title)
-        elif getattr(entry, "href", None) and getattr(entry, "title", None):
-            found.setdefault(entry.href.split("#")[0], " ".join(entry.title.split()))
+        node, children = (entry[0], entry[1]) if isinstance(entry, tuple | list) else (entry, [])
+        href, title = getattr(node, "href", None), getattr(node, "title", None)
+        if href and title:
+            document, _, fragment = str(href).partition("#")
+            found.append((document, fragment, " ".join(str(title).split())))
+        found += _toc_entries(children)
     return found
+
+
+def _toc_titles(entries: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Document -> its title: the first entry for the whole document, else the first for a part of it."""
+    titles: dict[str, str] = {}
+    for document, _fragment, title in sorted(entries, key=lambda e: bool(e[1])):  # whole documents first
+        titles.setdefault(document, title)
+    return titles
 
 
 def _first_heading(soup: Any) -> str | None:

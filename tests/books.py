@@ -34,12 +34,14 @@ SE_DATA = Path(__file__).resolve().parent / "data" / "standardebooks"
 
 
 def build_source_epub(path: Path, folder: str, spine: list[str], *, title: str, authors: list[str],
-                      toc: dict[str, str], landmarks: dict[str, str], language: str = "en-US") -> Path:
+                      toc: dict[str, str], landmarks: dict[str, str], language: str = "en-US",
+                      made: dict[str, bytes] | None = None) -> Path:
     """An EPUB 3 laid out as Standard Ebooks builds theirs, from the XHTML files kept in tests/data.
 
-    `spine` names files of `SE_DATA/folder` in reading order (stored under `text/`, byte for byte);
-    `toc` maps a file to its table-of-contents title and `landmarks` a file to its landmark
-    `epub:type`, both written into a navigation document `toc.xhtml` beside the package document.
+    `spine` names files of `SE_DATA/folder` (or of `made`: documents a test put together) in reading
+    order, stored under `text/` byte for byte; `toc` maps a file (or `file#id`) to its
+    table-of-contents title and `landmarks` a file to its landmark `epub:type`, both written into a
+    navigation document `toc.xhtml` beside the package document.
     """
     import zipfile
     from xml.sax.saxutils import escape
@@ -68,5 +70,6 @@ def build_source_epub(path: Path, folder: str, spine: list[str], *, title: str, 
         archive.writestr("epub/content.opf", opf)
         archive.writestr("epub/toc.xhtml", nav)
         for name in spine:
-            archive.writestr(f"epub/text/{name}", (SE_DATA / folder / name).read_bytes())
+            data = (made or {}).get(name) or (SE_DATA / folder / name).read_bytes()
+            archive.writestr(f"epub/text/{name}", data)
     return path

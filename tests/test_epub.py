@@ -128,6 +128,28 @@ def test_poems_keep_every_line_in_order_with_short_pauses(tmp_path: Path) -> Non
         assert sum(c.break_after == BreakKind.LINE for c in chunks) == len(source.find_all("br"))
 
 
+def test_poems_kept_in_one_file_become_one_job_each(tmp_path: Path) -> None:
+    # Standard Ebooks keeps a collection's poems in one file, listed in the ToC as file#poem.
+    articles = [str(parse_html((SE_DATA / "north-of-boston" / name).read_bytes()).find("article"))
+                for name in ("epigraph.xhtml", "mending-wall.xhtml")]
+    collection = ('<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml" '
+                  'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>North of Boston</title></head><body>'
+                  f'<section id="north-of-boston" epub:type="bodymatter z3998:fiction">{"".join(articles)}'
+                  '</section></body></html>')
+    path = build_source_epub(tmp_path / "poems.epub", "north-of-boston", ["dedication.xhtml", "poems.xhtml"],
+                             title="North of Boston", authors=["Robert Frost"],
+                             made={"poems.xhtml": collection.encode()},
+                             toc={"dedication.xhtml": "Dedication", "poems.xhtml#the-pasture": "The Pasture",
+                                  "poems.xhtml#mending-wall": "Mending Wall"}, landmarks={})
+    requests, _ = _read(path)
+    assert [r.title for r in requests] == ["North of Boston", "Dedication", "The Pasture", "Mending Wall"]
+    assert requests[2].text.startswith(f"The Pasture{HEADING_END}\n\nI’m going out to clean the pasture spring;")
+    assert requests[3].text.startswith(f"Mending Wall{HEADING_END}\n\nSomething there is")
+    assert requests[3].text.endswith("He says again, “Good fences make good neighbours.”")
+    _assert_body_kept("north-of-boston", "epigraph.xhtml", requests[2].text)
+    _assert_body_kept("north-of-boston", "mending-wall.xhtml", requests[3].text)
+
+
 def test_nonfiction_heading_in_words_index_skipped_by_its_heading(tmp_path: Path) -> None:
     requests, skipped = _read(_book(tmp_path, ESSAY))
     assert [r.title for r in requests] == ["An Enquiry Concerning Human Understanding", "IX: Of the Reason of Animals"]
