@@ -150,7 +150,7 @@ class _Reader:
         tags = [tag for _, tag in found]
         if len(found) < 2 or any(parent is other for tag in tags for parent in tag.parents for other in tags):
             return []  # parts inside parts: keep the document whole
-        pieces = []
+        pieces: list[tuple[str | None, Any]] = []
         for title, tag in found:
             tag.extract()
             pieces.append((title, parse_html(str(tag))))

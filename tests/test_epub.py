@@ -263,7 +263,10 @@ def test_heading_and_line_pauses_are_stored_in_both_databases(tmp_path: Path, db
     requests, _ = _read(_book(tmp_path, POEMS))
     store = open_store(db_url)
     settings = ProducerSettings.from_env({"TTSFLEET_DATABASE_URL": db_url})
-    results = submit(requests, settings, store, publisher=None)
-    with store.session() as session:
-        kinds = set(session.scalars(select(Chunk.break_after).where(Chunk.job_id == results[2].id)))
+    try:
+        results = submit(requests, settings, store, publisher=None)
+        with store.session() as session:
+            kinds = set(session.scalars(select(Chunk.break_after).where(Chunk.job_id == results[2].id)))
+    finally:
+        store.dispose()
     assert {BreakKind.HEADING, BreakKind.LINE, BreakKind.PARAGRAPH} <= kinds
