@@ -18,35 +18,44 @@ from __future__ import annotations
 
 import codecs
 import json
-import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from pydantic import ValidationError
 
+from producer.book_options import BookOptions, Skipped
+from producer.epub import read_book
+from producer.html import collapse_blank_lines, html_text
 from producer.text import has_speakable
-from schemas.errors import InvalidInput
+from schemas.errors import InvalidInput, PermanentError
 from schemas.messages import JobRequest
 from schemas.status import AudioFormat
 
-__all__ = ["MAX_INPUT_BYTES", "SUFFIXES", "read_inputs"]
+__all__ = ["MAX_INPUT_BYTES", "SUFFIXES", "BookOptions", "Skipped", "read_inputs"]
 
-SUFFIXES = (".txt", ".md", ".epub", ".jsonl")
+SUFFIXES = (".txt", ".md", ".epub", ".pdf", ".jsonl")
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # one file; a job's text is further capped by max_text_chars at submit
 _JSONL_KEYS = {"text", "id", "voice", "format", "title", "priority"}
 
 
 def read_inputs(inputs: Sequence[str], stdin: TextIO, *, voice: str | None, format: AudioFormat,
-                priority: int) -> list[JobRequest]:
+                priority: int, book: BookOptions | None = None,
+                on_skip: Callable[[Skipped], None] | None = None) -> list[JobRequest]:
     """Read every input into job requests, in the order given (folders: sorted).
+
+    `book` says how EPUBs are read (default: body matter, notes and captions skipped, headings in the
+    voice's language); each part of a book left out is passed to `on_skip` (nothing is lost silently).
 
     Raises:
         InvalidInput: a path is missing or of an unsupported type, a file is not UTF-8 (with byte
-            offset), a JSONL line is malformed (with line number), an EPUB cannot be read, or a job
-            has nothing to speak. Raised before anything is returned.
+            offset), a JSONL line is malformed (with line number), an EPUB or PDF cannot be read, or a
+            job has nothing to speak. Raised before anything is returned.
     """
-    defaults: dict[str, Any] = {"voice": voice, "format": format, "priority": priority}
+    # request fields, plus reader settings under "_" keys (never passed to a JobRequest)
+    defaults: dict[str, Any] = {"voice": voice, "format": format, "priority": priority,
+                                "_book": book or BookOptions(), "_on_skip": on_skip}
     requests: list[JobRequest] = []
     for item in inputs:
         if item == "-":
@@ -84,6 +93,11 @@ def _read_file(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
         raise InvalidInput(f"{path}: {size:,} bytes, above the input limit of {MAX_INPUT_BYTES:,} bytes")
     if suffix == ".epub":
         return _read_epub(path, defaults)
+    if suffix == ".pdf":
+        from producer.pdf import read_pdf
+
+        text, title = read_pdf(path, _voice_language(defaults.get("voice")) or "en")
+        return [_request(text, str(path), defaults, title=title)]
     text = _decode(path.read_bytes(), str(path))
     if suffix == ".jsonl":
         return list(_read_jsonl(text, str(path), defaults))
@@ -144,6 +158,7 @@ def _read_jsonl(text: str, where: str, defaults: dict[str, Any]) -> Iterator[Job
 
 def _request(text: str, where: str, fields: dict[str, Any], **extra: Any) -> JobRequest:
     """One validated request; `where` names it in errors (file or file:line)."""
+    fields = {k: v for k, v in fields.items() if not k.startswith("_")}
     if not has_speakable(text):
         raise InvalidInput(f"{where}: nothing to speak" + (" (empty text)" if not text.strip() else
                                                             " (no letters or digits)"))
@@ -164,11 +179,6 @@ def _check_unique_ids(requests: list[JobRequest]) -> None:
             raise InvalidInput(f"{request.source}: job id '{request.id}' is used twice "
                                f"(also in {seen[request.id]})")
         seen[request.id] = request.source or "input"
-
-
-def collapse_blank_lines(text: str) -> str:
-    """At most one blank line anywhere: inside one job, two blank lines would read as a chapter break."""
-    return re.sub(r"\n[^\S\n]*(?:\n[^\S\n]*)+\n", "\n\n", text).strip()
 
 
 # ------------------------------------------------------------------------------------------ markdown
@@ -213,7 +223,7 @@ def markdown_to_text(source: str) -> tuple[str, str | None]:
         elif token.type in ("fence", "code_block"):
             parts.append(token.content)
         elif token.type == "html_block":
-            parts.append(_html_text(token.content))
+            parts.append(html_text(token.content))
     body = collapse_blank_lines("\n\n".join(p for p in parts if p.strip()))
     return body.replace(f"\n\n{_CHAPTER_MARK}\n\n", "\n\n\n"), title
 
@@ -232,87 +242,31 @@ def _inline_text(children: list[Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------- EPUB
 
-_BLOCK_TAGS = ["p", "div", "section", "article", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote",
-               "pre", "dd", "dt", "tr", "figcaption", "caption", "aside", "header", "footer", "table"]
-
-
-def _html_text(html: str | bytes) -> str:
-    """Visible text of an (X)HTML document: block elements become paragraphs, whitespace collapsed."""
-    import warnings
-
-    from bs4 import BeautifulSoup, NavigableString, XMLParsedAsHTMLWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)  # XHTML is fine for html.parser
-        soup = BeautifulSoup(html, "html.parser")
-    for tag in soup(["script", "style", "head", "title"]):
-        tag.decompose()
-    for string in list(soup.find_all(string=True)):
-        if type(string) is not NavigableString:  # comments, <?xml?>, <!DOCTYPE>: not text
-            string.extract()
-        elif string.parent is not None and string.parent.name != "pre":
-            string.replace_with(NavigableString(re.sub(r"\s+", " ", str(string))))
-    for tag in soup.find_all("br"):
-        tag.replace_with("\n")
-    for tag in soup.find_all(["td", "th"]):
-        tag.append(", ")
-    for tag in soup.find_all(_BLOCK_TAGS):
-        tag.insert(0, "\n\n")
-        tag.append("\n\n")
-    return collapse_blank_lines(soup.get_text())
-
 
 def _read_epub(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
-    import ebooklib
-    from ebooklib import epub
+    """One job per spoken section (after an opening "Title by Author" job), in reading order."""
+    options: BookOptions = defaults["_book"]
+    if options.language is None:
+        options = replace(options, language=_voice_language(defaults.get("voice")))
+    book = read_book(path, options)
+    parts = ([(book.title, book.intro)] if book.intro else []) + [(s.title, s.text) for s in book.sections]
+    if not any(has_speakable(text) for _, text in parts[1 if book.intro else 0:]):
+        raise InvalidInput(f"{path}: nothing to speak (no chapter with text)"
+                           + (f"; {len(book.skipped)} section(s) skipped, --matter all reads them"
+                              if book.skipped else ""))
+    on_skip = defaults.get("_on_skip")
+    for skipped in book.skipped:
+        if on_skip is not None:
+            on_skip(skipped)
+    return [_request(text, str(path), defaults, title=title, group_title=book.title, group_index=index)
+            for index, (title, text) in enumerate(parts)]
+
+
+def _voice_language(voice: str | None) -> str | None:
+    """The language of the voice that will speak the book; None (the book's own) if it is unknown."""
+    from schemas.voices import resolve_voice_name
 
     try:
-        book = epub.read_epub(str(path), options={"ignore_ncx": True})
-    except Exception as err:  # ebooklib raises zipfile, KeyError and its own errors for bad files
-        raise InvalidInput(f"{path}: not a readable EPUB ({type(err).__name__}: {err})") from err
-    titles = book.get_metadata("DC", "title")
-    book_title = str(titles[0][0]).strip() if titles and titles[0][0] else path.stem
-    toc = _toc_titles(book.toc)
-    requests: list[JobRequest] = []
-    for idref, _linear in book.spine:
-        item = book.get_item_with_id(idref)
-        if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT or not item.is_chapter():
-            continue  # the navigation document (table of contents) is not read aloud
-        text = _html_text(item.get_content())
-        if not has_speakable(text):
-            continue  # cover images, navigation pages: nothing to say, nothing lost
-        title = (toc.get(item.get_name()) or _first_heading(item.get_content())
-                 or f"Chapter {len(requests) + 1}")
-        requests.append(_request(text, f"{path}", defaults, title=title, group_title=book_title,
-                                 group_index=len(requests)))
-    if not requests:
-        raise InvalidInput(f"{path}: nothing to speak (no chapter with text)")
-    return requests
-
-
-def _toc_titles(toc: Any) -> dict[str, str]:
-    """href (without #fragment) -> the first table-of-contents title that points to it."""
-    found: dict[str, str] = {}
-    for entry in toc:
-        if isinstance(entry, tuple | list):
-            section, children = entry[0], entry[1]
-            for href, title in ([(getattr(section, "href", None), getattr(section, "title", None))]):
-                if href and title:
-                    found.setdefault(href.split("#")[0], title.strip())
-            for href, title in _toc_titles(children).items():
-                found.setdefault(href, title)
-        elif getattr(entry, "href", None) and getattr(entry, "title", None):
-            found.setdefault(entry.href.split("#")[0], entry.title.strip())
-    return found
-
-
-def _first_heading(html: bytes) -> str | None:
-    import warnings
-
-    from bs4 import BeautifulSoup, XMLParsedAsHTMLWarning
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
-        heading = BeautifulSoup(html, "html.parser").find(["h1", "h2", "h3"])
-    text = heading.get_text(" ", strip=True) if heading else ""
-    return text or None
+        return resolve_voice_name(voice).language
+    except PermanentError:
+        return None  # an unusable voice is refused, with its reason, when the jobs are submitted

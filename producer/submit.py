@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from producer.chunking import split_chunks
+from producer.chunks import split_chunks
 from producer.text import normalize
 from schemas.broker import Publisher
 from schemas.db import Store

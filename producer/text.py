@@ -1,11 +1,12 @@
-"""Text normalization: what the voice is asked to say.
+"""Text normalization and chunking: what the voice is asked to say, cut into pieces it can say.
 
 `normalize` turns numbers, dates, times, currency and common abbreviations into words for the voice's
-language and reports (never silently drops) what it cannot speak. Cutting the result into chunks is
-`producer/chunking.py`.
+language and reports (never silently drops) what it cannot speak. `split_chunks` cuts text into
+sentence-aligned chunks under a hard character cap without losing a single character.
 
 Whitespace is structure here: one blank line (two newlines) is a paragraph break, two or more blank
-lines (three newlines) a chapter break. `normalize` collapses longer runs to those forms.
+lines (three newlines) a chapter break; `LINE_BREAK` and `HEADING_END` mark verse lines and headings
+(see `producer.chunks`). `normalize` collapses longer runs to those forms and keeps the marks.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from dataclasses import dataclass
 
 from num2words import CONVERTER_CLASSES, num2words
 
-__all__ = ["Normalized", "has_speakable", "normalize"]
+from producer.chunks import HEADING_END, LINE_BREAK, MIN_CHUNK_CHARS, TextChunk, split_chunks
 
+__all__ = ["MIN_CHUNK_CHARS", "Normalized", "TextChunk", "has_speakable", "normalize", "split_chunks"]
 
 @dataclass(frozen=True, slots=True)
 class Normalized:
@@ -302,7 +304,8 @@ def _drop_unspeakable(text: str) -> tuple[str, list[str]]:
 
 
 def _collapse_whitespace(text: str) -> str:
-    text = re.sub(r"[^\S\n]+", " ", text)
+    text = re.sub(rf"[^\S\n{LINE_BREAK}{HEADING_END}]+", " ", text)
+    text = re.sub(rf" ?([{LINE_BREAK}{HEADING_END}]) ?", r"\1", text)
     text = re.sub(r" ([.,!?;:…])(?=\s|$)", r"\1", text)  # a dropped emoji must not strand punctuation
     text = re.sub(r" ?\n ?", "\n", text)
     text = re.sub(r"\n{4,}", "\n\n\n", text)

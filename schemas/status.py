@@ -27,6 +27,8 @@ class BreakKind(StrEnum):
     SENTENCE = "sentence"
     PARAGRAPH = "paragraph"
     CHAPTER = "chapter"
+    HEADING = "heading"  # after a book's heading ("Chapter Three")
+    LINE = "line"  # a line break inside a paragraph, such as the end of a verse line
 
 
 class WorkerState(StrEnum):

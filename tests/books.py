@@ -28,3 +28,48 @@ def build_epub(path: Path, chapters: list[tuple[str, str]], title: str = "A Smal
     book.spine = [cover, "nav", *items]
     epub.write_epub(str(path), book)
     return path
+
+
+SE_DATA = Path(__file__).resolve().parent / "data" / "standardebooks"
+
+
+def build_source_epub(path: Path, folder: str, spine: list[str], *, title: str, authors: list[str],
+                      toc: dict[str, str], landmarks: dict[str, str], language: str = "en-US",
+                      made: dict[str, bytes] | None = None) -> Path:
+    """An EPUB 3 laid out as Standard Ebooks builds theirs, from the XHTML files kept in tests/data.
+
+    `spine` names files of `SE_DATA/folder` (or of `made`: documents a test put together) in reading
+    order, stored under `text/` byte for byte; `toc` maps a file (or `file#id`) to its
+    table-of-contents title and `landmarks` a file to its landmark `epub:type`, both written into a
+    navigation document `toc.xhtml` beside the package document.
+    """
+    import zipfile
+    from xml.sax.saxutils import escape
+
+    manifest = "".join(f'<item id="{name}" href="text/{name}" media-type="application/xhtml+xml"/>' for name in spine)
+    creators = "".join(f"<dc:creator>{escape(a)}</dc:creator>" for a in authors)
+    opf = (f'<?xml version="1.0" encoding="utf-8"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+           f'unique-identifier="uid"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
+           f'<dc:identifier id="uid">test-{folder}</dc:identifier><dc:title>{escape(title)}</dc:title>{creators}'
+           f'<dc:language>{language}</dc:language></metadata><manifest>{manifest}'
+           f'<item id="toc.xhtml" href="toc.xhtml" media-type="application/xhtml+xml" properties="nav"/></manifest>'
+           f'<spine>{"".join(f"<itemref idref={chr(34)}{n}{chr(34)}/>" for n in spine)}</spine></package>')
+    toc_items = "".join(f'<li><a href="text/{n}">{escape(t)}</a></li>' for n, t in toc.items())
+    marks = "".join(f'<li><a href="text/{n}" epub:type="{k}">{escape(n)}</a></li>' for n, k in landmarks.items())
+    nav = ('<?xml version="1.0" encoding="utf-8"?><html xmlns="http://www.w3.org/1999/xhtml" '
+           'xmlns:epub="http://www.idpf.org/2007/ops"><head><title>Table of Contents</title></head>'
+           f'<body epub:type="frontmatter"><nav id="toc" epub:type="toc"><h2>Table of Contents</h2><ol>{toc_items}'
+           f'</ol></nav><nav id="landmarks" epub:type="landmarks"><ol>{marks}</ol></nav></body></html>')
+    container = ('<?xml version="1.0"?>'
+                 '<container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+                 '<rootfiles><rootfile full-path="epub/content.opf" media-type="application/oebps-package+xml"/>'
+                 '</rootfiles></container>')
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("mimetype", "application/epub+zip", compress_type=zipfile.ZIP_STORED)
+        archive.writestr("META-INF/container.xml", container)
+        archive.writestr("epub/content.opf", opf)
+        archive.writestr("epub/toc.xhtml", nav)
+        for name in spine:
+            data = (made or {}).get(name) or (SE_DATA / folder / name).read_bytes()
+            archive.writestr(f"epub/text/{name}", data)
+    return path

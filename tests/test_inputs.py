@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from producer.chunks import HEADING_END
 from producer.inputs import markdown_to_text, read_inputs
 from producer.text import normalize
 from schemas.errors import InvalidInput
@@ -28,12 +29,13 @@ def test_epub_becomes_one_ordered_job_per_chapter(tmp_path: Path) -> None:
                 ("The Middle", "<p>Nothing   happened<br/>for a while.</p>"),
                 ("The End", "<div><p>They left at 9 a.m.</p></div>")]
     requests = _read(build_epub(tmp_path / "book.epub", chapters))
-    assert [r.title for r in requests] == ["The Beginning", "The Middle", "The End"]
-    assert [r.group_index for r in requests] == [0, 1, 2]
+    assert [r.title for r in requests] == ["A Small Book", "The Beginning", "The Middle", "The End"]
+    assert [r.group_index for r in requests] == [0, 1, 2, 3]
     assert {r.group_title for r in requests} == {"A Small Book"}
     assert {r.source for r in requests} == {str(tmp_path / "book.epub")}
-    assert requests[0].text == "The Beginning\n\nIt was a cold day.\n\nThe clock struck 13."
-    assert requests[1].text == "The Middle\n\nNothing happened\nfor a while."
+    assert requests[0].text == "A Small Book"  # the opening line; this book names no author
+    assert requests[1].text == f"The Beginning{HEADING_END}\n\nIt was a cold day.\n\nThe clock struck 13."
+    assert requests[2].text == f"The Middle{HEADING_END}\n\nNothing happened\nfor a while."
 
 
 def test_markdown_strips_markup_and_keeps_headings_as_structure(tmp_path: Path) -> None:
@@ -69,7 +71,8 @@ def test_txt_jsonl_folder_and_stdin(tmp_path: Path) -> None:
     ("quiet.jsonl", b'{"text": "a"}\n{"text": "  "}\n', r"quiet\.jsonl:2: nothing to speak"),
     ("dup.jsonl", b'{"text": "a", "id": "x"}\n{"text": "b", "id": "x"}\n', r"dup\.jsonl:2: job id 'x' is used twice"),
     ("book.epub", b"not a zip", r"book\.epub: not a readable EPUB"),
-    ("notes.pdf", b"%PDF", r"notes\.pdf: unsupported input type"),
+    ("notes.pdf", b"%PDF", r"notes\.pdf: not a readable PDF"),
+    ("notes.docx", b"PK", r"notes\.docx: unsupported input type"),
 ])
 def test_bad_input_is_refused_naming_where(tmp_path: Path, name: str, content: bytes, message: str) -> None:
     good = tmp_path / "good.txt"

@@ -68,9 +68,9 @@ def _a_book_becomes_chapter_files_subtitles_and_an_m4b(fleet: Fleet) -> None:
                 ("Departure", "<p>At dawn she was gone.</p>")]
     book = build_epub(fleet.tmp / "book.epub", chapters, title="A Short Journey")
     ids = fleet.submit(str(book))
-    assert len(ids) == 3
+    assert len(ids) == 4  # the opening line ("A Short Journey"), then the chapters
     views = fleet.wait_done(ids)
-    assert [v["title"] for v in views] == ["Arrival", "The Inn", "Departure"]
+    assert [v["title"] for v in views] == ["A Short Journey", "Arrival", "The Inn", "Departure"]
     for view in views:
         audio = Path(view["audio_path"])
         assert audio.is_file() and audio.with_suffix(".srt").is_file() and audio.with_suffix(".vtt").is_file()
@@ -78,7 +78,7 @@ def _a_book_becomes_chapter_files_subtitles_and_an_m4b(fleet: Fleet) -> None:
     probe = json.loads(subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_chapters", "-show_format", str(m4b)],
         capture_output=True, text=True, check=True).stdout)
-    assert [c["tags"]["title"] for c in probe["chapters"]] == ["Arrival", "The Inn", "Departure"]
+    assert [c["tags"]["title"] for c in probe["chapters"]] == ["A Short Journey", "Arrival", "The Inn", "Departure"]
     for mark, view in zip(probe["chapters"], views, strict=True):
         assert float(mark["end_time"]) - float(mark["start_time"]) == pytest.approx(view["audio_s"], abs=0.01)
 

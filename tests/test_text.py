@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from num2words import num2words
 
-from producer.chunking import MIN_CHUNK_CHARS, split_chunks
+from producer.chunks import HEADING_END, LINE_BREAK, MIN_CHUNK_CHARS, split_chunks
 from producer.text import has_speakable, normalize
 from schemas.status import BreakKind
 
@@ -186,3 +186,14 @@ def test_runs_of_combining_marks_do_not_explode_into_one_chunk_per_character() -
     pieces = split_chunks(word, 64)
     assert "".join(c.text for c in pieces) == word and len(pieces) <= len(word) // 60 + 1
     assert all(not unicodedata.combining(c.text[0]) for c in pieces)
+
+
+def test_heading_and_line_marks_become_pauses_and_survive_normalize() -> None:
+    text = f"Chapter 3{HEADING_END}\n\nRoses are red,  {LINE_BREAK} violets are blue.\nSugar is sweet."
+    normalized = normalize(text).text
+    assert normalized == f"Chapter three{HEADING_END}\n\nRoses are red,{LINE_BREAK}violets are blue.\nSugar is sweet."
+    chunks = split_chunks(normalized, 100)
+    assert "".join(c.text for c in chunks) == normalized
+    assert [(c.text.strip(), c.break_after) for c in chunks] == [
+        ("Chapter three", BreakKind.HEADING), ("Roses are red,", BreakKind.LINE),
+        ("violets are blue.", BreakKind.SENTENCE), ("Sugar is sweet.", BreakKind.SENTENCE)]

@@ -32,7 +32,8 @@ __all__ = ["PAUSE_S", "AssembledAudio", "AssemblyPiece", "assemble", "build_book
            "publish", "read_chunk", "write_chunk"]
 
 # Silence inserted after a chunk, by what follows it; nothing after the last chunk.
-PAUSE_S = {BreakKind.NONE: 0.08, BreakKind.SENTENCE: 0.35, BreakKind.PARAGRAPH: 0.8, BreakKind.CHAPTER: 2.0}
+PAUSE_S = {BreakKind.NONE: 0.08, BreakKind.LINE: 0.25, BreakKind.SENTENCE: 0.35, BreakKind.PARAGRAPH: 0.8,
+           BreakKind.HEADING: 1.2, BreakKind.CHAPTER: 2.0}
 FADE_S = 0.005  # ramp at each chunk edge: a chunk ending off zero would click against the pause
 _SOUNDFILE = {AudioFormat.WAV: ("WAV", "PCM_16"), AudioFormat.FLAC: ("FLAC", "PCM_16"),
               AudioFormat.OGG: ("OGG", "VORBIS")}

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from producer.book_options import BookOptions, Matter, Notes
 from producer.cli.common import (
     BrokerUrlOpt,
     DatabaseUrlOpt,
@@ -33,6 +34,11 @@ ForceOpt = Annotated[bool, typer.Option("--force", help="make new jobs even if i
 LoudnessOpt = Annotated[float | None, typer.Option("--loudness", min=-70, max=-5,
                                                    help="normalize each job's audio to this loudness, LUFS (e.g. -18)")]
 JobIdsArg = Annotated[list[str], typer.Argument(help="job ids")]
+# How books are read (EPUB): see docs/text.md "Books"
+MatterOpt = Annotated[Matter, typer.Option("--matter", help="body: skip imprint, colophon, contents, index, "
+                                                          "notes... (each reported on stderr); all: read everything")]
+NotesOpt = Annotated[Notes, typer.Option("--notes", help="skip notes, or read each after its paragraph")]
+CaptionsOpt = Annotated[bool, typer.Option("--captions", help="read figure captions and image descriptions")]
 
 
 def _settings(**overrides: object) -> ProducerSettings:
@@ -40,10 +46,11 @@ def _settings(**overrides: object) -> ProducerSettings:
 
 
 def _requests(inputs: list[str], voice: str | None, fmt: AudioFormat, priority: int,
-              loudness: float | None) -> list[JobRequest]:
+              loudness: float | None, book: BookOptions) -> list[JobRequest]:
     from producer.inputs import read_inputs
 
-    requests = read_inputs(inputs, sys.stdin, voice=voice, format=fmt, priority=priority)
+    requests = read_inputs(inputs, sys.stdin, voice=voice, format=fmt, priority=priority, book=book,
+                           on_skip=lambda skipped: typer.echo(str(skipped), err=True))
     if loudness is None:
         return requests
     return [r.model_copy(update={"loudness_lufs": loudness}) for r in requests]
@@ -51,14 +58,15 @@ def _requests(inputs: list[str], voice: str | None, fmt: AudioFormat, priority: 
 
 def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV,
            priority: PriorityOpt = 5, force: ForceOpt = False, loudness: LoudnessOpt = None,
-           as_json: JsonOpt = False, broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None) -> None:
+           as_json: JsonOpt = False, broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None,
+           matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False) -> None:
     """Validate INPUTs and enqueue one job per text (per chapter for EPUB); prints the job ids."""
     from producer.submit import submit as submit_jobs
     from schemas.broker import Publisher
     from schemas.db import open_store
 
     settings = _settings(broker_url=broker_url, database_url=database_url)
-    requests = _requests(inputs, voice, fmt, priority, loudness)
+    requests = _requests(inputs, voice, fmt, priority, loudness, BookOptions(matter, notes, captions))
     store = open_store(settings.database_url)
     publisher = Publisher(settings.broker_url, settings.queue)
     try:
@@ -120,13 +128,14 @@ def cancel(job_ids: JobIdsArg, as_json: JsonOpt = False, database_url: DatabaseU
 def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV, priority: PriorityOpt = 5,
         force: ForceOpt = False, loudness: LoudnessOpt = None, as_json: JsonOpt = False,
         database_url: DatabaseUrlOpt = None,
-        output_dir: OutputDirOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None) -> None:
+        output_dir: OutputDirOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
+        matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False) -> None:
     """Embedded mode: submit, synthesize in this process (no broker), wait, print results and stats."""
     from producer.cli.embedded import run_embedded
 
     env = environ()
     settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice)
-    requests = _requests(inputs, voice, fmt, priority, loudness)
+    requests = _requests(inputs, voice, fmt, priority, loudness, BookOptions(matter, notes, captions))
     views = run_embedded(requests, settings, env, device=device, precision=precision, force=force,
                          show_progress=stdout_is_terminal() and not as_json, quiet=as_json)
     if as_json:

@@ -1,9 +1,12 @@
-"""Chunking: normalized text cut into sentence-aligned pieces a voice can say, nothing lost.
+"""Cutting normalized text into sentence-aligned chunks, each with the pause kind that follows it.
 
-`split_chunks` cuts text under a hard character cap, one sentence per chunk where it fits, then at
-clause marks, then at spaces; `"".join(c.text for c in chunks) == text` always holds. Each chunk records
-the pause that follows it (`BreakKind`): one blank line is a paragraph break, two or more a chapter
-break (`producer/text.py` normalizes whitespace to those forms).
+Whitespace is structure: one blank line (two newlines) is a paragraph break, two or more blank lines
+(three newlines) a chapter break. Two invisible Unicode separators carry what books add (they are
+whitespace, so no chunk's stripped text ever contains one):
+
+- `LINE_BREAK` (U+2028 LINE SEPARATOR): a line break inside a paragraph that is read as a short pause,
+  such as the end of a verse line. A plain newline inside a paragraph is only a space.
+- `HEADING_END` (U+2029 PARAGRAPH SEPARATOR): the end of a heading; a heading pause follows.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ import regex
 
 from schemas.status import BreakKind
 
-__all__ = ["MIN_CHUNK_CHARS", "TextChunk", "split_chunks"]
+__all__ = ["HEADING_END", "LINE_BREAK", "MIN_CHUNK_CHARS", "TextChunk", "split_chunks"]
 
 MIN_CHUNK_CHARS = 16  # below this a hard cap cannot keep whitespace attached to words
+LINE_BREAK = "\u2028"
+HEADING_END = "\u2029"
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +43,7 @@ _CLAUSE_CUT = re.compile(r"[,;:—–、，；：]\s+")
 _SPACES = re.compile(r"\s*")
 _WHITESPACE = re.compile(r"\s+")
 _BLANK_LINE = re.compile(r"[^\S\n]*\n\s*\n")
+_MARK = re.compile(f"[{LINE_BREAK}{HEADING_END}]")
 # A user-perceived character (Unicode extended grapheme cluster); the stdlib `re` has no `\X`.
 _GRAPHEME = regex.compile(r"\X")
 
@@ -47,8 +53,9 @@ def split_chunks(text: str, max_chars: int) -> list[TextChunk]:
 
     Guarantees: `"".join(c.text for c in chunks) == text`; no chunk is empty or whitespace-only
     (whitespace rides on the chunk before it); `break_after` is CHAPTER / PARAGRAPH / SENTENCE from the
-    whitespace that follows (3+ / 2 newlines / other), NONE where a long sentence was cut. The last
-    chunk's break is SENTENCE. Text with nothing but whitespace gives [].
+    whitespace that follows (3+ / 2 newlines / other), HEADING after `HEADING_END`, LINE after
+    `LINE_BREAK`, NONE where a long sentence was cut. The last chunk's break is SENTENCE. Text with
+    nothing but whitespace gives [].
 
     Raises:
         ValueError: `max_chars` < 16, or a whitespace run longer than `max_chars // 4` (normalize first).
@@ -74,8 +81,12 @@ def _break_kind(unit: str) -> BreakKind:
     newlines = tail.count("\n")
     if newlines >= 3:
         return BreakKind.CHAPTER
+    if HEADING_END in tail:
+        return BreakKind.HEADING
     if newlines == 2:
         return BreakKind.PARAGRAPH
+    if LINE_BREAK in tail:
+        return BreakKind.LINE
     return BreakKind.SENTENCE
 
 
@@ -87,6 +98,7 @@ def _sentence_units(text: str) -> list[str]:
     ends = {m.end() for m in _CJK_END.finditer(text)}
     ends |= {m.end() for m in _WESTERN_END.finditer(text) if _is_western_end(text, m)}
     ends |= {m.start() for m in _BLANK_LINE.finditer(text)}
+    ends |= {m.start() for m in _MARK.finditer(text)}
     units: list[str] = []
     start = 0
     for end in sorted(ends):
