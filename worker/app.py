@@ -1,6 +1,6 @@
 """The Celery app of a worker, configured for long GPU jobs.
 
-Delivery is at-least-once; SQL makes the effect exactly-once (see worker/store.py). Comments explain
+Delivery is at-least-once; SQL makes the effect exactly-once (see worker/lease.py). Comments explain
 each setting that differs from Celery's defaults.
 
 On RabbitMQ the message is acknowledged after the job (acks_late), and RabbitMQ closes a channel whose
