@@ -2,7 +2,7 @@
 
     python -m bench.gpu_check --device cuda:0 --out DIR       # full size: well inside 8 minutes on an H100
     python -m bench.gpu_check --device cpu --small --out DIR  # CI size, runs anywhere in about a minute
-    python -m bench.gpu_check --wer DIR                       # word error rate of DIR's audio, here
+    python -m bench.gpu_check --wer DIR [--out NEW]           # word error rate of DIR's audio, here
 
 Steps (each records ok / failed / skipped and why, and the run goes on past a failure):
  1. doctor: `ttsfleet doctor --json` on the real device; the policy and its reason;
@@ -38,6 +38,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
+ROOT = Path(__file__).resolve().parent.parent
 PRECISIONS = ("bf16", "fp16", "fp32")
 DTYPE_NAMES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
 
@@ -107,8 +108,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.wer is not None:
         from bench.gpu_wer import finish_from_folder
 
-        sys.exit(finish_from_folder(args.wer))
-    out = Path(args.out).resolve()
+        sys.exit(finish_from_folder(args.wer, Path(args.out) if args.out else args.wer))
+    out = Path(args.out or os.environ.get("OUT") or "gpu-check-out").resolve()
     out.mkdir(parents=True, exist_ok=True)
     work = Path(args.work).resolve() if args.work else Path(tempfile.mkdtemp(prefix="ttsfleet-gpu-check-"))
     check = Check(device_spec=args.device, voice=args.voice, out=out, work=work,
@@ -122,8 +123,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda:0", help="cpu, cuda, cuda:N [default: cuda:0]")
     parser.add_argument("--voice", default="piper:joe", help="voice name or folder [default: piper:joe]")
-    parser.add_argument("--out", default=os.environ.get("OUT") or "gpu-check-out",
-                        help="where results.json, results.md and the audio go [default: $OUT, else gpu-check-out]")
+    parser.add_argument("--out", help="where results.json, results.md and the audio go [default: $OUT, else "
+                                      "gpu-check-out; with --wer: DIR itself]")
     parser.add_argument("--work", help="scratch folder (store, job audio, voice cache) [default: a new temp dir]")
     parser.add_argument("--small", action="store_true", help="CI size: a few chunks and jobs, one repeat")
     parser.add_argument("--budget-s", type=float, default=420.0,

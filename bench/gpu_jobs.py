@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.gpu_check import Check, Outcome
+from bench.gpu_check import ROOT, Check, Outcome
 from bench.gpu_steps import SENTENCES
 
 # Creep allowed from the first reading after warm-up to the largest later one, in bytes: the engine keeps
@@ -36,7 +36,7 @@ def jobs_step(check: Check) -> Outcome:
     command = [sys.executable, "-m", "bench.gpu_jobs", "--device", check.device_spec, "--voice", check.voice,
                "--jobs", str(check.sizes.jobs), "--folder", str(folder)]
     env = {**os.environ, "TTSFLEET_VOICES_CACHE_DIR": str(check.voices_cache)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=360, check=False, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=360, check=False, env=env, cwd=ROOT)
     readings = [json.loads(line) for line in (folder / "memory.jsonl").read_text().splitlines()] \
         if (folder / "memory.jsonl").is_file() else []
     views = json.loads(result.stdout) if result.stdout.strip().startswith("[") else []

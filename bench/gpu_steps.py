@@ -11,7 +11,7 @@ import subprocess
 import time
 from typing import Any
 
-from bench.gpu_check import DTYPE_NAMES, PRECISIONS, Check, Outcome, first_line, ttsfleet_command
+from bench.gpu_check import DTYPE_NAMES, PRECISIONS, ROOT, Check, Outcome, first_line, ttsfleet_command
 
 SENTENCES = [
     "The river ran quietly past the old mill.",
@@ -65,7 +65,7 @@ def run_counted(engine: Any, chunks: list[Any]) -> tuple[dict[int, int], Any, fl
 def doctor_step(check: Check) -> Outcome:
     """`ttsfleet doctor --json --device D` in a subprocess, as a user runs it."""
     command = [*ttsfleet_command(), "doctor", "--json", "--device", check.device_spec]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180, check=False, cwd=ROOT)
     if result.returncode != 0:
         lines = result.stderr.strip().splitlines() or ["(no output)"]
         return Outcome("failed", f"doctor exited {result.returncode}: {lines[-1]}")
@@ -168,10 +168,11 @@ def _best_of(engine: Any, chunks: list[Any], repeats: int) -> dict[str, Any]:
     """The fastest of `repeats` runs: audio_s, synth_s, speed_x, peak_mem_bytes, batches."""
     best: dict[str, Any] | None = None
     for _ in range(repeats):
+        resident = allocated_now(engine.device.torch_device)
         lengths, run, _wall = run_counted(engine, chunks)
         audio_s = sum(lengths.values()) / engine.sample_rate_hz
         row = {"audio_s": audio_s, "synth_s": run.synth_s, "speed_x": audio_s / run.synth_s,
-               "peak_mem_bytes": run.peak_mem_bytes, "batches": run.batches,
+               "peak_mem_bytes": run.peak_mem_bytes, "resident_bytes": resident, "batches": run.batches,
                "largest_batch": run.max_batch_size, "oom_retries": run.oom_retries,
                "fp32_fallbacks": run.fp32_fallbacks}
         if best is None or row["synth_s"] < best["synth_s"]:
@@ -180,17 +181,28 @@ def _best_of(engine: Any, chunks: list[Any], repeats: int) -> dict[str, Any]:
     return best
 
 
+def allocated_now(torch_device: str) -> int | None:
+    """CUDA bytes allocated now (the weights of every engine the check holds, and nothing else between
+    runs); None off CUDA."""
+    if not torch_device.startswith("cuda"):
+        return None
+    import torch
+
+    return int(torch.cuda.memory_allocated(torch_device))
+
+
 def naive_loop(check: Check, chunks: list[Any]) -> dict[str, Any]:
-    """A plain VitsModel on the same device, one sentence per forward, fp32 (TF32 off), noise on, as a
-    script without ttsfleet would run it; the fastest of two or more passes (the first warms up):
-    audio_s, synth_s, speed_x, peak_mem_bytes."""
+    """A plain VitsModel on the same device, one sentence per forward, fp32 with torch's default settings
+    (TF32 matmuls off, cuDNN TF32 convolutions on), noise on, as a script without ttsfleet would run it.
+    The fastest of two or more passes (the first warms up): audio_s, synth_s, speed_x, peak_mem_bytes."""
     import torch
 
     from worker.model import free_memory, peak_bytes, reset_peak
 
     voice = check.load_voice()
     where = check.device.torch_device
-    torch.set_float32_matmul_precision("highest")
+    torch.set_float32_matmul_precision("highest")  # torch's defaults, as a plain script has them
+    torch.backends.cudnn.allow_tf32 = True
     model = voice.model.to(where)
     ids = [voice.encode(chunk.text).ids for chunk in chunks]
     best: dict[str, Any] | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +89,10 @@ def _measure(files: dict[str, str], folder: Path, data: dict[str, Any]) -> Outco
     return Outcome("ok", data=data)
 
 
-def finish_from_folder(folder: Path) -> int:
-    """`--wer DIR`: measure DIR's audio, replace the intelligibility step in DIR's results; exit status."""
+def finish_from_folder(folder: Path, out: Path) -> int:
+    """`--wer DIR`: measure DIR's audio and write the results, its intelligibility step replaced, into `out`
+    (DIR itself, or another folder when DIR is read-only; the audio is copied along). Returns the exit
+    status: 0 when the step is ok."""
     from bench.gpu_report import write_results
 
     results_file = folder / "results.json"
@@ -103,6 +106,10 @@ def finish_from_folder(folder: Path) -> int:
         return 1
     outcome = judge(step["data"]["files"], folder)
     step.update(status=outcome.status, why=outcome.why, data=outcome.data, measured_elsewhere=True)
-    write_results(results, folder)
+    out.mkdir(parents=True, exist_ok=True)
+    if out.resolve() != folder.resolve():
+        for name in step["data"]["files"].values():
+            shutil.copy2(folder / name, out / name)
+    write_results(results, out)
     print(f"intelligibility: {outcome.status}" + (f" ({outcome.why})" if outcome.why else ""))
     return 0 if outcome.status == "ok" else 1

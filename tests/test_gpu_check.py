@@ -105,9 +105,11 @@ def test_cpu_small_check_end_to_end(tmp_path: Path, tmp_path_factory: pytest.Tem
     markdown = (out / "results.md").read_text()
     for line in ("| doctor | ok |", "| bf16 | refused |", "naive VitsModel loop", "| intelligibility | ok |"):
         assert line in markdown
-    again = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--wer", str(out)], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300, check=False)
+    # `--wer DIR --out NEW`: what the device machine returns is read-only, so the update can go elsewhere
+    again = subprocess.run([sys.executable, "-m", "bench.gpu_check", "--wer", str(out), "--out", str(tmp_path / "new")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
-    redone = next(s for s in json.loads((out / "results.json").read_text())["steps"]
+    redone = next(s for s in json.loads((tmp_path / "new" / "results.json").read_text())["steps"]
                   if s["step"] == "intelligibility")
     assert redone["measured_elsewhere"] and redone["data"]["wer"]["fp32"] == wer["wer"]["fp32"]
+    assert (tmp_path / "new" / wer["files"]["fp32"]).is_file() and (tmp_path / "new" / "results.md").is_file()
