@@ -15,6 +15,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,9 @@ def jobs_step(check: Check) -> Outcome:
     command = [sys.executable, "-m", "bench.gpu_jobs", "--device", check.device_spec, "--voice", check.voice,
                "--jobs", str(check.sizes.jobs), "--folder", str(folder)]
     env = {**os.environ, "TTSFLEET_VOICES_CACHE_DIR": str(check.voices_cache)}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=360, check=False, env=env, cwd=ROOT)
+    timeout_s = max(60.0, min(360.0, check.deadline - time.monotonic() + 60.0))  # within the check's budget
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False, env=env,
+                            cwd=ROOT)
     readings = [json.loads(line) for line in (folder / "memory.jsonl").read_text().splitlines()] \
         if (folder / "memory.jsonl").is_file() else []
     views = json.loads(result.stdout) if result.stdout.strip().startswith("[") else []

@@ -95,7 +95,7 @@ def oom_step(check: Check) -> Outcome:
         torch.cuda.set_per_process_memory_fraction(1.0, check.device.torch_device)
         engine.token_budget = budget
         engine.cleanup()
-    return _judge_oom(data, reference, engine.sample_rate_hz)
+    return judge_oom(data, reference, engine.sample_rate_hz)
 
 
 def _capped_run(engine: Any, chunks: list[Any], forced_budget: int, headroom: float) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def _capped_run(engine: Any, chunks: list[Any], forced_budget: int, headroom: fl
     return attempt
 
 
-def _judge_oom(data: dict[str, Any], reference: dict[int, int], rate_hz: int) -> Outcome:
+def judge_oom(data: dict[str, Any], reference: dict[int, int], rate_hz: int) -> Outcome:
     """ok when the capped run ran out of memory at least once and made every chunk the same length."""
     last = data["attempts"][-1] if data["attempts"] else {}
     lengths = last.pop("lengths", None)

@@ -144,10 +144,12 @@ def engines_step(check: Check) -> Outcome:
         engine.max_batch_items = None
     naive = naive_loop(check, chunks)
     data = {"chunks": len(chunks), "rows": rows, "naive": naive, "ratios": ratios(rows, naive)}
-    lengths = {round(row["audio_s"], 4) for row in rows}
-    if len(lengths) > 1:
-        return Outcome("failed", f"audio length differs between configurations (noise off): {sorted(lengths)} s",
-                       data)
+    lengths: dict[str, set[float]] = {}
+    for row in rows:
+        lengths.setdefault(row["precision"], set()).add(round(row["audio_s"], 4))
+    if len(set().union(*lengths.values())) > 1:
+        seen = ", ".join(f"{name} {sorted(values)}" for name, values in lengths.items())
+        return Outcome("failed", f"audio length (s) differs between configurations with noise off: {seen}", data)
     return Outcome("ok", data=data)
 
 

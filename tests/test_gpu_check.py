@@ -14,7 +14,7 @@ from packaging.utils import canonicalize_name
 
 from bench.gpu_check import SMALL, Check, Outcome, run_all
 from bench.gpu_jobs import summarize
-from bench.gpu_memory import _judge_oom
+from bench.gpu_memory import judge_oom
 from bench.gpu_wheels import image_names, read_sections, uncovered_project_deps
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,13 +58,13 @@ def test_wheel_list_covers_the_project_and_never_carries_torch() -> None:
 
 def test_oom_judgement() -> None:
     recovered = {"attempts": [{"cap_chunks": 2, "lengths": {0: 10, 1: 20}, "oom_retries": 2}]}
-    assert _judge_oom(recovered, {0: 10, 1: 20}, 10).status == "ok"
+    assert judge_oom(recovered, {0: 10, 1: 20}, 10).status == "ok"
     changed = {"attempts": [{"cap_chunks": 2, "lengths": {0: 10, 1: 21}, "oom_retries": 2}]}
-    assert _judge_oom(changed, {0: 10, 1: 20}, 10).status == "failed"
+    assert judge_oom(changed, {0: 10, 1: 20}, 10).status == "failed"
     no_oom = {"attempts": [{"cap_chunks": 2, "lengths": {0: 10, 1: 20}, "oom_retries": 0}]}
-    assert "no out-of-memory" in _judge_oom(no_oom, {0: 10, 1: 20}, 10).why
+    assert "no out-of-memory" in judge_oom(no_oom, {0: 10, 1: 20}, 10).why
     too_tight = {"attempts": [{"cap_chunks": 32, "error": "does not fit"}]}
-    assert _judge_oom(too_tight, {0: 10}, 10).status == "failed"
+    assert judge_oom(too_tight, {0: 10}, 10).status == "failed"
 
 
 def test_creep_is_measured_after_warm_up() -> None:
