@@ -9,8 +9,10 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 TTSFLEET := $(VENV)/bin/ttsfleet
 PYTEST_ARGS ?=
+GPU_DEVICE ?= cuda:0
+GPU_OUT ?= gpu-check-out
 
-.PHONY: demo test test-fast services lint typecheck bench bench-quick clean
+.PHONY: demo test test-fast services lint typecheck bench bench-quick gpu-wheels gpu-check gpu-check-small gpu-wer clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +51,19 @@ bench-quick: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(PY) -m bench.engine
+
+# The GPU check (docs/benchmarks.md): wheels for a bare device machine, the check itself, its CPU form.
+gpu-wheels: $(VENV)/.test
+	$(PY) -m bench.gpu_wheels
+
+gpu-check: $(VENV)/.test
+	PYTHON=$(PY) OUT=$(GPU_OUT) bash bench/gpu_check.sh --no-wheels --device $(GPU_DEVICE)
+
+gpu-check-small: $(VENV)/.test
+	$(PY) -m bench.gpu_check --device cpu --small --out $(GPU_OUT)
+
+gpu-wer: $(VENV)/.test
+	$(PY) -m bench.gpu_check --wer $(GPU_OUT)
 
 clean:
 	rm -rf $(VENV) ttsfleet-output ttsfleet.db ttsfleet.db-*

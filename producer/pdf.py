@@ -57,8 +57,10 @@ def read_pdf(path: Path, language: str = "en") -> tuple[str, str | None]:
     Raises:
         InvalidInput: the file is not a readable PDF (damaged, encrypted), or has no text layer.
     """
-    import pdfplumber
-
+    try:
+        import pdfplumber
+    except ImportError as err:
+        raise InvalidInput(f"{path}: reading PDFs needs the pdf extra: pip install 'ttsfleet[pdf]'") from err
     try:
         with pdfplumber.open(path) as pdf:
             title = str(pdf.metadata.get("Title") or "").strip() or None

@@ -12,13 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.asr import transcribe, wer
+from worker.asr import MAX_WER, REFERENCE_PARAGRAPH, transcribe, wer
 
-PARAGRAPH = ("The quick brown fox jumps over the lazy dog. This is an offline text to speech test. "
-             "We read books aloud for people who cannot see the page. "
-             "Every morning the train leaves the station at seven o'clock. "
-             "Please call me back when you have time.")
-MAX_WER = 0.35  # measured 0.04-0.09 over seeds; the recognizer alone errs ~0.2 on some sentences
+PARAGRAPH = REFERENCE_PARAGRAPH
 
 
 @pytest.mark.slow

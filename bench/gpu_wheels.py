@@ -1,0 +1,177 @@
+"""`make gpu-wheels`: download, here, the wheels the GPU check needs that the device machine's image lacks.
+
+    python -m bench.gpu_wheels [--list bench/gpu-wheels.txt] [--image bench/gpu-image.txt]
+
+Reads the pinned list (sections [deps], [build], [voice]), downloads each wheel for CPython 3.12 on
+manylinux x86_64 (`pip download --no-deps --only-binary=:all:`, so nothing ever pulls a second torch),
+builds the pure-Python sdists of [build] into wheels, then checks, failing with one line each:
+- every requirement of every carried wheel (for Python 3.12 on Linux) is carried or on the image;
+- every dependency of the project (pyproject.toml, with the `voice` extra) is carried or on the image;
+- each trip (the working tree plus one wheel folder) fits the device tool's 64 MiB.
+Prints the size of each folder and trip in MiB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.parser
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIP_LIMIT_BYTES = 64 * 2**20
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
+             "manylinux2014_x86_64", "manylinux1_x86_64")
+# Marker environment of the device machine's Python (3.12.3 on x86-64 Linux).
+TARGET_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
+              "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+              "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+# Installed before the project on any machine (README), so never carried.
+ALWAYS_THERE = {"torch", "transformers"}
+FOLDERS = {"deps": ".gpu-wheels", "build": ".gpu-wheels", "voice": ".gpu-voice"}
+
+
+def main() -> None:
+    args = _parse()
+    sections = read_sections(args.list)
+    image = image_names(args.image)
+    for section, folder in FOLDERS.items():
+        dest = ROOT / folder
+        dest.mkdir(exist_ok=True)
+        if section == "build":
+            _pip("wheel", "--no-deps", "--no-binary", ":all:", "-w", str(dest), *sections.get(section, []))
+        elif sections.get(section):
+            _pip("download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation",
+                 "cp", *(f"--platform={p}" for p in PLATFORMS), "-d", str(dest), *sections[section])
+    wheels = _prune(sorted({w for folder in set(FOLDERS.values()) for w in (ROOT / folder).glob("*.whl")}),
+                    sections)
+    carried = {wheel_requirements(path)[0] for path in wheels}
+    problems = missing_requirements(wheels, image) + uncovered_project_deps(carried | image)
+    (ROOT / ".gpu-wheels" / "COMMIT").write_text(_commit() + "\n")
+    problems += _report_sizes()
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    sys.exit(1 if problems else 0)
+
+
+def _prune(wheels: list[Path], sections: dict[str, list[str]]) -> list[Path]:
+    """Delete wheels left by an earlier list (a dropped package, an older pin): they would travel too."""
+    wanted = {(canonicalize_name(req.split("==")[0]), req.split("==")[1]) for reqs in sections.values()
+              for req in reqs}
+    kept = []
+    for wheel in wheels:
+        name, version = wheel.name.split("-")[:2]
+        if (canonicalize_name(name), version) in wanted:
+            kept.append(wheel)
+        else:
+            print(f"removing {wheel.name}: no longer on the list", file=sys.stderr)
+            wheel.unlink()
+    return kept
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--list", type=Path, default=ROOT / "bench" / "gpu-wheels.txt")
+    parser.add_argument("--image", type=Path, default=ROOT / "bench" / "gpu-image.txt")
+    return parser.parse_args()
+
+
+def _lines(path: Path) -> list[str]:
+    """Non-empty lines of `path` without comments."""
+    return [line.split("#", 1)[0].strip() for line in path.read_text().splitlines() if line.split("#", 1)[0].strip()]
+
+
+def read_sections(path: Path) -> dict[str, list[str]]:
+    """`{section: [requirement, ...]}` from an INI-like list: `[name]` headers, one `name==version` a line."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in _lines(path):
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], [])
+        elif current is None:
+            raise SystemExit(f"error: {path}: {line!r} comes before any [section]")
+        else:
+            current.append(line)
+    return sections
+
+
+def _pip(*args: str) -> None:
+    command = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q", *args]
+    result = subprocess.run(command, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"error: pip {args[0]} failed (exit {result.returncode}): {' '.join(args[-3:])}")
+
+
+def wheel_requirements(wheel: Path) -> tuple[str, list[Requirement]]:
+    """(canonical name, Requires-Dist that apply to the device machine without extras) of a wheel file."""
+    with zipfile.ZipFile(wheel) as archive:
+        meta_name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        meta = email.parser.Parser().parsestr(archive.read(meta_name).decode("utf-8"))
+    requirements = [Requirement(text) for text in meta.get_all("Requires-Dist") or []]
+    wanted = [r for r in requirements if r.marker is None or r.marker.evaluate(dict(TARGET_ENV))]
+    return canonicalize_name(str(meta["Name"])), wanted
+
+
+def missing_requirements(wheels: list[Path], image: set[str]) -> list[str]:
+    """One line per requirement of a carried wheel that is neither carried nor on the image."""
+    declared = {path: wheel_requirements(path) for path in wheels}
+    carried = {name for name, _ in declared.values()} | image
+    return [f"{path.name} needs {req} (add it to bench/gpu-wheels.txt)"
+            for path, (_, reqs) in declared.items() for req in reqs if canonicalize_name(req.name) not in carried]
+
+
+def uncovered_project_deps(available: set[str]) -> list[str]:
+    """One line per project dependency (voice extra included) whose canonical name is not in `available`
+    (the carried wheels plus the image)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = [Requirement(text).name for text in [*project["dependencies"],
+                                                   *project["optional-dependencies"]["voice"]]]
+    return [f"project dependency {name} is neither carried nor on the image"
+            for name in names if canonicalize_name(name) not in available]
+
+
+def image_names(path: Path) -> set[str]:
+    """Canonical names of the packages on the device machine's image, plus torch and transformers."""
+    return {canonicalize_name(line) for line in _lines(path)} | ALWAYS_THERE
+
+
+def tree_bytes() -> int:
+    """Bytes of the working tree that travels: tracked files plus untracked files git does not ignore."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                            capture_output=True, check=True).stdout.decode().split("\0")
+    return sum((ROOT / name).stat().st_size for name in listed if name and (ROOT / name).is_file())
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def _report_sizes() -> list[str]:
+    """Print each folder's and trip's size; one problem line per trip over the limit."""
+    tree = tree_bytes()
+    print(f"working tree: {tree / 2**20:.1f} MiB")
+    problems = []
+    for folder in sorted(set(FOLDERS.values())):
+        size = _folder_bytes(ROOT / folder)
+        trip = tree + size
+        count = len(list((ROOT / folder).glob("*.whl")))
+        print(f"{folder}/: {count} wheels, {size / 2**20:.1f} MiB; trip with the tree: {trip / 2**20:.1f} MiB "
+              f"of {TRIP_LIMIT_BYTES / 2**20:.0f}")
+        if trip > TRIP_LIMIT_BYTES:
+            problems.append(f"{folder}/ plus the working tree is {trip / 2**20:.1f} MiB, over the 64 MiB limit")
+    return problems
+
+
+def _commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    return result.stdout.strip() or "unknown"
+
+
+if __name__ == "__main__":
+    main()
