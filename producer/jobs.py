@@ -1,21 +1,35 @@
-"""Reading and steering stored jobs: status views, cancellation, waiting for completion."""
+"""Reading and steering stored jobs: status views (filtered and paged), cancellation, retry, waiting."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import Select, select, update
 
 from schemas.db import Store
-from schemas.errors import JobNotFound
-from schemas.messages import JobView
+from schemas.errors import InvalidInput, JobNotFound
+from schemas.messages import AttemptError, JobView
 from schemas.status import AudioFormat, JobStatus
-from schemas.tables import Job, utcnow
+from schemas.tables import Job, JobError, utcnow
+
+MAX_PAGE = 1000  # jobs one `status` call returns at most
 
 
-def _view(job: Job) -> JobView:
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    """Which stored jobs to list, newest first: by status, created at or after `since` (naive UTC), then
+    `limit` of them after skipping `offset` (paging)."""
+
+    status: JobStatus | None = None
+    since: datetime | None = None
+    limit: int = 100
+    offset: int = 0
+
+
+def _view(job: Job, errors: Sequence[JobError] = ()) -> JobView:
     return JobView(
         id=job.id, status=job.status, chunks_done=job.chunks_done, chunks_total=job.chunks_total,
         audio_path=job.audio_path, audio_s=job.audio_s, error=job.error, voice=job.voice,
@@ -23,6 +37,8 @@ def _view(job: Job) -> JobView:
         attempts=job.attempts, created_at=_utc_iso(job.created_at),
         finished_at=_utc_iso(job.finished_at) if job.finished_at else None,
         book_path=(job.options or {}).get("book_path"),
+        attempt_errors=[AttemptError(attempt=e.attempt, worker_id=e.worker_id, at=_utc_iso(e.at), error=e.error)
+                        for e in errors],
     )
 
 
@@ -31,21 +47,61 @@ def _utc_iso(moment: datetime) -> str:
     return moment.replace(tzinfo=UTC).isoformat(timespec="seconds")
 
 
-def job_views(store: Store, job_ids: Sequence[str] = (), *, limit: int = 100) -> list[JobView]:
-    """Views of `job_ids` in the order given, or of the `limit` newest jobs when none are given.
+def job_views(store: Store, job_ids: Sequence[str] = (), *, where: JobFilter | None = None) -> list[JobView]:
+    """Views of `job_ids` in the order given, or of the jobs `where` selects (default: the 100 newest).
 
     Raises:
         JobNotFound: one of `job_ids` is not in the store.
+        InvalidInput: a limit outside 1..MAX_PAGE or a negative offset.
     """
     with store.read() as session:
         if not job_ids:
-            jobs = session.scalars(select(Job).order_by(Job.created_at.desc(), Job.id).limit(limit)).all()
-            return [_view(j) for j in jobs]
-        found = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(list(job_ids))))}
-    missing = [j for j in job_ids if j not in found]
-    if missing:
-        raise JobNotFound(f"no such job: {', '.join(missing)}")
-    return [_view(found[j]) for j in job_ids]
+            jobs = session.scalars(_select(where or JobFilter())).all()
+        else:
+            found = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(list(job_ids))))}
+            missing = [j for j in job_ids if j not in found]
+            if missing:
+                raise JobNotFound(f"no such job: {', '.join(missing)}")
+            jobs = [found[j] for j in job_ids]
+        errors: dict[str, list[JobError]] = {}
+        for error in session.scalars(select(JobError).where(JobError.job_id.in_([j.id for j in jobs]))
+                                     .order_by(JobError.id)):
+            errors.setdefault(error.job_id, []).append(error)
+    return [_view(j, errors.get(j.id, ())) for j in jobs]
+
+
+def _select(where: JobFilter) -> Select[Job]:
+    if not 1 <= where.limit <= MAX_PAGE:
+        raise InvalidInput(f"--limit must be 1..{MAX_PAGE}, got {where.limit}")
+    if where.offset < 0:
+        raise InvalidInput(f"--offset must be 0 or more, got {where.offset}")
+    query = select(Job).order_by(Job.created_at.desc(), Job.id)
+    if where.status is not None:
+        query = query.where(Job.status == where.status)
+    if where.since is not None:
+        query = query.where(Job.created_at >= where.since)
+    return query.limit(where.limit).offset(where.offset)
+
+
+def retry_jobs(store: Store, job_ids: Sequence[str]) -> list[str]:
+    """Put failed jobs back in the queue (attempts counted afresh, stored chunks kept; their error history
+    stays in `attempt_errors`). Returns the ids to publish.
+
+    Raises:
+        JobNotFound: one of `job_ids` is not in the store.
+        InvalidInput: one of them is not failed; nothing is changed.
+    """
+    views = job_views(store, job_ids)
+    not_failed = [f"{v.id} is {v.status.value}" for v in views if v.status != JobStatus.FAILED]
+    if not_failed:
+        raise InvalidInput(f"only failed jobs can be retried: {', '.join(not_failed)}")
+    with store.session() as session:
+        session.execute(
+            update(Job).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.FAILED)
+            .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, lease_owner=None,
+                    lease_expires_at=None, published_at=utcnow())
+        )
+    return list(job_ids)
 
 
 def cancel_jobs(store: Store, job_ids: Sequence[str]) -> list[JobView]:

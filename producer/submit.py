@@ -163,3 +163,21 @@ def _publish(new_ids: list[str], prepared: list[_Prepared], store: Store, publis
 def _mark_published(job_ids: list[str], store: Store) -> None:
     with store.session() as session:
         session.execute(update(Job).where(Job.id.in_(job_ids)).values(published_at=utcnow()))
+
+
+def publish_stored(job_ids: Sequence[str], store: Store, publisher: Publisher) -> None:
+    """Publish jobs already stored as queued (a retry), each with its own priority and queue.
+
+    Raises:
+        BrokerUnavailable: the broker could not be reached; the jobs stay queued in SQL and a worker's
+            reaper sends them within a lease period.
+    """
+    with store.read() as session:
+        rows = session.execute(select(Job.id, Job.priority, Job.queue).where(Job.id.in_(list(job_ids)))).all()
+    try:
+        for job_id, priority, queue in rows:
+            publisher.publish(job_id, priority, queue)
+    except BrokerUnavailable as err:
+        raise BrokerUnavailable(f"{err}; the jobs are queued and a worker's reaper will send them "
+                                "within a lease period") from err
+    _mark_published([row[0] for row in rows], store)

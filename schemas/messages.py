@@ -101,6 +101,17 @@ class JobRequest(BaseModel):
         return _shortened(clean, MAX_SOURCE_CHARS)
 
 
+class AttemptError(BaseModel):
+    """Why one attempt at a job stopped, as `status --json` shows it (`at`: ISO time, UTC)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    attempt: int
+    worker_id: str | None
+    at: str
+    error: str
+
+
 class JobView(BaseModel):
     """A job as `status --json` shows it."""
 
@@ -122,3 +133,4 @@ class JobView(BaseModel):
     created_at: str
     finished_at: str | None = None
     book_path: str | None = None  # a book's .m4b, on each of its chapters once all are done
+    attempt_errors: list[AttemptError] = Field(default_factory=list)  # oldest first

@@ -169,3 +169,17 @@ class JobMetrics(Base):
     finished_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
     __table_args__ = (Index("ix_job_metrics_card_dtype", "card", "dtype"),)
+
+
+class JobError(Base):
+    """Why one attempt at a job stopped: an error that put the job back or failed it. Kept in SQL, so a
+    poison job's real cause is found with `status`, not only in some worker's log."""
+
+    __tablename__ = "job_errors"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    worker_id: Mapped[str | None] = mapped_column(String(128))
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    error: Mapped[str] = mapped_column(Text)

@@ -47,6 +47,10 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
     (["submit", "missing-file.txt"], None, "missing-file.txt"),
     (["doctor", "--simulate", "Tesla T4:7.5:16", "--precision", "bf16"], None, "bf16"),
     (["submit", "-", "--voice", "piper:nobody"], "Hello.", "unknown voice"),
+    (["retry", "nope"], None, "no such job: nope"),
+    (["status", "--limit", "0"], None, "--limit must be 1..1000"),
+    (["status", "--since", "last tuesday"], None, "cannot read time"),
+    (["submit", "-", "--broker-url", "redis://:s3cret@127.0.0.1:1/0"], "Hello there.", "redis://:***@127.0.0.1:1/0"),
 ])
 def test_bad_input_gets_one_line_and_a_nonzero_exit(tmp_path: Path, args: list[str], stdin: str | None,
                                                     message: str) -> None:

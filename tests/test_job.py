@@ -397,3 +397,55 @@ def test_one_reaper_pass_is_rate_limited_oldest_first(settings, db, tiny_vits_di
     first = reaper.due(db, lease_s=60, limit=2)
     assert [job.job_id for job in first] == [ids[0], ids[1]]  # the oldest two
     assert [job.job_id for job in reaper.due(db, lease_s=60, limit=10)] == ids[2:]
+
+
+def test_a_poison_job_names_the_error_that_kept_it_from_finishing(settings, db, make_ctx, tiny_vits_dir) -> None:
+    job_id = _submit(settings, db, str(tiny_vits_dir))
+    for attempt in range(3):
+        ctx, _ = make_ctx(f"w/cpu/{attempt}", FakeEngine(fail_with=OSError("no file named model.safetensors")),
+                          max_attempts=2)
+        try:
+            synthesize_job(job_id, ctx)
+        except OSError:
+            pass
+    [view] = job_views(db, [job_id])
+    assert view.status == JobStatus.FAILED
+    assert "gave up after 2 attempts" in (view.error or "")
+    assert "last error: OSError: no file named model.safetensors" in (view.error or "")
+    assert [(e.attempt, e.worker_id, e.error) for e in view.attempt_errors] == [
+        (1, "w/cpu/0", "OSError: no file named model.safetensors"),
+        (2, "w/cpu/1", "OSError: no file named model.safetensors")]
+
+
+def test_status_filters_and_pages_and_a_failed_job_can_be_retried(settings, db, make_ctx, tiny_vits_dir) -> None:
+    from producer.jobs import JobFilter, retry_jobs
+    from producer.submit import publish_stored
+
+    ids = [_submit(settings, db, str(tiny_vits_dir), text=f"Notice number {n}.") for n in range(5)]
+    bad_ctx, _ = make_ctx(engine=FakeEngine(fail_with=SynthesisFailed("chunk 0 does not fit")))
+    synthesize_job(ids[0], bad_ctx)
+    failed = job_views(db, where=JobFilter(status=JobStatus.FAILED))
+    assert [v.id for v in failed] == [ids[0]]
+    pages = [job_views(db, where=JobFilter(limit=2, offset=o)) for o in (0, 2, 4)]
+    assert [len(p) for p in pages] == [2, 2, 1]
+    assert {v.id for p in pages for v in p} == set(ids)  # pages cover every job once
+    assert job_views(db, where=JobFilter(since=utcnow() + timedelta(hours=1))) == []
+    with pytest.raises(InvalidInput, match="only failed jobs"):
+        retry_jobs(db, [ids[0], ids[1]])  # ids[1] is queued: nothing changes
+    assert retry_jobs(db, [ids[0]]) == [ids[0]]
+    sent: list[tuple[str, int, str | None]] = []
+
+    class Recorder(Publisher):
+        def __init__(self) -> None:  # no broker: records what would be sent
+            pass
+
+        def publish(self, job_id: str, priority: int, queue: str | None = None) -> None:
+            sent.append((job_id, priority, queue))
+
+    publish_stored([ids[0]], db, Recorder())
+    assert sent == [(ids[0], 5, "ttsfleet")]
+    [view] = job_views(db, [ids[0]])
+    assert view.status == JobStatus.QUEUED and view.attempts == 0 and view.error is None
+    assert [e.error for e in view.attempt_errors] == ["SynthesisFailed: chunk 0 does not fit"]  # history kept
+    ctx, _ = make_ctx()
+    assert synthesize_job(ids[0], ctx).status == JobStatus.SUCCEEDED

@@ -53,21 +53,22 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
     if held is None:
         return JobOutcome(job_id, None, "not claimable: finished, cancelled or held by another worker")
     if held.attempt > ctx.settings.max_attempts:
-        lease.fail(ctx.store, job_id, ctx.worker_id, f"gave up after {held.attempt - 1} attempts that did not finish")
-        _discard_outputs(ctx, held)
-        return _failed(ctx, JobOutcome(job_id, JobStatus.FAILED, "poison: too many attempts"))
+        return _poison(ctx, held)
     try:
         outcome, figures = _run(held, ctx)
     except JobInterrupted as err:
         _discard_outputs(ctx, held)
         return JobOutcome(job_id, lease.job_status(ctx.store, job_id), str(err))
     except PermanentError as err:
+        _record_quietly(ctx, held, err)
         lease.fail(ctx.store, job_id, ctx.worker_id, str(err))
         _discard_outputs(ctx, held)
         return _failed(ctx, JobOutcome(job_id, JobStatus.FAILED, str(err)))
-    except BaseException:
+    except BaseException as err:
         # Retryable, device lost, a bug, a full disk, Ctrl-C: never leave the job `running` under a lease
         # this process will keep renewing; put it back with its chunks and let the caller decide.
+        if not isinstance(err, WorkerStopping):
+            _record_quietly(ctx, held, err)
         _release_quietly(ctx, job_id)
         raise
     if held.group_id is not None and outcome.status == JobStatus.SUCCEEDED:
@@ -206,6 +207,23 @@ def job_seed(job_id: str, job_option: Any) -> int:
 
 def chunk_seed(seed: int, idx: int) -> int:
     return (seed * 1_000_003 + idx) % (2**31 - 1)
+
+
+def _poison(ctx: JobContext, held: lease.Claim) -> JobOutcome:
+    """Fail a job claimed more than `max_attempts` times, naming the last error an attempt recorded."""
+    last = lease.last_error(ctx.store, held.job_id)
+    cause = f"last error: {last}" if last else "no error was recorded: the worker process died each time"
+    error = f"gave up after {held.attempt - 1} attempts that did not finish; {cause}"
+    lease.fail(ctx.store, held.job_id, ctx.worker_id, error)
+    _discard_outputs(ctx, held)
+    return _failed(ctx, JobOutcome(held.job_id, JobStatus.FAILED, f"poison: {error}"))
+
+
+def _record_quietly(ctx: JobContext, held: lease.Claim, err: BaseException) -> None:
+    try:
+        lease.record_error(ctx.store, held.job_id, held.attempt, ctx.worker_id, err)
+    except RetryableError:
+        log.warning("job %s: could not record its error (store down): %s", held.job_id, err)
 
 
 def _failed(ctx: JobContext, outcome: JobOutcome) -> JobOutcome:

@@ -15,9 +15,9 @@ from typing import Any
 from sqlalchemy import and_, case, func, insert, or_, select, update
 
 from schemas.db import Store
-from schemas.errors import JobInterrupted
+from schemas.errors import JobInterrupted, first_line
 from schemas.status import JobStatus
-from schemas.tables import Chunk, Job, JobMetrics, utcnow
+from schemas.tables import Chunk, Job, JobError, JobMetrics, utcnow
 from worker.events import JobFigures
 
 
@@ -163,6 +163,20 @@ def release(store: Store, job_id: str, owner: str) -> bool:
             .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None)
             .execution_options(synchronize_session=False)
         ).rowcount == 1  # type: ignore[attr-defined]
+
+
+def record_error(store: Store, job_id: str, attempt: int, owner: str, error: BaseException | str) -> None:
+    """Keep why attempt `attempt` at `job_id` stopped (type and first line of the error)."""
+    text = error if isinstance(error, str) else f"{type(error).__name__}: {first_line(error)}"
+    with store.session() as session:
+        session.add(JobError(job_id=job_id, attempt=attempt, worker_id=owner, at=utcnow(), error=text[:4000]))
+
+
+def last_error(store: Store, job_id: str) -> str | None:
+    """The most recently recorded attempt error of `job_id`, or None."""
+    with store.read() as session:
+        return session.scalar(select(JobError.error).where(JobError.job_id == job_id)
+                              .order_by(JobError.id.desc()).limit(1))
 
 
 def add_warning(store: Store, job_id: str, warning: str) -> None:

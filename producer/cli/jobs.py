@@ -82,13 +82,23 @@ def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioForm
         typer.echo(f"{r.id}{note}")
 
 
+StatusFilterOpt = Annotated[JobStatus | None, typer.Option("--status", help="only jobs in this state")]
+SinceOpt = Annotated[str | None, typer.Option(
+    "--since", help="only jobs submitted at or after T: ISO date/time (UTC unless it has an offset) or an age: 24h")]
+LimitOpt = Annotated[int, typer.Option("--limit", help="at most this many jobs, newest first (1-1000)")]
+OffsetOpt = Annotated[int, typer.Option("--offset", help="skip this many (the next page: --offset 100)")]
+
+
 def status(job_ids: Annotated[list[str] | None, typer.Argument(help="job ids [default: the newest jobs]")] = None,
+           state: StatusFilterOpt = None, since: SinceOpt = None, limit: LimitOpt = 100, offset: OffsetOpt = 0,
            as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None:
-    """Job state and progress."""
-    from producer.jobs import job_views
+    """Job state and progress; without job ids, the newest jobs, filtered and paged."""
+    from producer.jobs import JobFilter, job_views
+    from producer.stats import parse_time
     from schemas.db import open_store
 
-    views = job_views(open_store(_settings(database_url=database_url).database_url), job_ids or [])
+    where = JobFilter(status=state, since=parse_time(since) if since else None, limit=limit, offset=offset)
+    views = job_views(open_store(_settings(database_url=database_url).database_url), job_ids or [], where=where)
     if as_json:
         print_json([v.model_dump(mode="json") for v in views])
     else:
@@ -144,12 +154,33 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
         raise typer.Exit(1)
 
 
+def retry(job_ids: JobIdsArg, as_json: JsonOpt = False, broker_url: BrokerUrlOpt = None,
+          database_url: DatabaseUrlOpt = None) -> None:
+    """Re-queue failed jobs (attempts counted afresh, stored chunks kept, earlier errors kept in status)."""
+    from producer.jobs import job_views, retry_jobs
+    from producer.submit import publish_stored
+    from schemas.broker import Publisher
+    from schemas.db import open_store
+
+    settings = _settings(broker_url=broker_url, database_url=database_url)
+    store = open_store(settings.database_url)
+    ids = retry_jobs(store, job_ids)
+    publisher = Publisher(settings.broker_url)
+    try:
+        publish_stored(ids, store, publisher)
+    finally:
+        publisher.close()
+    _print_outcome(job_views(store, ids), as_json)
+
+
 def status_table(views: list[JobView]) -> Table:
     table = Table(title=None)
     for col in ("job", "status", "chunks", "audio s", "file / error"):
         table.add_column(col)
     for v in views:
         detail = v.error if v.status == JobStatus.FAILED else (v.audio_path or "")
+        if v.status != JobStatus.FAILED and v.attempt_errors:  # put back after an error: say which
+            detail = f"{detail}\nlast error (attempt {v.attempt_errors[-1].attempt}): {v.attempt_errors[-1].error}"
         table.add_row(v.id, v.status.value, f"{v.chunks_done}/{v.chunks_total}",
                       f"{v.audio_s:.2f}" if v.audio_s is not None else "", detail or "")
     return table
