@@ -20,7 +20,7 @@ from schemas.tables import Chunk
 from tests.fleet import Fleet, running_fleet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-LONG_TEXT = " ".join(f"Sentence number {i} is read aloud slowly and clearly." for i in range(300))
+LONG_TEXT = " ".join(f"Sentence number {i} is read aloud slowly and clearly." for i in range(120))
 
 
 @pytest.fixture
@@ -100,3 +100,45 @@ def test_a_worker_frozen_past_its_lease_wakes_and_leaves_the_result_alone(fleet:
     with fleet.store.session() as s:
         done = s.scalars(select(Chunk.idx).where(Chunk.job_id == job["id"], Chunk.audio_path.is_not(None))).all()
     assert sorted(done) == list(range(job["chunks_total"]))  # every chunk recorded exactly once
+
+
+def test_postgresql_down_then_black_holed_loses_nothing(pg_url: str, redis_url: str, tiny_vits_dir: Path,
+                                                         tmp_path: Path) -> None:
+    from sqlalchemy.engine import make_url
+
+    from schemas.db import open_store
+    from tests.proxy import FaultyProxy
+
+    direct = make_url(pg_url)
+    proxy = FaultyProxy(direct.host or "127.0.0.1", direct.port or 5432)
+    proxied = direct.set(port=proxy.port).render_as_string(hide_password=False)
+    watch = open_store(pg_url)  # the test's own view, around the proxy
+
+    def chunks_done(job_id: str) -> int:
+        with watch.read() as s:
+            return len(s.scalars(select(Chunk.idx).where(Chunk.job_id == job_id,
+                                                         Chunk.audio_path.is_not(None))).all())
+
+    try:
+        with running_fleet(redis_url, proxied, tiny_vits_dir, tmp_path) as fleet:
+            fleet.start_worker("--token-budget", "64")
+            (fleet.tmp / "long.txt").write_text(LONG_TEXT)
+            [job] = json.loads(fleet.cli("submit", str(fleet.tmp / "long.txt"), "--json").stdout)
+            for fault in (proxy.down, proxy.blackhole):
+                before = chunks_done(job["id"])
+                while chunks_done(job["id"]) < before + 3:
+                    time.sleep(0.1)
+                fault()
+                time.sleep(30)
+                proxy.up()
+            deadline = time.monotonic() + 300
+            while _status(fleet, job["id"])["status"] != "succeeded":
+                assert time.monotonic() < deadline, fleet.logs()
+                time.sleep(1)
+            view = _status(fleet, job["id"])
+            assert sf.info(view["audio_path"]).duration == pytest.approx(view["audio_s"], abs=0.01)
+            assert chunks_done(job["id"]) == view["chunks_total"] == job["chunks_total"]
+            assert "database unavailable" in fleet.logs()  # the outage was seen, and survived
+    finally:
+        watch.dispose()
+        proxy.close()

@@ -449,3 +449,15 @@ def test_status_filters_and_pages_and_a_failed_job_can_be_retried(settings, db, 
     assert [e.error for e in view.attempt_errors] == ["SynthesisFailed: chunk 0 does not fit"]  # history kept
     ctx, _ = make_ctx()
     assert synthesize_job(ids[0], ctx).status == JobStatus.SUCCEEDED
+
+
+def test_the_same_input_submitted_concurrently_is_one_job(settings, db, tiny_vits_dir) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    request = JobRequest(text=TEXT, voice=str(tiny_vits_dir))
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: submit([request], settings, db, publisher=None), range(8)))
+    assert len({r[0].id for r in results}) == 1
+    assert sum(r[0].created for r in results) == 1
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 1
