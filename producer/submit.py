@@ -72,7 +72,7 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
     if len(request.text) > settings.max_text_chars:
         raise InvalidInput(f"{where}: text has {len(request.text):,} characters, above the limit of "
                            f"{settings.max_text_chars:,} (TTSFLEET_MAX_TEXT_CHARS); split it into files")
-    voice = resolve_voice_name(request.voice or settings.voice)
+    voice = resolve_voice_name(request.voice or settings.voice, voice_dirs=settings.voice_dir_list)
     normalized = normalize(request.text, voice.language)
     chunks = [c for c in split_chunks(normalized.text, settings.max_chunk_chars) if c.text.strip()]
     if not chunks:

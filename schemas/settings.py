@@ -6,6 +6,7 @@ Nothing here reads the environment at import time.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Self
@@ -18,6 +19,13 @@ from schemas.status import Precision
 ENV_PREFIX = "TTSFLEET_"
 DEFAULT_VOICE = "piper:joe"
 DEFAULT_QUEUE = "ttsfleet"
+
+
+def default_voice_dir(environ: Mapping[str, str]) -> Path:
+    """Where local voice folders live by default (`voices import-piper` into it):
+    `$XDG_DATA_HOME/ttsfleet/voices`, else `$HOME/.local/share/ttsfleet/voices`."""
+    base = environ.get("XDG_DATA_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".local" / "share")
+    return Path(base).expanduser() / "ttsfleet" / "voices"
 
 
 def default_voices_cache_dir(environ: Mapping[str, str]) -> Path:
@@ -36,6 +44,9 @@ class Settings(BaseModel):
     database_url: str = "sqlite:///ttsfleet.db"
     output_dir: Path = Path("ttsfleet-output")
     voice: str = DEFAULT_VOICE
+    # Folders (os.pathsep-separated) whose voice folders jobs may name; no other folder is ever loaded as
+    # a voice. from_env adds default_voice_dir when unset.
+    voice_dirs: str = ""
     # Celery queue a producer publishes new jobs to (recorded on each job, so a re-publish goes back to it).
     queue: str = DEFAULT_QUEUE
 
@@ -63,8 +74,15 @@ class Settings(BaseModel):
 
     @classmethod
     def _derived_defaults(cls, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-        """Defaults that depend on other environment variables; overridden by roles that have some."""
+        """Defaults that depend on other environment variables; roles with more extend this."""
+        if not values.get("voice_dirs"):
+            return {**values, "voice_dirs": str(default_voice_dir(environ))}
         return values
+
+    @property
+    def voice_dir_list(self) -> list[Path]:
+        """`voice_dirs` as absolute folders (blanks dropped)."""
+        return [Path(p).expanduser().resolve() for p in self.voice_dirs.split(os.pathsep) if p.strip()]
 
 
 class ProducerSettings(Settings):
@@ -93,6 +111,7 @@ class WorkerSettings(Settings):
 
     @classmethod
     def _derived_defaults(cls, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+        values = super()._derived_defaults(values, environ)
         if values.get("voices_cache_dir") is None:
             return {**values, "voices_cache_dir": default_voices_cache_dir(environ)}
         return values

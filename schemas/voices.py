@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -173,19 +174,29 @@ def _folder_info(voice: str) -> VoiceInfo:
                      detail=f"converted Piper voice ({model_type})" if piper else f"model folder ({model_type})")
 
 
-def resolve_voice_name(name: str | None, default: str = DEFAULT_VOICE) -> VoiceInfo:
+def resolve_voice_name(name: str | None, default: str = DEFAULT_VOICE,
+                       voice_dirs: Sequence[Path] | None = None) -> VoiceInfo:
     """Check a voice name without loading it; `None`/empty means `default`.
 
+    A folder voice must lie inside one of `voice_dirs` (the settings' `voice_dir_list`: what submit, run
+    and workers pass); None skips that check, for library callers that load a folder they chose.
+
     Raises UnknownVoice (one line, naming what is available) for names that cannot work: an unknown
-    `piper:` name, a malformed `hf:` id, a folder that does not exist or has no config.json. `hf:` ids
-    are accepted when well formed even if not cached (a worker with hub access may load them).
+    `piper:` name, a malformed `hf:` id, a folder that does not exist, has no config.json, or is outside
+    the voice directories. `hf:` ids are accepted when well formed even if not cached (a worker with hub
+    access may load them).
     """
     voice = (name or "").strip() or default
     if voice.startswith("piper:"):
         return _piper_info(voice)
     if voice.startswith("hf:"):
         return _hf_info(voice)
-    return _folder_info(voice)
+    info = _folder_info(voice)
+    if voice_dirs is not None and not any(Path(info.name).is_relative_to(d.resolve()) for d in voice_dirs):
+        shown = ", ".join(str(d) for d in voice_dirs) or "none configured"
+        raise UnknownVoice(f"voice folder {info.name[:200]} is outside the voice directories ({shown}); "
+                           f"move it into one or add its parent to TTSFLEET_VOICE_DIRS")
+    return info
 
 
 def _cached_hf_vits() -> list[VoiceInfo]:

@@ -6,6 +6,7 @@ A missing PostgreSQL, Redis or RabbitMQ fails the tests that need it (never a sk
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Voice folders are loaded only from voice directories: every test's voices live under the temp dir.
+TEST_VOICE_DIRS = tempfile.gettempdir()
+os.environ.setdefault("TTSFLEET_VOICE_DIRS", TEST_VOICE_DIRS)
 
 PG_ADMIN_URL = os.environ.get("TTSFLEET_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_TEST_URL = os.environ.get("TTSFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")

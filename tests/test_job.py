@@ -20,6 +20,7 @@ from schemas.messages import JobRequest
 from schemas.settings import ProducerSettings, WorkerSettings
 from schemas.status import JobStatus
 from schemas.tables import Chunk, Job, JobMetrics, utcnow
+from tests.conftest import TEST_VOICE_DIRS
 from tests.fakes import Crash, FakeEngine
 from worker import lease, reaper, registry
 from worker.events import Listener, Listeners
@@ -32,7 +33,8 @@ TEXT = ("The library opens at nine. Books are due in three weeks. "
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> ProducerSettings:
     # Voice: the tiny folder model, so submit validates a real voice name without the bundled voice.
-    return ProducerSettings(database_url=db_url, output_dir=tmp_path / "out", max_chunk_chars=40)
+    return ProducerSettings(database_url=db_url, output_dir=tmp_path / "out", max_chunk_chars=40,
+                            voice_dirs=TEST_VOICE_DIRS)
 
 
 @pytest.fixture

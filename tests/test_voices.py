@@ -26,9 +26,11 @@ def _no_network(*args, **kwargs):
 socket.socket.connect = _no_network
 socket.create_connection = _no_network
 socket.getaddrinfo = _no_network
+import os
 import numpy as np, torch
+from schemas.settings import WorkerSettings
 from worker.voices import load_voice
-voice = load_voice("piper:joe")
+voice = load_voice("piper:joe", WorkerSettings.from_env(os.environ).voices_cache_dir)
 ids = voice.encode("Offline speech works without the model hub.").ids
 torch.manual_seed(0)
 with torch.inference_mode():
@@ -175,3 +177,37 @@ def test_default_voice_works_offline_without_network(voices_cache: Path) -> None
     assert 1.5 < result["samples"] / 22050 < 6.0 and result["peak"] > 0.1
     [folder] = [p for p in voices_cache.iterdir() if p.is_dir() and p.name.startswith("piper-joe-")]
     assert (folder / "ttsfleet_voice.json").is_file()
+
+
+def test_folder_voices_come_only_from_the_voice_directories(tiny_vits_dir: Path, tmp_path: Path) -> None:
+    from schemas.voices import resolve_voice_name
+
+    inside = resolve_voice_name(str(tiny_vits_dir), voice_dirs=[tiny_vits_dir.parent])
+    assert inside.name == str(tiny_vits_dir.resolve())
+    for dirs in ([tmp_path / "elsewhere"], []):
+        with pytest.raises(UnknownVoice) as raised:
+            resolve_voice_name(str(tiny_vits_dir), voice_dirs=dirs)
+        assert "outside the voice directories" in str(raised.value) and "\n" not in str(raised.value)
+    voices = tmp_path / "voices"
+    voices.mkdir()
+    (voices / "link").symlink_to(tiny_vits_dir)  # a link inside cannot lead a job outside
+    for sneaky in (voices / "link", voices / os.path.relpath(tiny_vits_dir, voices)):  # ../../tiny-vits0
+        with pytest.raises(UnknownVoice, match="outside the voice directories"):
+            resolve_voice_name(str(sneaky), voice_dirs=[voices])
+    with pytest.raises(UnknownVoice):  # a worker refuses it too, whatever a job row says
+        load_voice(str(tiny_vits_dir), voice_dirs=[tmp_path / "elsewhere"])
+
+
+def test_submit_refuses_a_voice_folder_outside_the_voice_directories(tiny_vits_dir: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TTSFLEET_DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}",
+           "TTSFLEET_VOICE_DIRS": str(tmp_path / "voices")}
+    done = subprocess.run([sys.executable, "-c", "from producer.cli import main; main()", "submit", "-",
+                           "--voice", str(tiny_vits_dir)], input="Hello there.", env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: voice folder") and "TTSFLEET_VOICE_DIRS" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1

@@ -37,8 +37,8 @@ def load_folder_voice(folder: Path, name: str | None = None, language: str = "en
     reported as dropped, never lost silently)."""
     from transformers import AutoTokenizer, VitsModel
 
-    model = VitsModel.from_pretrained(folder).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = VitsModel.from_pretrained(folder, trust_remote_code=False).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=False)  # never run a folder's code
     vocab = set(tokenizer.get_vocab())
 
     def encode(text: str) -> Encoded:

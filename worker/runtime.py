@@ -89,7 +89,7 @@ class WorkerRuntime:
         while len(self._engines) >= MAX_LOADED_VOICES:
             _, old = self._engines.popitem(last=False)
             old.cleanup()
-        loaded = load_voice(voice, self.settings.voices_cache_dir)
+        loaded = load_voice(voice, self.settings.voices_cache_dir, self.settings.voice_dir_list)
         engine = start_engine(loaded, self.device, self.policy, token_budget=self.settings.token_budget,
                               deterministic=self.settings.deterministic)
         for note in engine.notes:

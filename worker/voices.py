@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,18 @@ LOCK_TIMEOUT_S = 600.0  # a conversion takes ~10 s; waiting longer means another
 _MARKER = "ttsfleet_voice.json"
 
 
-def load_voice(name: str, cache_dir: Path | None = None) -> LoadedVoice:
+def load_voice(name: str, cache_dir: Path | None = None, voice_dirs: Sequence[Path] | None = None) -> LoadedVoice:
     """Load a voice by name (`piper:NAME`, `hf:ORG/NAME` or a folder) as fp32 on the CPU, in eval mode.
 
+    `voice_dirs`: the only folders whose voice folders may be loaded (a worker passes its settings';
+    None, for a library caller loading a folder it chose, skips the check). Remote code is never run.
     `cache_dir` holds converted bundled voices (a worker passes its settings' `voices_cache_dir`; None,
     for a library caller without settings, means the user's default cache folder).
 
     Raises UnknownVoice for names that cannot be loaded here (including hub ids while offline),
     PermanentError when the `voice` extra is missing or the bundled voice fails its hash check.
     """
-    info = resolve_voice_name(name)
+    info = resolve_voice_name(name, voice_dirs=voice_dirs)
     if info.kind == VoiceKind.PIPER:
         folder = bundled_voice_folder(info.name, cache_dir)
         return load_piper_folder(folder, name=info.name)
@@ -168,12 +171,12 @@ def _load_hf(name: str, language: str) -> LoadedVoice:
 
     repo_id = name.removeprefix("hf:")
     try:
-        config = AutoConfig.from_pretrained(repo_id)
+        config = AutoConfig.from_pretrained(repo_id, trust_remote_code=False)
         if config.model_type != "vits":
             raise UnknownVoice(f"voice '{name}' is a {config.model_type!r} model; only VITS text-to-speech "
                                f"models are supported")
-        model = VitsModel.from_pretrained(repo_id, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(repo_id)
+        model = VitsModel.from_pretrained(repo_id, dtype=torch.float32, trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(repo_id, trust_remote_code=False)
     except OSError as err:
         offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached or has no such model"

@@ -23,6 +23,10 @@ OutputDirOpt = Annotated[
 VoiceOpt = Annotated[
     str | None, typer.Option("--voice", envvar="TTSFLEET_VOICE", show_envvar=True,
                              help="voice for jobs that name none [default: piper:joe]")]
+VoiceDirsOpt = Annotated[
+    str | None, typer.Option("--voice-dirs", envvar="TTSFLEET_VOICE_DIRS", show_envvar=True,
+                             help="folders (':'-separated) whose voice folders jobs may use; no other folder is "
+                                  "loaded as a voice [default: $XDG_DATA_HOME/ttsfleet/voices]")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="machine-readable output on stdout, nothing else")]
 # str, not the Precision enum: an unknown name gets the same one-line refusal as a precision the card
 # cannot run (worker.precision.choose_policy), whichever command it was given to.

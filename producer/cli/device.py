@@ -18,6 +18,7 @@ from producer.cli.common import (
     JsonOpt,
     OutputDirOpt,
     PrecisionOpt,
+    VoiceDirsOpt,
     VoiceOpt,
     environ,
     print_json,
@@ -45,7 +46,7 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
            voice: VoiceOpt = None, broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None,
            output_dir: OutputDirOpt = None, name: NameOpt = None, metrics_port: MetricsPortOpt = None,
            voices_cache_dir: CacheDirOpt = None, deterministic: DeterministicOpt = None,
-           token_budget: TokenBudgetOpt = None,
+           token_budget: TokenBudgetOpt = None, voice_dirs: VoiceDirsOpt = None,
            loglevel: Annotated[str, typer.Option(help="log level")] = "INFO") -> None:
     """Start one worker for one device: pin its precision, load the voice, take jobs from the broker."""
     from schemas.settings import WorkerSettings
@@ -54,7 +55,8 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
     settings = WorkerSettings.from_env(
         environ(), device=device, precision=precision, queues=queues, voice=voice, broker_url=broker_url,
         database_url=database_url, output_dir=output_dir, worker_name=name, metrics_port=metrics_port,
-        voices_cache_dir=voices_cache_dir, deterministic=deterministic, token_budget=token_budget)
+        voices_cache_dir=voices_cache_dir, deterministic=deterministic, token_budget=token_budget,
+        voice_dirs=voice_dirs)
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(settings, loglevel)
 

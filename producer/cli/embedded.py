@@ -43,6 +43,7 @@ def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env
     submitted = submit(requests, settings, store, publisher=None, force=force)
     worker_settings = WorkerSettings.from_env(
         env, database_url=settings.database_url, output_dir=settings.output_dir, voice=settings.voice,
+        voice_dirs=settings.voice_dirs,
         device=device, precision=precision, worker_name="embedded")
     with console.status("loading the voice and checking the device..."):
         runtime = WorkerRuntime.start(worker_settings)

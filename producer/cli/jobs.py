@@ -17,6 +17,7 @@ from producer.cli.common import (
     JsonOpt,
     OutputDirOpt,
     PrecisionOpt,
+    VoiceDirsOpt,
     VoiceOpt,
     environ,
     err_console,
@@ -59,13 +60,14 @@ def _requests(inputs: list[str], voice: str | None, fmt: AudioFormat, priority: 
 def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV,
            priority: PriorityOpt = 5, force: ForceOpt = False, loudness: LoudnessOpt = None,
            as_json: JsonOpt = False, broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None,
-           matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False) -> None:
+           matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False,
+           voice_dirs: VoiceDirsOpt = None) -> None:
     """Validate INPUTs and enqueue one job per text (per chapter for EPUB); prints the job ids."""
     from producer.submit import submit as submit_jobs
     from schemas.broker import Publisher
     from schemas.db import open_store
 
-    settings = _settings(broker_url=broker_url, database_url=database_url)
+    settings = _settings(broker_url=broker_url, database_url=database_url, voice_dirs=voice_dirs)
     requests = _requests(inputs, voice, fmt, priority, loudness, BookOptions(matter, notes, captions))
     store = open_store(settings.database_url)
     publisher = Publisher(settings.broker_url, settings.queue)
@@ -139,12 +141,13 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
         force: ForceOpt = False, loudness: LoudnessOpt = None, as_json: JsonOpt = False,
         database_url: DatabaseUrlOpt = None,
         output_dir: OutputDirOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
-        matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False) -> None:
+        matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False,
+        voice_dirs: VoiceDirsOpt = None) -> None:
     """Embedded mode: submit, synthesize in this process (no broker), wait, print results and stats."""
     from producer.cli.embedded import run_embedded
 
     env = environ()
-    settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice)
+    settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice, voice_dirs=voice_dirs)
     requests = _requests(inputs, voice, fmt, priority, loudness, BookOptions(matter, notes, captions))
     views = run_embedded(requests, settings, env, device=device, precision=precision, force=force,
                          show_progress=stdout_is_terminal() and not as_json, quiet=as_json)

@@ -55,4 +55,5 @@ def import_piper(
     from worker.piper import convert_piper
 
     folder = convert_piper(onnx, config, out_dir)
-    typer.echo(f"converted {onnx.name} -> {folder} (use it with --voice {folder})")
+    typer.echo(f"converted {onnx.name} -> {folder} (use it with --voice {folder}; its parent folder must be "
+               f"one of the voice directories, TTSFLEET_VOICE_DIRS)")
