@@ -37,6 +37,9 @@ def jobs_step(check: Check) -> Outcome:
     command = [sys.executable, "-m", "bench.gpu_jobs", "--device", check.device_spec, "--voice", check.voice,
                "--jobs", str(check.sizes.jobs), "--folder", str(folder)]
     env = {**os.environ, "TTSFLEET_VOICES_CACHE_DIR": str(check.voices_cache)}
+    if Path(check.voice).is_dir():  # a folder voice the check chose: its parent is a voice directory here
+        dirs = [str(Path(check.voice).resolve().parent), os.environ.get("TTSFLEET_VOICE_DIRS", "")]
+        env["TTSFLEET_VOICE_DIRS"] = os.pathsep.join(d for d in dirs if d)
     timeout_s = max(60.0, min(360.0, check.deadline - time.monotonic() + 60.0))  # within the check's budget
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False, env=env,
                             cwd=ROOT)
