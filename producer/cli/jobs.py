@@ -16,6 +16,8 @@ from producer.cli.common import (
     JsonOpt,
     OutputDirOpt,
     PrecisionOpt,
+    RuntimeOpt,
+    ThreadsOpt,
     VoiceOpt,
     environ,
     err_console,
@@ -120,14 +122,16 @@ def cancel(job_ids: JobIdsArg, as_json: JsonOpt = False, database_url: DatabaseU
 def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV, priority: PriorityOpt = 5,
         force: ForceOpt = False, loudness: LoudnessOpt = None, as_json: JsonOpt = False,
         database_url: DatabaseUrlOpt = None,
-        output_dir: OutputDirOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None) -> None:
+        output_dir: OutputDirOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
+        runtime: RuntimeOpt = None, threads: ThreadsOpt = None) -> None:
     """Embedded mode: submit, synthesize in this process (no broker), wait, print results and stats."""
     from producer.cli.embedded import run_embedded
 
     env = environ()
     settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice)
     requests = _requests(inputs, voice, fmt, priority, loudness)
-    views = run_embedded(requests, settings, env, device=device, precision=precision, force=force,
+    views = run_embedded(requests, settings, env, device=device, precision=precision, inference_runtime=runtime,
+                         threads=threads, force=force,
                          show_progress=stdout_is_terminal() and not as_json, quiet=as_json)
     if as_json:
         print_json([v.model_dump(mode="json") for v in views])
