@@ -91,3 +91,19 @@ def test_a_cpu_worker_starts_on_onnxruntime_without_importing_torch(tmp_path: Pa
     assert report["details"]["runtime"] == "onnxruntime" and report["details"]["threads"] == 1
     assert (report["torch"], report["transformers"]) == (False, False)
     assert "onnxruntime" in report["reason"]
+
+
+@pytest.mark.slow
+def test_the_optimized_graph_is_cached_and_gives_the_same_audio(tmp_path: Path) -> None:
+    from worker.onnx_runner import OnnxRunner
+    from worker.voices import load_voice
+
+    voice = load_voice("piper:joe", tmp_path, onnx=True)
+    assert voice.onnx is not None and voice.onnx.cache_dir == tmp_path / "onnxruntime"
+    policy = choose_policy(CPU)
+    ids = [voice.encode(SENTENCES[0]).ids]
+    first = OnnxRunner(voice.onnx, CPU, policy, noise_off=True).run(ids)
+    cached = list((tmp_path / "onnxruntime").glob("*.onnx"))
+    assert len(cached) == 1 and not list((tmp_path / "onnxruntime").glob(".*.tmp"))
+    second = OnnxRunner(voice.onnx, CPU, policy, noise_off=True).run(ids)  # loads the cached graph
+    assert float(np.abs(first[0] - second[0]).max()) < MAX_ABS_DIFF and len(first[0]) == len(second[0])

@@ -45,7 +45,7 @@ def load_voice(name: str, cache_dir: Path | None = None, *, onnx: bool = False) 
     """
     info = resolve_voice_name(name)
     if info.kind == VoiceKind.PIPER and onnx:
-        return load_piper_onnx(info.name)
+        return load_piper_onnx(info.name, cache_dir)
     if info.kind == VoiceKind.PIPER:
         folder = bundled_voice_folder(info.name, cache_dir)
         return load_piper_folder(folder, name=info.name)
@@ -165,9 +165,10 @@ def load_piper_folder(folder: Path, name: str | None = None) -> LoadedVoice:
                        language=language, encode=encoder, folder=Path(folder))
 
 
-def load_piper_onnx(name: str) -> LoadedVoice:
+def load_piper_onnx(name: str, cache_dir: Path | None = None) -> LoadedVoice:
     """A bundled Piper voice for ONNX Runtime: its ONNX file (sha256 checked), the espeak-ng encoder, and
-    the noise scales and length scale from its config. Imports neither torch nor transformers."""
+    the noise scales and length scale from its config; `cache_dir` (default: the user's voices cache)
+    keeps the graph ONNX Runtime optimizes for this CPU. Imports neither torch nor transformers."""
     from worker.onnx_runner import OnnxVoice
     from worker.phonemes import PiperEncoder, read_piper_config
 
@@ -179,7 +180,9 @@ def load_piper_onnx(name: str) -> LoadedVoice:
     inference = pcfg.get("inference", {})
     onnx = OnnxVoice(onnx_path, noise_scale=float(inference.get("noise_scale", 0.667)),
                      length_scale=float(inference.get("length_scale", 1.0)),
-                     noise_w=float(inference.get("noise_w", 0.8)))
+                     noise_w=float(inference.get("noise_w", 0.8)),
+                     cache_dir=(Path(cache_dir) if cache_dir is not None else default_voices_cache_dir(os.environ))
+                     / "onnxruntime")
     language = language_from_code(pcfg.get("language", {}).get("code") or pcfg.get("espeak", {}).get("voice"))
     return LoadedVoice(name=name, model=None, sample_rate_hz=int(pcfg["audio"]["sample_rate"]), language=language,
                        encode=encoder, onnx=onnx)
