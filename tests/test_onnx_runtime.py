@@ -77,7 +77,8 @@ settings = WorkerSettings.from_env({}, database_url=sys.argv[1], output_dir=sys.
                                    voices_cache_dir=sys.argv[2], threads=1)
 runtime = WorkerRuntime.start(settings)
 row = runtime.registry_row()
-print(json.dumps({"details": row["details"], "torch": "torch" in sys.modules,
+import gc
+print(json.dumps({"details": row["details"], "torch": "torch" in sys.modules, "frozen": gc.get_freeze_count(),
                   "transformers": "transformers" in sys.modules, "reason": row["policy_reason"]}))
 """
 
@@ -91,6 +92,7 @@ def test_a_cpu_worker_starts_on_onnxruntime_without_importing_torch(tmp_path: Pa
     assert report["details"]["runtime"] == "onnxruntime" and report["details"]["threads"] == 1
     assert (report["torch"], report["transformers"]) == (False, False)
     assert "onnxruntime" in report["reason"]
+    assert report["frozen"] > 10_000  # start-up objects are out of the per-job collection's way
 
 
 @pytest.mark.slow
