@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TEXTS = Path(__file__).parent / "texts"
-CHAPTER = TEXTS / "chapter.txt"
-NOTICES = TEXTS / "notices.jsonl"
+from bench.inputs import chapter_text, notice_texts, sentences
+
+__all__ = ["Timing", "chapter_text", "engine_alone", "naive_loop", "notice_texts", "piper_cli", "piper_in_process",
+           "sentences", "start_bench_engine", "ttsfleet_run"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,22 +36,6 @@ class Timing:
     def speed_x(self) -> float:
         """Audio seconds per wall second ("x real time")."""
         return self.audio_s / self.wall_s if self.wall_s > 0 else float("nan")
-
-
-def chapter_text() -> str:
-    return CHAPTER.read_text(encoding="utf-8")
-
-
-def notice_texts(count: int | None = None) -> list[str]:
-    lines = NOTICES.read_text(encoding="utf-8").splitlines()
-    return [json.loads(line)["text"] for line in lines[:count]]
-
-
-def sentences(text: str) -> list[str]:
-    """The chunks ttsfleet cuts `text` into (one sentence each), stripped: what every contender speaks."""
-    from producer.chunking import split_chunks
-
-    return [chunk.text.strip() for chunk in split_chunks(text, 400)]
 
 
 def piper_files() -> tuple[Path, Path]:

@@ -29,38 +29,47 @@ class Memory:
         return values[-1] - values[warmup - 1] if len(values) > warmup else None
 
 
+class _MemoryProbe:
+    """Reads memory after every finished job. Has the `worker.events.Listener` hooks without importing the
+    worker (bench modules may import only one side; see tests/test_architecture.py)."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.memory = device, Memory()
+        self.audio_s: list[float] = []
+        self.finished_at: list[float] = []
+
+    def chunk_done(self, job_id: str, done: int, total: int) -> None:
+        pass
+
+    def job_failed(self, outcome: Any) -> None:
+        raise RuntimeError(f"bench job {outcome.job_id} failed: {outcome.detail}")
+
+    def job_finished(self, outcome: Any, figures: Any) -> None:
+        self.finished_at.append(time.perf_counter())
+        self.audio_s.append(float(figures.audio_s))
+        self.memory.rss.append(_rss_bytes())
+        torch = sys.modules.get("torch")
+        if self.device.startswith("cuda") and torch is not None:
+            self.memory.cuda.append(int(torch.cuda.memory_allocated()))
+
+
 def memory_creep(texts: list[str], workdir: Path, device: str, runtime_name: str = "auto") -> Memory:
-    """Store `texts` as jobs in a fresh SQLite store and run them one by one through `WorkerRuntime` (the
-    path `ttsfleet run` and a worker take: claim, synthesize, store, assemble, finish), reading memory
-    after each job."""
-    from producer.submit import submit
-    from schemas.db import open_store
+    """`texts` as jobs through `ttsfleet run`'s pipeline in this process (fresh SQLite store; claim,
+    synthesize, store, assemble, finish per job), reading memory after each job. The timing covers jobs 2
+    to the last (from the first job's end), so start-up is not in it."""
+    from producer.cli.embedded import run_embedded
     from schemas.messages import JobRequest
-    from schemas.settings import ProducerSettings, WorkerSettings
-    from worker.runtime import WorkerRuntime
+    from schemas.settings import ProducerSettings
 
     url, out = f"sqlite:///{workdir / 'memory.db'}", workdir / "memory-out"
-    settings = ProducerSettings(database_url=url, output_dir=out)
-    jobs = submit([JobRequest(text=text) for text in texts], settings, open_store(url), publisher=None, force=True)
-    runtime = WorkerRuntime.start(WorkerSettings(database_url=url, output_dir=out, device=device,
-                                                 runtime=runtime_name, worker_name="bench-memory"))
-    runtime.register()
-    memory = Memory()
-    audio_s, started = 0.0, time.perf_counter()
-    try:
-        for job in jobs:
-            runtime.run_job(job.id)
-            memory.rss.append(_rss_bytes())
-            if device.startswith("cuda"):
-                import torch
-
-                memory.cuda.append(int(torch.cuda.memory_allocated()))
-        wall = time.perf_counter() - started
-        audio_s = _audio_seconds(runtime.store, [job.id for job in jobs])
-    finally:
-        runtime.stop()
-    memory.timing = Timing(audio_s, wall, len(jobs))
-    return memory
+    probe = _MemoryProbe(device)
+    run_embedded([JobRequest(text=text) for text in texts], ProducerSettings(database_url=url, output_dir=out),
+                 {"TTSFLEET_DEVICE": device}, device=device, precision=None, force=True, show_progress=False,
+                 quiet=True, inference_runtime=runtime_name, listeners=[probe])
+    if len(probe.finished_at) > 1:
+        probe.memory.timing = Timing(sum(probe.audio_s[1:]), probe.finished_at[-1] - probe.finished_at[0],
+                                     len(probe.audio_s) - 1)
+    return probe.memory
 
 
 def queue(texts: list[str], workdir: Path, env: dict[str, str], *, workers: int, threads: int | None,

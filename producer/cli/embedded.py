@@ -36,8 +36,10 @@ class _ProgressBar(Listener):
 
 def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env: Mapping[str, str], *,
                  device: str | None, precision: str | None, force: bool, show_progress: bool,
-                 quiet: bool, inference_runtime: str | None = None, threads: int | None = None) -> list[JobView]:
-    """Submit `requests` without a broker, synthesize them in-process, return their final views."""
+                 quiet: bool, inference_runtime: str | None = None, threads: int | None = None,
+                 listeners: Sequence[Listener] = ()) -> list[JobView]:
+    """Submit `requests` without a broker, synthesize them in-process, return their final views.
+    `listeners` are added to the in-process worker (benchmarks read memory after each job with one)."""
     console = Console(stderr=True, quiet=quiet)  # progress and notes; the tables go to stdout
     store = open_store(settings.database_url)
     submitted = submit(requests, settings, store, publisher=None, force=force)
@@ -47,6 +49,8 @@ def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env
     with console.status("loading the voice and checking the device..."):
         runtime = WorkerRuntime.start(worker_settings)
         runtime.register()
+    for listener in listeners:
+        runtime.add_listener(listener)
     engine = runtime.engine_for(worker_settings.voice)
     console.print(f"voice [bold]{engine.voice_name}[/] on {runtime.device.name} ({runtime.policy.dtype}, "
                   f"{engine.runtime}): {runtime.policy.reason}")
