@@ -20,8 +20,8 @@ from typing import Any
 
 from bench.inputs import chapter_text, notice_texts, sentences
 
-__all__ = ["Timing", "chapter_text", "engine_alone", "naive_loop", "notice_texts", "piper_cli", "piper_in_process",
-           "sentences", "start_bench_engine", "ttsfleet_run"]
+__all__ = ["Timing", "chapter_text", "engine_alone", "naive_loop", "notice_texts", "piper_and_engine_paired",
+           "piper_cli", "piper_in_process", "sentences", "start_bench_engine", "ttsfleet_run"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +101,33 @@ def start_bench_engine(device_spec: str, runtime: str = "auto") -> Any:
     device, policy = resolve(device_spec, "auto", runtime=runtime)
     voice = load_voice("piper:joe", onnx=policy.runtime == "onnxruntime")
     return start_engine(voice, device, policy)
+
+
+def piper_and_engine_paired(engine: Any, texts: list[str]) -> tuple[Timing, Timing]:
+    """Piper in-process and the engine on the same texts, alternating text by text, so both see the same
+    load on a shared machine: (piper, engine). Each text is one `engine.synthesize` call (a one-chunk job;
+    the per-call bookkeeping is counted against the engine)."""
+    from piper import PiperVoice
+
+    from worker.engine import ChunkInput
+
+    onnx_path, config_path = piper_files()
+    voice = PiperVoice.load(str(onnx_path), str(config_path))
+    piper_samples, piper_s, engine_samples, engine_s = 0, 0.0, [0], 0.0
+
+    def count(audio: Any) -> None:
+        engine_samples[0] += len(audio.samples)
+
+    for n, text in enumerate(texts):
+        started = time.perf_counter()
+        piper_samples += sum(len(chunk.audio_float_array) for chunk in voice.synthesize(text))
+        middle = time.perf_counter()
+        engine.synthesize([ChunkInput(n, text, n)], count)
+        engine_s += time.perf_counter() - middle
+        piper_s += middle - started
+    engine.cleanup()
+    return (Timing(piper_samples / voice.config.sample_rate, piper_s, len(texts)),
+            Timing(engine_samples[0] / engine.sample_rate_hz, engine_s, len(texts)))
 
 
 def engine_alone(engine: Any, texts: list[str]) -> Timing:

@@ -4,6 +4,7 @@ creep), and jobs through Redis, Celery and the SQL store to `ttsfleet worker` su
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -70,6 +71,19 @@ def memory_creep(texts: list[str], workdir: Path, device: str, runtime_name: str
         probe.memory.timing = Timing(sum(probe.audio_s[1:]), probe.finished_at[-1] - probe.finished_at[0],
                                      len(probe.audio_s) - 1)
     return probe.memory
+
+
+def memory_creep_process(workdir: Path, env: dict[str, str], device: str, runtime_name: str = "auto") -> Memory:
+    """`memory_creep` on the 100 notices in a fresh process (`python -m bench.fleet`), so the figures are
+    those of a process that runs only jobs, as a worker does: nothing the benchmark loaded before (the
+    naive loop's torch model) sits in its heap."""
+    done = subprocess.run([sys.executable, "-m", "bench.fleet", str(workdir), device, runtime_name], env=env,
+                          capture_output=True, text=True, timeout=1800, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory benchmark failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    timing = Timing(*report["timing"]) if report["timing"] else None
+    return Memory(rss=report["rss"], cuda=report["cuda"], timing=timing)
 
 
 def queue(texts: list[str], workdir: Path, env: dict[str, str], *, workers: int, threads: int | None,
@@ -172,3 +186,12 @@ def _rss_bytes() -> int:
     except OSError:
         return 0
     return int(match[1]) * 1024 if match else 0
+
+
+if __name__ == "__main__":  # python -m bench.fleet WORKDIR DEVICE RUNTIME: memory over the 100 notices
+    from bench.inputs import notice_texts
+
+    measured = memory_creep(notice_texts(), Path(sys.argv[1]), sys.argv[2], sys.argv[3])
+    timing = measured.timing
+    print(json.dumps({"rss": measured.rss, "cuda": measured.cuda,
+                      "timing": [timing.audio_s, timing.wall_s, timing.items] if timing else None}))

@@ -71,13 +71,19 @@ def _parse() -> argparse.Namespace:
 
 
 def _in_process(args: argparse.Namespace, engine: Any, speeds: dict[str, float], result: dict[str, Any]) -> None:
-    """Piper in-process vs the engine on the chapter (best of `rounds`, interleaved), and the naive loop vs
-    the engine on the chapter's first sentences (the naive loop is slow; the same sentences for both)."""
+    """Piper in-process vs the engine on the chapter's sentences, alternating sentence by sentence (the
+    ratio over all rounds' summed times), then the chapter as one job; and the naive loop vs the engine on
+    the chapter's first sentences (the naive loop is slow; the same sentences for both)."""
     chapter = c.sentences(c.chapter_text())
+    piper_s = engine_s = 0.0
     for _ in range(args.rounds):
-        _best(speeds, "piper_in_process", c.piper_in_process(chapter))
-        _best(speeds, "engine", c.engine_alone(engine, chapter))
-    result["engine_vs_piper_x"] = speeds["engine"] / speeds["piper_in_process"]
+        piper, alone = c.piper_and_engine_paired(engine, chapter)
+        _best(speeds, "piper_in_process", piper)
+        _best(speeds, "engine_paired", alone)
+        piper_s, engine_s = piper_s + piper.wall_s, engine_s + alone.wall_s
+        audio = (piper.audio_s, alone.audio_s)
+    result["engine_vs_piper_x"] = (audio[1] / engine_s) / (audio[0] / piper_s)
+    _best(speeds, "engine", c.engine_alone(engine, chapter))
     few = chapter[: 8 if args.quick else len(chapter)]
     _best(speeds, "naive", c.naive_loop(few, engine.device.torch_device))
     _best(speeds, "engine_on_naive_texts", c.engine_alone(engine, few))
@@ -108,8 +114,8 @@ def _whole_process(args: argparse.Namespace, workdir: Path, env: dict[str, str],
 
 def _system(args: argparse.Namespace, workdir: Path, env: dict[str, str], engine: Any, speeds: dict[str, float],
             result: dict[str, Any], skipped: dict[str, str]) -> None:
-    """Memory over 100 jobs in one process, then the queue contenders (when Redis answers)."""
-    memory = fleet.memory_creep(c.notice_texts(), workdir, args.device, args.runtime)
+    """Memory over 100 jobs in a fresh process, then the queue contenders (when Redis answers)."""
+    memory = fleet.memory_creep_process(workdir, env, args.device, args.runtime)
     assert memory.timing is not None
     speeds["jobs_in_process"] = memory.timing.speed_x
     result["memory_jobs"] = len(memory.rss)
