@@ -46,11 +46,18 @@ lint: $(VENV)/.test
 	$(VENV)/bin/ruff check schemas producer worker tests bench
 	$(VENV)/bin/mypy
 
+# BENCH_DEVICE=cuda:0 runs both benchmarks on a GPU; BENCH_SPEED_ARGS="--broker-url redis://HOST:6379/N" picks
+# the Redis the queue contenders use. The last line bench.speed prints is its JSON object.
+BENCH_DEVICE ?= cpu
+BENCH_SPEED_ARGS ?=
+
 bench-quick: $(VENV)/.test
-	$(PY) -m bench.engine --quick
+	$(PY) -m bench.engine --quick --device $(BENCH_DEVICE)
+	$(PY) -m bench.speed --quick --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
 
 bench: $(VENV)/.test
-	$(PY) -m bench.engine
+	$(PY) -m bench.engine --device $(BENCH_DEVICE)
+	$(PY) -m bench.speed --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
 
 # The GPU check (docs/benchmarks.md): wheels for a bare device machine, the check itself, its CPU form.
 gpu-wheels: $(VENV)/.test

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from schemas.errors import StoreUnavailable, first_line, redact_url
@@ -29,6 +29,9 @@ DB_CONNECT_TIMEOUT_S = 10  # connecting, authentication included
 DB_STATEMENT_TIMEOUT_S = 300  # one statement, server side (long stats queries on a large store fit)
 DB_TCP_USER_TIMEOUT_S = 60  # sent data unacknowledged this long: the peer is gone (Linux)
 _upgraded: set[str] = set()
+# The newest Alembic revision, so a store already at it is recognized with one SELECT and without
+# importing Alembic (tests/test_db.py checks it against the migration scripts).
+HEAD_REVISION = "0004"
 
 
 class Store:
@@ -147,11 +150,23 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Migrate to `revision`, serialized across processes (advisory lock on PostgreSQL, file lock on SQLite)."""
+    """Migrate to `revision`, serialized across processes (advisory lock on PostgreSQL, file lock on SQLite).
+    A store already at HEAD_REVISION costs one SELECT (Alembic is not even imported)."""
+    if revision == "head" and _stored_revision(engine) == HEAD_REVISION:
+        return
     if revision == "head" and current_revision(engine) == head_revision():
         return
     with _migration_lock(engine):
         _run_alembic(engine, "upgrade", revision)
+
+
+def _stored_revision(engine: Engine) -> str | None:
+    """The revision in `alembic_version`, or None when there is no such table (a new database)."""
+    try:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+    except (OperationalError, ProgrammingError):
+        return None
 
 
 def downgrade(engine: Engine, revision: str = "base") -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -108,6 +108,9 @@ class WorkerSettings(Settings):
     deterministic: bool = False  # noise off: the same text gives the same audio, whatever the batching
     metrics_port: int | None = None  # serve Prometheus metrics on this port when set
     voices_cache_dir: Path | None = None  # where converted voices are cached; from_env: default_voices_cache_dir
+    # Inference runtime: "auto" (onnxruntime on a CPU for voices with an ONNX model, else torch), or forced.
+    runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
+    threads: int | None = Field(default=None, ge=1)  # intra-op threads; None = the CPU cores this process may use
 
     @classmethod
     def _derived_defaults(cls, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

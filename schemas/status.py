@@ -73,3 +73,11 @@ class Backend(StrEnum):
     CUDA = "cuda"
     CPU = "cpu"
     MPS = "mps"
+
+
+class Runtime(StrEnum):
+    """The inference runtime a worker's engine runs the voice with: PyTorch (any voice, any device, batched)
+    or ONNX Runtime (CPU, voices that ship an ONNX model: Piper voices; one chunk per call)."""
+
+    TORCH = "torch"
+    ONNXRUNTIME = "onnxruntime"

@@ -165,6 +165,7 @@ class JobMetrics(Base):
     oom_retries: Mapped[int] = mapped_column(Integer, default=0)
     fp32_fallbacks: Mapped[int] = mapped_column(Integer, default=0)
     batches: Mapped[int] = mapped_column(Integer, default=0)
+    runtime: Mapped[str] = mapped_column(String(16), default="torch", server_default="torch")  # or onnxruntime
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     finished_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 

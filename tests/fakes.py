@@ -34,6 +34,7 @@ class FakeEngine:
     policy: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(
         dtype="float32", tf32=False, mode="none", reason="fake engine"))
     notes: list[str] = field(default_factory=list)
+    runtime: str = "onnxruntime"  # not the column's default, so the tests see it was stored
 
     def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], None]) -> EngineRun:
         for n, chunk in enumerate(chunks):

@@ -71,3 +71,30 @@ def test_postgresql_connections_carry_timeouts_unless_the_url_sets_them(pg_url: 
             assert session.execute(text("SHOW statement_timeout")).scalar() == "5min"
     finally:
         store.dispose()
+
+
+def test_head_revision_constant_is_the_newest_migration() -> None:
+    from schemas.db import HEAD_REVISION
+
+    assert HEAD_REVISION == head_revision()
+
+
+def test_a_store_behind_head_is_still_upgraded(db_url: str) -> None:
+    engine = make_engine(db_url)
+    upgrade(engine)
+    downgrade(engine, "0002")
+    upgrade(engine)  # the one-SELECT shortcut must not mistake 0002 for head
+    assert current_revision(engine) == head_revision()
+    engine.dispose()
+
+
+def test_opening_a_store_at_head_does_not_import_alembic(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'at-head.db'}"
+    open_store(url).dispose()
+    check = ("import sys; from schemas.db import open_store; open_store(sys.argv[1]).dispose(); "
+             "print('alembic' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", check, url], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"

@@ -53,16 +53,20 @@ def test_threshold_rejects_noise() -> None:
 
 
 @pytest.mark.slow
-def test_ttsfleet_run_speaks_a_paragraph_intelligibly(tmp_path: Path,
-                                                      tmp_path_factory: pytest.TempPathFactory) -> None:
-    """The whole path a user takes: `ttsfleet run` with the default voice, judged from the written file."""
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch"])
+def test_ttsfleet_run_speaks_a_paragraph_intelligibly(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                      runtime: str) -> None:
+    """The whole path a user takes: `ttsfleet run` with the default voice, judged from the written file, on
+    each runtime (the CPU default, onnxruntime, and torch); the stored metrics say which one ran."""
     import soundfile as sf
+    from sqlalchemy import create_engine, text
 
     (tmp_path / "paragraph.txt").write_text(PARAGRAPH)
     env = {**os.environ, "TTSFLEET_DATABASE_URL": f"sqlite:///{tmp_path / 'store.db'}",
            "TTSFLEET_OUTPUT_DIR": str(tmp_path / "out"), "TTSFLEET_VOICE": "piper:joe",
-           "TTSFLEET_VOICES_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "voices-cache"), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([str(Path(sys.executable).parent / "ttsfleet"), "run", "paragraph.txt", "--json"],
+           "TTSFLEET_VOICES_CACHE_DIR": str(tmp_path_factory.getbasetemp() / "voices-cache"), "HF_HUB_OFFLINE": "1",
+           "TTSFLEET_RUNTIME": runtime, "TTSFLEET_DEVICE": "cpu"}
+    result = subprocess.run([sys.executable, "-m", "producer.cli", "run", "paragraph.txt", "--json"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     [view] = json.loads(result.stdout)
@@ -70,3 +74,5 @@ def test_ttsfleet_run_speaks_a_paragraph_intelligibly(tmp_path: Path,
     assert rate == 22050 and view["audio_s"] == pytest.approx(len(audio) / rate, abs=1e-6)
     heard = transcribe(audio, rate)
     assert wer(PARAGRAPH, heard) <= MAX_WER, heard
+    with create_engine(f"sqlite:///{tmp_path / 'store.db'}").connect() as conn:
+        assert conn.execute(text("SELECT runtime FROM job_metrics")).scalar_one() == runtime

@@ -72,6 +72,7 @@ def test_job_runs_to_succeeded_with_audio_and_metrics(settings, db, make_ctx, ti
     with db.session() as s:
         metrics = s.get_one(JobMetrics, job_id)
         assert metrics.card == "Fake CPU" and metrics.dtype == "float32"
+        assert metrics.runtime == "onnxruntime"  # the engine's runtime, not the column default
         assert metrics.audio_s == pytest.approx(view.audio_s)
         assert metrics.synth_s == pytest.approx(0.01 * view.chunks_total)
         assert metrics.worker_id == "host/cpu/1" and metrics.queue_wait_s >= 0

@@ -230,3 +230,48 @@ def test_doctor_console_command_exit_code() -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0 and done.stdout == ""
     assert done.stderr.strip() == "error: bf16 refused on Tesla T4 (compute capability 7.5): bf16 needs >= 8.0"
+
+
+# --- runtime: onnxruntime on CPUs, torch on GPUs ------------------------------------------------------
+
+def test_cpu_policy_picks_onnxruntime_when_installed() -> None:
+    policy = choose_policy(parse_simulated("cpu::8"))
+    assert policy.runtime == "onnxruntime" and "onnxruntime" in policy.reason
+    assert describe(parse_simulated("cpu::8"), policy)["runtime"] == "onnxruntime"
+
+
+def test_gpu_policy_runs_torch_and_refuses_onnxruntime() -> None:
+    t4 = parse_simulated("Tesla T4:7.5:16")
+    assert choose_policy(t4).runtime == "torch"
+    assert choose_policy(t4, runtime="torch").runtime == "torch"
+    with pytest.raises(PrecisionRefused, match=r"^runtime .onnxruntime. refused on Tesla T4") as caught:
+        choose_policy(t4, runtime="onnxruntime")
+    assert "\n" not in str(caught.value)
+
+
+def test_forced_torch_and_unknown_runtime_on_cpu() -> None:
+    cpu = parse_simulated("cpu")
+    assert choose_policy(cpu, runtime="torch").runtime == "torch"
+    assert choose_policy(cpu, runtime="ONNXRuntime").runtime == "onnxruntime"
+    with pytest.raises(PrecisionRefused, match="unknown runtime 'tensorrt'"):
+        choose_policy(cpu, runtime="tensorrt")
+
+
+def test_cpu_without_onnxruntime_falls_back_to_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.precision
+
+    monkeypatch.setattr(worker.precision, "onnxruntime_installed", lambda: False)
+    cpu = parse_simulated("cpu")
+    policy = choose_policy(cpu)
+    assert policy.runtime == "torch" and "onnxruntime is not installed" in policy.reason
+    with pytest.raises(PrecisionRefused, match="onnxruntime package is not installed"):
+        choose_policy(cpu, runtime="onnxruntime")
+
+
+def test_doctor_json_reports_the_runtime() -> None:
+    out = subprocess.run([sys.executable, "-m", "producer.cli", "doctor", "--json", "--simulate", "cpu::4"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    assert json.loads(out)["runtime"] == "onnxruntime"
+    out = subprocess.run([sys.executable, "-m", "producer.cli", "doctor", "--json", "--simulate", "cpu::4",
+                          "--runtime", "torch"], capture_output=True, text=True, check=True, timeout=120).stdout
+    assert json.loads(out)["runtime"] == "torch"

@@ -1,7 +1,8 @@
 """What device a worker runs on: a real one found through torch, or one described on the command line.
 
 `DeviceInfo` is a plain value so the precision policy can be decided (and tested) without a GPU.
-torch is imported only inside `detect_device`.
+torch is imported only inside `detect_device`, and not even there for "cpu", nor for "auto" on a machine
+with no GPU device files (no /dev/nvidia*, /dev/kfd, not macOS): a CPU worker need not pay torch's import.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import platform
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from schemas.errors import InvalidInput
 from schemas.status import Backend
@@ -86,9 +88,11 @@ def parse_simulated(text: str) -> DeviceInfo:
 def detect_device(spec: str = "auto") -> DeviceInfo:
     """Find the device named by `spec`: "auto" (first CUDA card, else MPS, else CPU), "cpu", "cuda",
     "cuda:N" or "mps". Raises InvalidInput when the named device is absent or the spec is malformed."""
+    wanted = spec.strip().lower()
+    if wanted == "cpu" or (wanted == "auto" and not _gpu_possible()):
+        return _cpu_device()
     import torch
 
-    wanted = spec.strip().lower()
     if wanted == "auto":
         if torch.cuda.is_available():
             return _cuda_device(0)
@@ -110,6 +114,15 @@ def detect_device(spec: str = "auto") -> DeviceInfo:
     if index >= torch.cuda.device_count():
         raise InvalidInput(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) visible")
     return _cuda_device(index)
+
+
+def _gpu_possible() -> bool:
+    """False when this machine certainly has no CUDA/ROCm/MPS device: Linux without /dev/nvidia* or /dev/kfd
+    device files. Cheap (no torch import); anything else answers True and lets torch decide."""
+    if platform.system() != "Linux":
+        return True
+    dev = Path("/dev")
+    return (dev / "kfd").exists() or any(dev.glob("nvidia[0-9]*"))
 
 
 def _cuda_device(index: int) -> DeviceInfo:

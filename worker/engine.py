@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -19,11 +20,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from schemas.errors import DeviceLost, SynthesisFailed, first_line
-from schemas.status import DType
+from schemas.status import DType, Runtime
 from worker.batching import CPU_TOKEN_BUDGET, Item, budget_from_memory, lowered_budget, padded_tokens, plan_batches
 from worker.device import DeviceInfo
 from worker.loaded_voice import LoadedVoice
 from worker.model import ModelRunner, bad_audio, free_memory, peak_bytes, reset_peak
+from worker.onnx_runner import OnnxRunner, make_runner
 from worker.precision import Policy, apply_process_settings, safer
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,7 @@ class Engine:
 
     voice: LoadedVoice
     device: DeviceInfo
-    runner: ModelRunner
+    runner: ModelRunner | OnnxRunner
     token_budget: int
     deterministic: bool = False
     max_batch_items: int | None = None
@@ -102,6 +104,11 @@ class Engine:
     @property
     def policy(self) -> Policy:
         return self.runner.policy
+
+    @property
+    def runtime(self) -> Runtime:
+        """Which runtime runs the voice: torch or onnxruntime."""
+        return self.runner.runtime
 
     @property
     def sample_rate_hz(self) -> int:
@@ -257,20 +264,17 @@ class Engine:
         Raises:
             DeviceLost: a CUDA error other than out-of-memory.
         """
-        import torch
-
         started = time.perf_counter()
         try:
             waves = self.runner.run(ids, seed=seed, fp32=fp32)
             self.runner.synchronize()
             return waves, time.perf_counter() - started
-        except torch.OutOfMemoryError:
-            pass
-        except RuntimeError as err:
-            lost = self._device_lost(err)
-            if lost is None:
-                raise
-            raise lost from err
+        except Exception as err:
+            if not self.runner.is_out_of_memory(err):
+                lost = self._device_lost(err)
+                if lost is None:
+                    raise
+                raise lost from err
         self.free()
         return None, time.perf_counter() - started
 
@@ -295,17 +299,22 @@ class Engine:
 
 
 def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, token_budget: int | None = None,
-                 deterministic: bool = False, max_batch_items: int | None = None) -> Engine:
-    """Move `voice.model` to `device` under `policy`, run the canary (falling back to `safer` policies,
-    each fallback recorded in `engine.notes`), and size the token budget: `token_budget` if given, else
-    measured free memory / memory per token on CUDA, else CPU_TOKEN_BUDGET.
+                 deterministic: bool = False, max_batch_items: int | None = None,
+                 threads: int | None = None) -> Engine:
+    """Pick the runner (`make_runner`: onnxruntime or torch, as the policy says and the voice allows; one
+    chunk per call on onnxruntime), move `voice.model` to `device` under `policy`, run the canary (falling
+    back to `safer` policies, each fallback recorded in `engine.notes`), and size the token budget:
+    `token_budget` if given, else measured free memory / memory per token on CUDA, else CPU_TOKEN_BUDGET.
 
     `deterministic` sets the model's noise to zero (identical audio for identical text, any batching);
     otherwise chunk seeds drive the noise, reproducible per chunk only at `max_batch_items=1`.
+    `threads`: intra-op threads of the runtime (None: its default, all cores given to the process).
     Raises SynthesisFailed when even the safest policy fails the canary, DeviceLost on a CUDA error.
     """
-    apply_process_settings(policy, device)
-    runner = ModelRunner(voice.model, device, policy, noise_off=deterministic)
+    runner = make_runner(voice, device, policy, noise_off=deterministic, threads=threads)
+    apply_process_settings(runner.policy, device)
+    if runner.runtime == Runtime.ONNXRUNTIME:
+        max_batch_items = 1  # Piper's graph returns no output lengths: one item per call
     engine = Engine(voice=voice, device=device, runner=runner, token_budget=token_budget or CPU_TOKEN_BUDGET,
                     deterministic=deterministic, max_batch_items=max_batch_items)
     started = time.perf_counter()
@@ -375,10 +384,10 @@ def _measure_budget(engine: Engine) -> tuple[float | None, int]:
 
 
 def _is_device_error(err: RuntimeError, device_type: str) -> bool:
-    """True for errors that leave CUDA unusable (device-side assert, illegal address, AcceleratorError)."""
-    import torch
-
-    accelerator_error = getattr(torch, "AcceleratorError", None)
+    """True for errors that leave CUDA unusable (device-side assert, illegal address, AcceleratorError).
+    torch is not imported for it: an AcceleratorError can only come from an already imported torch."""
+    torch = sys.modules.get("torch")
+    accelerator_error = getattr(torch, "AcceleratorError", None) if torch is not None else None
     if accelerator_error is not None and isinstance(err, accelerator_error):
         return True
     text = str(err)

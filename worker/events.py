@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from schemas.status import Backend, DType, JobStatus
+from schemas.status import Backend, DType, JobStatus, Runtime
 
 log = logging.getLogger("ttsfleet.events")
 
@@ -33,7 +33,8 @@ class JobFigures:
 
     `synth_s` sums the chunks' synthesis seconds over every attempt (a resumed job counts the chunks an
     earlier attempt made); `peak_mem_bytes` is device memory on a GPU, the process's peak RSS on a CPU,
-    for this attempt's synthesis (None when nothing was left to synthesize or it cannot be read).
+    for this attempt's synthesis (None when nothing was left to synthesize or it cannot be read);
+    `runtime` is what ran the voice (torch or onnxruntime).
     """
 
     card: str
@@ -47,6 +48,7 @@ class JobFigures:
     oom_retries: int
     fp32_fallbacks: int
     batches: int
+    runtime: Runtime = Runtime.TORCH
 
 
 class Listener:

@@ -134,7 +134,7 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
         dtype=DType(engine.policy.dtype), chunks=len(chunks), audio_s=assembled.audio_s,
         synth_s=sum(c.synth_s or 0.0 for c in chunks), peak_mem_bytes=run.peak_mem_bytes if run else None,
         oom_retries=run.oom_retries if run else 0, fp32_fallbacks=sum(1 for c in chunks if c.fp32_redo),
-        batches=run.batches if run else 0,
+        batches=run.batches if run else 0, runtime=engine.runtime,
     )
     if not lease.finish(ctx.store, held.job_id, ctx.worker_id, audio_path=str(out_path),
                         sample_rate_hz=assembled.sample_rate_hz, warnings=warnings, figures=figures,

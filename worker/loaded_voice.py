@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from worker.onnx_runner import OnnxVoice
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +25,8 @@ class Encoded:
 
 @dataclass(frozen=True, slots=True)
 class LoadedVoice:
-    """A loaded voice. `model` is a `transformers.VitsModel` (or subclass) in fp32 on the CPU, in eval mode."""
+    """A loaded voice. `model` is a `transformers.VitsModel` (or subclass) in fp32 on the CPU, in eval mode;
+    None when the voice was loaded for ONNX Runtime only, in which case `onnx` names its ONNX model."""
 
     name: str
     model: Any
@@ -30,6 +34,7 @@ class LoadedVoice:
     language: str
     encode: Callable[[str], Encoded]
     folder: Path | None = None
+    onnx: OnnxVoice | None = None
 
 
 def load_folder_voice(folder: Path, name: str | None = None, language: str = "en") -> LoadedVoice:

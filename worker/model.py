@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.status import PrecisionMode
+from schemas.status import PrecisionMode, Runtime
 from worker.device import DeviceInfo
 from worker.precision import Policy
 
@@ -29,9 +29,17 @@ class ModelRunner:
     `run()` returns one float32 numpy array per item, cut to that item's `sequence_lengths` (the padded
     tail of a VITS batch is not silent: the decoder ignores the mask). The wrapped model is mutated
     (moved, submodule forwards wrapped, noise attributes set); `restore()` undoes all but the move.
+    `threads`, when given, sets torch's intra-op threads (process-wide).
     """
 
-    def __init__(self, model: Any, device: DeviceInfo, policy: Policy, *, noise_off: bool = False) -> None:
+    runtime = Runtime.TORCH
+
+    def __init__(self, model: Any, device: DeviceInfo, policy: Policy, *, noise_off: bool = False,
+                 threads: int | None = None) -> None:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         self.model = model
         self.torch_device = device.torch_device if policy.run_on == device.backend else str(policy.run_on)
         self.device_type = self.torch_device.split(":")[0]
@@ -73,6 +81,12 @@ class ModelRunner:
         del out, input_ids, attention_mask
         # Copies, so no item keeps the padded batch array alive.
         return [np.array(waveform[i, :n], dtype=np.float32) for i, n in enumerate(lengths)]
+
+    def is_out_of_memory(self, err: BaseException) -> bool:
+        """True when `err` is torch's out-of-memory error."""
+        import torch
+
+        return isinstance(err, torch.OutOfMemoryError)
 
     def synchronize(self) -> None:
         """Wait for queued device work, so a timer read after this is honest."""

@@ -11,12 +11,13 @@ Rules (reasons in docs/precision.md):
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from schemas.errors import PrecisionRefused
-from schemas.status import Backend, DType, Precision, PrecisionMode
+from schemas.status import Backend, DType, Precision, PrecisionMode, Runtime
 from worker.device import DeviceInfo
 
 if TYPE_CHECKING:
@@ -36,7 +37,9 @@ class Policy:
     `mode`: FP32 (nothing lowered) or AUTOCAST (weights stay fp32; matmuls/convs run in `dtype` under
     torch.autocast; the submodules in `keep_fp32` run with autocast off). Weight casting is not used: the
     fp32 parts would need casts at every boundary, and the fp32 weights make the per-chunk fp32 redo
-    free. `run_on` is the torch backend the model really runs on (CPU for MPS).
+    free. `run_on` is the torch backend the model really runs on (CPU for MPS). `runtime`: onnxruntime on
+    CPUs (the same Piper ONNX graph Piper runs, ~2.5x eager PyTorch per sentence there), torch elsewhere;
+    a voice without an ONNX model runs on torch whatever this says (the engine notes it).
     """
 
     dtype: DType
@@ -46,6 +49,7 @@ class Policy:
     keep_fp32: tuple[str, ...] = ()
     run_on: Backend = Backend.CUDA
     requested: Precision = Precision.AUTO
+    runtime: Runtime = Runtime.TORCH
 
     @property
     def low_precision(self) -> bool:
@@ -58,18 +62,23 @@ class Policy:
             self.dtype]
 
 
-def choose_policy(device: DeviceInfo, requested: Precision | str = "auto") -> Policy:
-    """The policy for `device`, honouring a forced `requested` precision when the card can run it.
+def choose_policy(device: DeviceInfo, requested: Precision | str = "auto", runtime: str = "auto") -> Policy:
+    """The policy for `device`, honouring a forced `requested` precision when the card can run it, and a
+    forced `runtime` ("torch", "onnxruntime"; "auto": onnxruntime on a CPU when it is installed).
 
-    Pure: decided from the DeviceInfo fields only. Raises PrecisionRefused (one line) for a precision the
-    card cannot run, an unknown precision name, or a CUDA card the torch build has no kernels for.
+    Decided from the DeviceInfo fields (and whether onnxruntime is installed) only. Raises PrecisionRefused
+    (one line) for a precision the card cannot run, an unknown precision or runtime name, onnxruntime on a
+    GPU or when it is not installed, or a CUDA card the torch build has no kernels for.
     """
     try:
         want = Precision(str(requested).lower())
     except ValueError as err:
         raise PrecisionRefused(f"unknown precision {requested!r}: use auto, bf16, fp16 or fp32") from err
     if device.backend in (Backend.CPU, Backend.MPS):
-        return _host_policy(device, want)
+        return _with_runtime(_host_policy(device, want), runtime)
+    if str(runtime).lower() not in ("auto", Runtime.TORCH):
+        raise PrecisionRefused(f"runtime {runtime!r} refused on {device.name}: GPUs run torch (batched, "
+                               "under the card's precision policy)")
     if device.backend != Backend.CUDA or device.capability is None:
         raise PrecisionRefused(f"unsupported device backend {device.backend!r} for {device.name}")
     _check_arch(device)
@@ -85,6 +94,27 @@ def _host_policy(device: DeviceInfo, want: Precision) -> Policy:
         raise PrecisionRefused(f"{want.value} refused on {device.name}: {why}")
     return Policy(dtype=DType.FLOAT32, tf32=False, mode=PrecisionMode.FP32, reason=why, run_on=Backend.CPU,
                   requested=want)
+
+
+def onnxruntime_installed() -> bool:
+    """True when the onnxruntime package can be imported (checked without importing it)."""
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def _with_runtime(policy: Policy, runtime: str) -> Policy:
+    """`policy` on a host CPU with its runtime chosen: onnxruntime when asked for or (auto) installed."""
+    wanted = str(runtime).lower()
+    if wanted not in ("auto", Runtime.TORCH, Runtime.ONNXRUNTIME):
+        raise PrecisionRefused(f"unknown runtime {runtime!r}: use auto, torch or onnxruntime")
+    if wanted == Runtime.TORCH:
+        return policy
+    if not onnxruntime_installed():
+        if wanted == Runtime.ONNXRUNTIME:
+            raise PrecisionRefused("runtime onnxruntime refused: the onnxruntime package is not installed")
+        return replace(policy, reason=policy.reason + "; torch (onnxruntime is not installed)")
+    return replace(policy, runtime=Runtime.ONNXRUNTIME,
+                   reason=policy.reason + "; onnxruntime for voices with an ONNX model (faster than eager "
+                   "PyTorch on CPUs)")
 
 
 def _cuda_policy(device: DeviceInfo, want: Precision) -> Policy:
@@ -176,7 +206,10 @@ def safer(policy: Policy) -> Policy | None:
 
 def apply_process_settings(policy: Policy, device: DeviceInfo) -> None:
     """Process-wide torch settings for `policy`: TF32 matmuls ("high") or full fp32 ("highest"), cuDNN
-    TF32 convolutions to match, and cudnn.benchmark off (it re-tunes on every new input length)."""
+    TF32 convolutions to match, and cudnn.benchmark off (it re-tunes on every new input length).
+    Does nothing (and imports nothing) for an onnxruntime policy."""
+    if policy.runtime == Runtime.ONNXRUNTIME:
+        return
     import torch
 
     torch.set_float32_matmul_precision("high" if policy.tf32 else "highest")
@@ -186,13 +219,13 @@ def apply_process_settings(policy: Policy, device: DeviceInfo) -> None:
 
 
 def resolve(device_spec: str = "auto", precision: Precision | str = "auto",
-            simulate: str | None = None) -> tuple[DeviceInfo, Policy]:
+            simulate: str | None = None, runtime: str = "auto") -> tuple[DeviceInfo, Policy]:
     """The device (simulated when `simulate` is given) and its policy, as `worker` and `doctor` both
     decide them. Raises InvalidInput for a bad device spec, PrecisionRefused as `choose_policy`."""
     from worker.device import detect_device, parse_simulated
 
     device = parse_simulated(simulate) if simulate else detect_device(device_spec)
-    return device, choose_policy(device, precision)
+    return device, choose_policy(device, precision, runtime)
 
 
 def describe(device: DeviceInfo, policy: Policy) -> dict[str, Any]:
@@ -202,5 +235,6 @@ def describe(device: DeviceInfo, policy: Policy) -> dict[str, Any]:
         "memory_gb": device.memory_gb, "dtype": policy.dtype, "tf32": policy.tf32, "reason": policy.reason,
         "backend": device.backend, "runs_on": policy.run_on, "mode": policy.mode,
         "keep_fp32": list(policy.keep_fp32), "requested": policy.requested, "simulated": device.simulated,
+        "runtime": policy.runtime,
         "torch_arch_list": None if device.arch_list is None else list(device.arch_list),
     }

@@ -7,9 +7,12 @@ that does not load, a canary that cannot produce sound — before the worker tak
 
 from __future__ import annotations
 
+import gc
+import importlib.metadata
 import logging
 import os
 import socket
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from schemas.db import Store, open_store
 from schemas.errors import RetryableError
 from schemas.settings import WorkerSettings
-from schemas.status import WorkerState
+from schemas.status import Runtime, WorkerState
 from worker import lease, reaper, registry
 from worker.events import JobOutcome, Listener, Listeners
 from worker.job import JobContext, synthesize_job
@@ -71,11 +74,15 @@ class WorkerRuntime:
         _quiet_libraries()
         db = open_store(settings.database_url)
         device = detect_device(settings.device)
-        policy = choose_policy(device, settings.precision)
+        policy = choose_policy(device, settings.precision, settings.runtime)
         apply_process_settings(policy, device)
         runtime = cls(settings, db, device, policy)
         engine = runtime.engine_for(settings.voice)
         runtime.policy = engine.policy  # the canary may have fallen back to a safer policy
+        # Everything loaded so far lives as long as the process: move it out of the collector's view, so
+        # the full collection after every job scans only what jobs made (~95 ms -> a few ms per job on a
+        # 2-core CPU; docs/benchmarks.md).
+        gc.freeze()
         return runtime
 
     def engine_for(self, voice: str) -> Engine:
@@ -89,9 +96,12 @@ class WorkerRuntime:
         while len(self._engines) >= MAX_LOADED_VOICES:
             _, old = self._engines.popitem(last=False)
             old.cleanup()
-        loaded = load_voice(voice, self.settings.voices_cache_dir, self.settings.voice_dir_list)
+        onnx = self.policy.runtime == Runtime.ONNXRUNTIME
+        if not onnx:
+            _quiet_libraries(transformers=True)
+        loaded = load_voice(voice, self.settings.voices_cache_dir, self.settings.voice_dir_list, onnx=onnx)
         engine = start_engine(loaded, self.device, self.policy, token_budget=self.settings.token_budget,
-                              deterministic=self.settings.deterministic)
+                              deterministic=self.settings.deterministic, threads=self.settings.threads)
         for note in engine.notes:
             log.warning("voice %s: %s", voice, note)
         self._engines[voice] = engine
@@ -127,19 +137,21 @@ class WorkerRuntime:
         lease.release(self.store, job_id, self.worker_id)
 
     def registry_row(self) -> dict[str, Any]:
-        import torch
-
+        """The workers-table row; `details.runtime` says which runtime runs the default voice. torch is not
+        imported for it (an onnxruntime worker never loads torch)."""
         engine = next(iter(self._engines.values()), None)
         notes = engine.notes if engine is not None else []
         return {
             "id": self.worker_id, "host": socket.gethostname(), "pid": os.getpid(),
             "device": self.device.torch_device, "device_index": self.device.index, "card": self.device.name,
             "capability": self.device.capability_str, "memory_bytes": self.device.memory_bytes,
-            "backend": str(self.device.backend), "torch_version": torch.__version__,
-            "cuda_version": torch.version.cuda, "dtype": str(self.policy.dtype), "tf32": self.policy.tf32,
+            "backend": str(self.device.backend), "torch_version": _torch_version(),
+            "cuda_version": _cuda_version(), "dtype": str(self.policy.dtype), "tf32": self.policy.tf32,
             "policy_reason": self.policy.reason + "".join(f"; {n}" for n in notes),
             "voice": self.settings.voice, "queues": self.settings.queues,
-            "details": {"canary_s": getattr(engine, "canary_s", None), "mode": str(self.policy.mode)},
+            "details": {"canary_s": getattr(engine, "canary_s", None), "mode": str(self.policy.mode),
+                        "runtime": str(engine.runtime if engine is not None else self.policy.runtime),
+                        "threads": getattr(engine.runner, "threads", None) if engine is not None else None},
         }
 
     def register(self) -> None:
@@ -189,10 +201,29 @@ class WorkerRuntime:
             pass
 
 
-def _quiet_libraries() -> None:
-    """transformers prints progress bars and load reports on every model load; a worker log wants none."""
+def _torch_version() -> str:
+    """The installed torch version, read from its metadata (importing torch costs seconds)."""
+    try:
+        return importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _cuda_version() -> str | None:
+    """torch's CUDA version when torch is already imported (a CUDA worker); None otherwise."""
+    torch = sys.modules.get("torch")
+    return None if torch is None else torch.version.cuda
+
+
+def _quiet_libraries(transformers: bool = False) -> None:
+    """transformers prints progress bars and load reports on every model load; a worker log wants none.
+    Set through the environment (read when transformers is imported); transformers itself is imported
+    only when `transformers` (a torch voice is about to load) or when it already is."""
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if not transformers and "transformers" not in sys.modules:
+        return
     try:
         from transformers.utils import logging as hf_logging
 

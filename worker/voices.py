@@ -33,18 +33,23 @@ LOCK_TIMEOUT_S = 600.0  # a conversion takes ~10 s; waiting longer means another
 _MARKER = "ttsfleet_voice.json"
 
 
-def load_voice(name: str, cache_dir: Path | None = None, voice_dirs: Sequence[Path] | None = None) -> LoadedVoice:
+def load_voice(name: str, cache_dir: Path | None = None, voice_dirs: Sequence[Path] | None = None, *,
+               onnx: bool = False) -> LoadedVoice:
     """Load a voice by name (`piper:NAME`, `hf:ORG/NAME` or a folder) as fp32 on the CPU, in eval mode.
 
     `voice_dirs`: the only folders whose voice folders may be loaded (a worker passes its settings';
     None, for a library caller loading a folder it chose, skips the check). Remote code is never run.
     `cache_dir` holds converted bundled voices (a worker passes its settings' `voices_cache_dir`; None,
-    for a library caller without settings, means the user's default cache folder).
+    for a library caller without settings, means the user's default cache folder). `onnx`: a bundled Piper
+    voice is loaded for ONNX Runtime only (its verified ONNX file, no torch model, nothing converted, torch
+    not imported); other voices have no ONNX model and load as usual.
 
     Raises UnknownVoice for names that cannot be loaded here (including hub ids while offline),
     PermanentError when the `voice` extra is missing or the bundled voice fails its hash check.
     """
     info = resolve_voice_name(name, voice_dirs=voice_dirs)
+    if info.kind == VoiceKind.PIPER and onnx:
+        return load_piper_onnx(info.name, cache_dir)
     if info.kind == VoiceKind.PIPER:
         folder = bundled_voice_folder(info.name, cache_dir)
         return load_piper_folder(folder, name=info.name)
@@ -162,6 +167,29 @@ def load_piper_folder(folder: Path, name: str | None = None) -> LoadedVoice:
     language = language_from_code(pcfg.get("language", {}).get("code") or pcfg.get("espeak", {}).get("voice"))
     return LoadedVoice(name=name or str(folder), model=model, sample_rate_hz=int(pcfg["audio"]["sample_rate"]),
                        language=language, encode=encoder, folder=Path(folder))
+
+
+def load_piper_onnx(name: str, cache_dir: Path | None = None) -> LoadedVoice:
+    """A bundled Piper voice for ONNX Runtime: its ONNX file (sha256 checked), the espeak-ng encoder, and
+    the noise scales and length scale from its config; `cache_dir` (default: the user's voices cache)
+    keeps the graph ONNX Runtime optimizes for this CPU. Imports neither torch nor transformers."""
+    from worker.onnx_runner import OnnxVoice
+    from worker.phonemes import PiperEncoder, read_piper_config
+
+    spec = BUNDLED_PIPER[name.removeprefix("piper:")]
+    onnx_path, config_path = verify_bundled(spec)
+    pcfg = read_piper_config(config_path)
+    encoder = PiperEncoder(pcfg)
+    encoder("ok")  # a missing phonemizer fails at load, not at the first chunk
+    inference = pcfg.get("inference", {})
+    onnx = OnnxVoice(onnx_path, noise_scale=float(inference.get("noise_scale", 0.667)),
+                     length_scale=float(inference.get("length_scale", 1.0)),
+                     noise_w=float(inference.get("noise_w", 0.8)),
+                     cache_dir=(Path(cache_dir) if cache_dir is not None else default_voices_cache_dir(os.environ))
+                     / "onnxruntime")
+    language = language_from_code(pcfg.get("language", {}).get("code") or pcfg.get("espeak", {}).get("voice"))
+    return LoadedVoice(name=name, model=None, sample_rate_hz=int(pcfg["audio"]["sample_rate"]), language=language,
+                       encode=encoder, onnx=onnx)
 
 
 def _load_hf(name: str, language: str) -> LoadedVoice:

@@ -36,6 +36,13 @@ DeviceOpt = Annotated[
 PrecisionOpt = Annotated[
     str | None, typer.Option("--precision", envvar="TTSFLEET_PRECISION", show_envvar=True,
                              help="auto, bf16, fp16 or fp32; one the card cannot run is refused [default: auto]")]
+RuntimeOpt = Annotated[
+    str | None, typer.Option("--runtime", envvar="TTSFLEET_RUNTIME", show_envvar=True,
+                             help="auto (onnxruntime on a CPU for Piper voices, else torch), torch or "
+                                  "onnxruntime [default: auto]")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", envvar="TTSFLEET_THREADS", show_envvar=True, min=1,
+                             help="intra-op threads for synthesis [default: the cores this process may use]")]
 
 err_console = Console(stderr=True)
 

@@ -18,6 +18,8 @@ from producer.cli.common import (
     JsonOpt,
     OutputDirOpt,
     PrecisionOpt,
+    RuntimeOpt,
+    ThreadsOpt,
     VoiceDirsOpt,
     VoiceOpt,
     environ,
@@ -46,7 +48,8 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
            voice: VoiceOpt = None, broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None,
            output_dir: OutputDirOpt = None, name: NameOpt = None, metrics_port: MetricsPortOpt = None,
            voices_cache_dir: CacheDirOpt = None, deterministic: DeterministicOpt = None,
-           token_budget: TokenBudgetOpt = None, voice_dirs: VoiceDirsOpt = None,
+           token_budget: TokenBudgetOpt = None, voice_dirs: VoiceDirsOpt = None, runtime: RuntimeOpt = None,
+           threads: ThreadsOpt = None,
            loglevel: Annotated[str, typer.Option(help="log level")] = "INFO") -> None:
     """Start one worker for one device: pin its precision, load the voice, take jobs from the broker."""
     from schemas.settings import WorkerSettings
@@ -56,17 +59,17 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
         environ(), device=device, precision=precision, queues=queues, voice=voice, broker_url=broker_url,
         database_url=database_url, output_dir=output_dir, worker_name=name, metrics_port=metrics_port,
         voices_cache_dir=voices_cache_dir, deterministic=deterministic, token_budget=token_budget,
-        voice_dirs=voice_dirs)
+        voice_dirs=voice_dirs, runtime=runtime, threads=threads)
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(settings, loglevel)
 
 
 def doctor(json_output: JsonOpt = False, simulate: SimulateOpt = None, precision: PrecisionOpt = None,
-           device: DeviceOpt = None) -> None:
+           device: DeviceOpt = None, runtime: RuntimeOpt = None) -> None:
     """Show the device (or a simulated one) and the precision policy chosen for it, with the reason."""
     from worker.precision import describe, resolve
 
-    info, policy = resolve(device or "auto", precision or "auto", simulate)
+    info, policy = resolve(device or "auto", precision or "auto", simulate, runtime or "auto")
     report = describe(info, policy)
     if json_output:
         print_json(report)
@@ -86,6 +89,7 @@ def doctor(json_output: JsonOpt = False, simulate: SimulateOpt = None, precision
         ("tf32", "on" if policy.tf32 else "off"),
         ("mode", policy.mode + (f" (fp32: {', '.join(policy.keep_fp32)})" if policy.keep_fp32 else "")),
         ("runs on", policy.run_on),
+        ("runtime", policy.runtime),
         ("reason", policy.reason),
     ]
     for key, value in rows:

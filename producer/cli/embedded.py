@@ -36,21 +36,25 @@ class _ProgressBar(Listener):
 
 def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env: Mapping[str, str], *,
                  device: str | None, precision: str | None, force: bool, show_progress: bool,
-                 quiet: bool) -> list[JobView]:
-    """Submit `requests` without a broker, synthesize them in-process, return their final views."""
+                 quiet: bool, inference_runtime: str | None = None, threads: int | None = None,
+                 listeners: Sequence[Listener] = ()) -> list[JobView]:
+    """Submit `requests` without a broker, synthesize them in-process, return their final views.
+    `listeners` are added to the in-process worker (benchmarks read memory after each job with one)."""
     console = Console(stderr=True, quiet=quiet)  # progress and notes; the tables go to stdout
     store = open_store(settings.database_url)
     submitted = submit(requests, settings, store, publisher=None, force=force)
     worker_settings = WorkerSettings.from_env(
         env, database_url=settings.database_url, output_dir=settings.output_dir, voice=settings.voice,
-        voice_dirs=settings.voice_dirs,
-        device=device, precision=precision, worker_name="embedded")
+        voice_dirs=settings.voice_dirs, device=device, precision=precision, runtime=inference_runtime,
+        threads=threads, worker_name="embedded")
     with console.status("loading the voice and checking the device..."):
         runtime = WorkerRuntime.start(worker_settings)
         runtime.register()
+    for listener in listeners:
+        runtime.add_listener(listener)
     engine = runtime.engine_for(worker_settings.voice)
-    console.print(f"voice [bold]{engine.voice_name}[/] on {runtime.device.name} ({runtime.policy.dtype}): "
-                  f"{runtime.policy.reason}")
+    console.print(f"voice [bold]{engine.voice_name}[/] on {runtime.device.name} ({runtime.policy.dtype}, "
+                  f"{engine.runtime}): {runtime.policy.reason}")
     runtime.resume_dead_predecessors()  # an earlier `run` killed mid-job: take its jobs back now
     todo = [v for v in job_views(store, [s.id for s in submitted]) if not v.status.is_terminal]
     try:

@@ -17,6 +17,8 @@ from producer.cli.common import (
     JsonOpt,
     OutputDirOpt,
     PrecisionOpt,
+    RuntimeOpt,
+    ThreadsOpt,
     VoiceDirsOpt,
     VoiceOpt,
     environ,
@@ -142,14 +144,15 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
         database_url: DatabaseUrlOpt = None,
         output_dir: OutputDirOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
         matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False,
-        voice_dirs: VoiceDirsOpt = None) -> None:
+        voice_dirs: VoiceDirsOpt = None, runtime: RuntimeOpt = None, threads: ThreadsOpt = None) -> None:
     """Embedded mode: submit, synthesize in this process (no broker), wait, print results and stats."""
     from producer.cli.embedded import run_embedded
 
     env = environ()
     settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice, voice_dirs=voice_dirs)
     requests = _requests(inputs, voice, fmt, priority, loudness, BookOptions(matter, notes, captions))
-    views = run_embedded(requests, settings, env, device=device, precision=precision, force=force,
+    views = run_embedded(requests, settings, env, device=device, precision=precision, inference_runtime=runtime,
+                         threads=threads, force=force,
                          show_progress=stdout_is_terminal() and not as_json, quiet=as_json)
     if as_json:
         print_json([v.model_dump(mode="json") for v in views])

@@ -1,0 +1,183 @@
+"""Running a Piper voice's own ONNX model through ONNX Runtime on a CPU: the engine's fast CPU runtime.
+
+The same weights the converted `PiperVitsModel` holds (the bundled file is checked against its sha256
+before use), fed the same phoneme ids, with the noise scales and speaking rate from the voice's config.
+Eager PyTorch spends most of a VITS forward in small convolutions; ONNX Runtime runs the fused graph
+about 2.5x faster per sentence on this project's CPUs (docs/benchmarks.md). Imports neither torch nor
+transformers.
+
+Piper's graph takes a batch but returns no output lengths, so a padded item's tail cannot be cut off:
+items run one per call. Its noise comes from an unseeded RandomNormalLike, so per-chunk seeds are not
+honoured here; with noise off (`deterministic`) the audio is exactly reproducible, as on torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from schemas.errors import PermanentError, first_line
+from schemas.status import Runtime
+from worker.device import DeviceInfo
+from worker.precision import Policy
+
+if TYPE_CHECKING:
+    from worker.loaded_voice import LoadedVoice
+    from worker.model import ModelRunner
+
+
+@dataclass(frozen=True, slots=True)
+class OnnxVoice:
+    """A Piper ONNX model file and the scales it is run with: `noise_scale` and `noise_w` (the duration
+    predictor's noise) as in the voice config, `length_scale` = 1 / speaking rate (>1 is slower)."""
+
+    path: Path
+    noise_scale: float = 0.667
+    length_scale: float = 1.0
+    noise_w: float = 0.8
+    # Where the graph optimized for this machine is kept (None: optimize at every start, ~1 s).
+    cache_dir: Path | None = None
+
+
+def cores_available() -> int:
+    """The CPU cores this process may run on (its affinity mask; all cores where that cannot be read)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _session(onnxruntime: Any, voice: OnnxVoice, options: Any) -> Any:
+    """An inference session for `voice`, from the cached optimized graph when there is one; otherwise the
+    model is optimized now and, with a cache folder, the result saved (atomically) for the next start."""
+    providers = ["CPUExecutionProvider"]
+    cached = _optimized_path(onnxruntime, voice)
+    if cached is not None and cached.is_file():
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return onnxruntime.InferenceSession(str(cached), options, providers=providers)
+    if cached is None:
+        return onnxruntime.InferenceSession(str(voice.path), options, providers=providers)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{cached.name}.", suffix=".tmp", dir=cached.parent)
+    os.close(fd)
+    try:
+        options.optimized_model_filepath = tmp
+        session = onnxruntime.InferenceSession(str(voice.path), options, providers=providers)
+        os.replace(tmp, cached)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return session
+
+
+def _optimized_path(onnxruntime: Any, voice: OnnxVoice) -> Path | None:
+    """`cache_dir/<model>-ort<version>-<cpu>.onnx`, or None without a cache folder. The model part is its
+    size and modification time (the bundled file's content is checked by sha256 at load)."""
+    if voice.cache_dir is None:
+        return None
+    stat = voice.path.stat()
+    model = hashlib.sha256(f"{voice.path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+    cpu = hashlib.sha256(_cpu_signature().encode()).hexdigest()[:12]
+    return Path(voice.cache_dir) / f"{voice.path.stem}-{model}-ort{onnxruntime.__version__}-{cpu}.onnx"
+
+
+def _cpu_signature() -> str:
+    """The CPU model and its instruction-set flags (what an optimized graph's kernels may depend on)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            lines = [line for line in info if line.startswith(("model name", "flags", "Features"))]
+        return "".join(dict.fromkeys(lines)) or platform.machine()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+
+
+class OnnxRunner:
+    """The ONNX counterpart of `worker.model.ModelRunner`: same `run`/`synchronize`/`set_policy` interface.
+
+    `threads` is ONNX Runtime's intra-op thread count (None: `cores_available()`); inter-op is 1 (the
+    graph is one chain). The graph ONNX Runtime optimizes at load (~1 s on a 2-core CPU) is saved once in
+    `voice.cache_dir`, keyed by the model's content, the onnxruntime version and this CPU (the optimized
+    graph may use CPU-specific layouts), and loaded as it is afterwards.
+    Raises PermanentError when onnxruntime is missing or the model cannot be loaded.
+    """
+
+    runtime = Runtime.ONNXRUNTIME
+    torch_device = "cpu"
+    device_type = "cpu"
+
+    def __init__(self, voice: OnnxVoice, device: DeviceInfo, policy: Policy, *, noise_off: bool = False,
+                 threads: int | None = None, pad_id: int = 0) -> None:
+        try:
+            import onnxruntime
+        except ImportError as err:
+            raise PermanentError("the onnxruntime runtime needs the onnxruntime package "
+                                 "(pip install onnxruntime), or run with --runtime torch") from err
+        self.device = device
+        self.policy = policy
+        self.pad_id = pad_id
+        self.threads = threads or cores_available()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3  # errors only: Piper graphs warn about unused initializers
+        try:
+            self.session: Any = _session(onnxruntime, voice, options)
+        except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
+            raise PermanentError(f"cannot load the ONNX model {voice.path}: {first_line(err)}") from err
+        noise, noise_w = (0.0, 0.0) if noise_off else (voice.noise_scale, voice.noise_w)
+        self._scales = np.array([noise, voice.length_scale, noise_w], dtype=np.float32)
+        self._inputs = {i.name for i in self.session.get_inputs()}
+        if not {"input", "input_lengths", "scales"} <= self._inputs:
+            raise PermanentError(f"{voice.path} is not a Piper voice model (inputs: {sorted(self._inputs)})")
+
+    def set_policy(self, policy: Policy) -> None:
+        """Record `policy` (a CPU policy is fp32 whatever the fallback; nothing to re-install)."""
+        self.policy = policy
+
+    def run(self, ids: Sequence[Sequence[int]], *, seed: int | None = None,
+            fp32: bool = False) -> list[np.ndarray]:
+        """Synthesize each token-id list on its own; float32 waves at the voice's rate, one per item.
+        `seed` and `fp32` are accepted for the runner interface and have no effect (see module docstring)."""
+        waves = []
+        for item in ids:
+            feed = {"input": np.asarray([item], dtype=np.int64),
+                    "input_lengths": np.asarray([len(item)], dtype=np.int64), "scales": self._scales}
+            if "sid" in self._inputs:
+                feed["sid"] = np.zeros(1, dtype=np.int64)
+            out = self.session.run(None, feed)[0]
+            waves.append(np.ascontiguousarray(out.reshape(-1), dtype=np.float32))
+        return waves
+
+    def synchronize(self) -> None:
+        """Nothing to wait for: `run` returns when the audio exists."""
+
+    def is_out_of_memory(self, err: BaseException) -> bool:
+        """True for an allocation failure (MemoryError or ONNX Runtime's failed-allocation message)."""
+        return isinstance(err, MemoryError) or "Failed to allocate memory" in str(err)
+
+
+def make_runner(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, noise_off: bool = False,
+                threads: int | None = None) -> ModelRunner | OnnxRunner:
+    """The runner for `voice` under `policy`. An onnxruntime policy runs a voice that has no ONNX model
+    (anything but a bundled Piper voice) on torch instead; the runner's policy then says so in its reason.
+
+    Raises PermanentError when the voice was loaded without a torch model but must run on torch.
+    """
+    from worker.model import ModelRunner
+
+    if policy.runtime == Runtime.ONNXRUNTIME and voice.onnx is not None:
+        return OnnxRunner(voice.onnx, device, policy, noise_off=noise_off, threads=threads)
+    if policy.runtime == Runtime.ONNXRUNTIME:
+        policy = replace(policy, runtime=Runtime.TORCH,
+                         reason=f"{policy.reason}; voice {voice.name} has no ONNX model: torch")
+    if voice.model is None:
+        raise PermanentError(f"voice {voice.name} was loaded for onnxruntime only; it has no torch model")
+    return ModelRunner(voice.model, device, policy, noise_off=noise_off, threads=threads)
