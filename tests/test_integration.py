@@ -74,6 +74,12 @@ def _a_book_becomes_chapter_files_subtitles_and_an_m4b(fleet: Fleet) -> None:
     for view in views:
         audio = Path(view["audio_path"])
         assert audio.is_file() and audio.with_suffix(".srt").is_file() and audio.with_suffix(".vtt").is_file()
+    # The worker that finishes the last chapter builds the .m4b just after: book_path follows shortly.
+    deadline = time.monotonic() + 60
+    while not all(v["book_path"] for v in views):
+        assert time.monotonic() < deadline, fleet.logs()
+        time.sleep(0.5)
+        views = json.loads(fleet.cli("status", *ids, "--json").stdout)
     m4b = Path(views[-1]["book_path"])
     probe = json.loads(subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_chapters", "-show_format", str(m4b)],
