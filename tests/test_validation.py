@@ -73,3 +73,35 @@ def test_edge_values_every_store_can_hold_are_accepted_by_both(stores: dict[str,
                                                                 fields: dict[str, object]) -> None:
     assert {name: _outcome(store, fields, tmp_path) for name, store in stores.items()} == {
         "sqlite": "ok", "postgresql": "ok"}
+
+
+_JSON_VALUE = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | _FIELD.filter(
+    lambda v: v is not None), lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
+                                                                                         max_size=3), max_leaves=6)
+_LINE = st.one_of(
+    st.dictionaries(st.sampled_from(["text", "id", "voice", "format", "title", "priority", "extra"]), _JSON_VALUE,
+                    max_size=6).map(lambda d: __import__("json").dumps(d)),
+    st.text(max_size=60),  # not JSON at all
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=st.lists(_LINE, min_size=1, max_size=4))
+def test_generated_jsonl_lines_give_requests_or_one_line_errors(lines: list[str]) -> None:
+    import io
+    import tempfile
+
+    from producer.inputs import read_inputs
+    from schemas.errors import InvalidInput
+    from schemas.status import AudioFormat
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "jobs.jsonl"
+        path.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
+        try:
+            requests = read_inputs([str(path)], io.StringIO(), voice=None, format=AudioFormat.WAV, priority=5)
+        except InvalidInput as err:
+            assert "\n" not in str(err)
+            str(err).encode("utf-8")
+            return
+    assert all(isinstance(r, JobRequest) for r in requests)
