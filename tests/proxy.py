@@ -86,7 +86,7 @@ class FaultyProxy:
                     if not data:
                         return
                     peers[sock].sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # a socket closed under us by down(): ValueError from select on fd -1
             return
         finally:
             client.close()
