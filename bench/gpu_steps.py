@@ -11,18 +11,9 @@ import subprocess
 import time
 from typing import Any
 
+from bench.engine import SENTENCES
 from bench.gpu_check import DTYPE_NAMES, PRECISIONS, ROOT, Check, Outcome, first_line, ttsfleet_command
 
-SENTENCES = [
-    "The river ran quietly past the old mill.",
-    "Nobody remembered when the wheel had last turned, or who had stopped it.",
-    "Yes.",
-    "In the spring the water rose, and the children came down to watch the ice break up and drift away.",
-    "Then it was summer again.",
-    "A heron stood in the shallows, patient as a post, waiting for something only it could see.",
-    "The miller's daughter kept the key.",
-    "She opened the door once a year, swept the floor, and locked it again without a word to anyone.",
-]
 DOCTOR_KEYS = {"device", "name", "capability", "memory_gb", "dtype", "tf32", "reason"}
 
 

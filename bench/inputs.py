@@ -23,6 +23,6 @@ def notice_texts(count: int | None = None) -> list[str]:
 
 def sentences(text: str) -> list[str]:
     """The chunks ttsfleet cuts `text` into (one sentence each), stripped: what every contender speaks."""
-    from producer.chunking import split_chunks
+    from producer.chunks import split_chunks
 
     return [chunk.text.strip() for chunk in split_chunks(text, 400)]
