@@ -155,7 +155,7 @@ def _wait_done(store: Any, ids: list[str], procs: list[subprocess.Popen[bytes]],
 
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        views = job_views(store, ids, limit=len(ids))
+        views = job_views(store, ids)
         if all(view.status.is_terminal for view in views):
             failed = [view for view in views if view.status != "succeeded"]
             if failed:
