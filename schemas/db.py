@@ -28,6 +28,9 @@ _PG_MIGRATION_LOCK = 7_316_584_201  # pg_advisory_lock key shared by every ttsfl
 DB_CONNECT_TIMEOUT_S = 10  # connecting, authentication included
 DB_STATEMENT_TIMEOUT_S = 300  # one statement, server side (long stats queries on a large store fit)
 DB_TCP_USER_TIMEOUT_S = 60  # sent data unacknowledged this long: the peer is gone (Linux)
+# A session idle inside a transaction this long is ended by the server: a frozen worker (VM pause,
+# SIGSTOP) cannot hold row locks that its successor needs. ttsfleet's transactions last milliseconds.
+DB_IDLE_IN_TRANSACTION_S = 30
 _upgraded: set[str] = set()
 # The newest Alembic revision, so a store already at it is recognized with one SELECT and without
 # importing Alembic (tests/test_db.py checks it against the migration scripts).
@@ -99,7 +102,8 @@ def pg_connect_args(url_query: Mapping[str, Any]) -> dict[str, Any]:
     bounds: dict[str, Any] = {
         "connect_timeout": DB_CONNECT_TIMEOUT_S, "keepalives": 1, "keepalives_idle": 30,
         "keepalives_interval": 10, "keepalives_count": 3, "tcp_user_timeout": DB_TCP_USER_TIMEOUT_S * 1000,
-        "options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_S * 1000}",
+        "options": f"-c statement_timeout={DB_STATEMENT_TIMEOUT_S * 1000} "
+                   f"-c idle_in_transaction_session_timeout={DB_IDLE_IN_TRANSACTION_S * 1000}",
     }
     return {key: value for key, value in bounds.items() if key not in url_query}
 

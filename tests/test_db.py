@@ -69,6 +69,7 @@ def test_postgresql_connections_carry_timeouts_unless_the_url_sets_them(pg_url: 
     try:
         with store.read() as session:
             assert session.execute(text("SHOW statement_timeout")).scalar() == "5min"
+            assert session.execute(text("SHOW idle_in_transaction_session_timeout")).scalar() == "30s"
     finally:
         store.dispose()
 

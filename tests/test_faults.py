@@ -80,7 +80,15 @@ def test_a_stop_signal_puts_the_running_job_back_with_its_chunks(fleet: Fleet, s
     _finished_by_another_worker(fleet, job, kept)
 
 
-def test_a_worker_frozen_past_its_lease_wakes_and_leaves_the_result_alone(fleet: Fleet) -> None:
+def test_a_worker_frozen_past_its_lease_wakes_and_leaves_the_result_alone(pg_url: str, redis_url: str,
+                                                                          tiny_vits_dir: Path, tmp_path: Path) -> None:
+    # On PostgreSQL, the fleet's store: a process frozen inside a transaction holds its locks until the
+    # server ends the idle session (schemas/db.py); an SQLite file would stay locked (one box, one writer).
+    with running_fleet(redis_url, pg_url, tiny_vits_dir, tmp_path) as fleet:
+        _frozen_past_its_lease(fleet)
+
+
+def _frozen_past_its_lease(fleet: Fleet) -> None:
     fleet.env["TTSFLEET_LEASE_S"] = "3"
     frozen = fleet.start_worker("--token-budget", "64", "--name", "frozen")
     job = _long_job_under_way(fleet)
