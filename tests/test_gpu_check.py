@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ from packaging.utils import canonicalize_name
 from bench.gpu_check import SMALL, Check, Outcome, run_all
 from bench.gpu_jobs import summarize
 from bench.gpu_memory import judge_oom
-from bench.gpu_wheels import image_names, read_sections, uncovered_project_deps
+from bench.gpu_pack import _record_line, trim_wheel
+from bench.gpu_wheels import image_names, read_sections, uncovered_project_deps, voice_distributions
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ["doctor", "canary", "engines", "memory_probe", "oom", "jobs", "intelligibility"]
@@ -47,13 +49,33 @@ def test_runner_skips_steps_past_the_deadline(tmp_path: Path) -> None:
 
 def test_wheel_list_covers_the_project_and_never_carries_torch() -> None:
     sections = read_sections(ROOT / "bench" / "gpu-wheels.txt")
-    names = {canonicalize_name(req.split("==")[0]) for reqs in sections.values() for req in reqs}
-    assert all("==" in req for reqs in sections.values() for req in reqs)  # pinned, so the trip size is known
+    wheels = [req for name, reqs in sections.items() if name != "voice" for req in reqs]
+    names = {canonicalize_name(req.split("==")[0]) for req in wheels}
+    assert all("==" in req for req in wheels)  # pinned, so the trip size is known
     image = image_names(ROOT / "bench" / "gpu-image.txt")
     assert not names & {"torch", "transformers", "numpy", "nvidia-cublas"}
     assert not names & image, "carried twice: already on the image"
-    assert uncovered_project_deps(names | image) == []
-    assert uncovered_project_deps(image) != []  # the check itself can fail
+    carried = names | voice_distributions(sections["voice"])
+    assert uncovered_project_deps(carried | image) == []
+    assert uncovered_project_deps(names | image) != []  # the voice package is covered only by its conversion
+
+
+def test_trimmed_wheel_keeps_code_and_a_valid_record(tmp_path: Path) -> None:
+    wheel = tmp_path / "demo-1.0-py3-none-any.whl"
+    files = {"piper/__init__.py": b"x = 1\n", "piper/hebrew/nakdimon.onnx": b"0" * 5000,
+             "piper/espeak-ng-data/en_dict": b"e" * 100, "piper/espeak-ng-data/ru_dict": b"r" * 5000,
+             "piper/espeak-ng-data/lang/ru": b"kept", "demo-1.0.dist-info/METADATA": b"Name: demo\n"}
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+        archive.writestr("demo-1.0.dist-info/RECORD", "stale\n")
+    assert trim_wheel(wheel) > 0
+    with zipfile.ZipFile(wheel) as archive:
+        kept = set(archive.namelist())
+        record = archive.read("demo-1.0.dist-info/RECORD").decode().splitlines()
+        assert all(_record_line(name, archive.read(name)) in record for name in kept - {"demo-1.0.dist-info/RECORD"})
+    assert kept == set(files) - {"piper/hebrew/nakdimon.onnx", "piper/espeak-ng-data/ru_dict"} | {
+        "demo-1.0.dist-info/RECORD"}
 
 
 def test_oom_judgement() -> None:
