@@ -68,5 +68,5 @@ if [[ -n "$missing" ]]; then
 fi
 mkdir -p "$OUT_DIR"
 export PYTHONUNBUFFERED=1
-timeout 540 "$PY" -m bench.gpu_check --device cuda:0 --out "$OUT_DIR" "$@" 2>&1 | tee "$OUT_DIR/check.log"
+timeout 470 "$PY" -m bench.gpu_check --device cuda:0 --out "$OUT_DIR" "$@" 2>&1 | tee "$OUT_DIR/check.log"
 exit "${PIPESTATUS[0]}"
