@@ -22,7 +22,20 @@ TEST_VOICE_DIRS = tempfile.gettempdir()
 os.environ.setdefault("TTSFLEET_VOICE_DIRS", TEST_VOICE_DIRS)
 
 PG_ADMIN_URL = os.environ.get("TTSFLEET_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-REDIS_TEST_URL = os.environ.get("TTSFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+
+
+def _redis_test_url() -> str:
+    """TTSFLEET_TEST_REDIS_URL (default DB 13); under `pytest -n 2` each xdist worker (gw0, gw1) adds its
+    number to the DB, so two workers never flush each other's queues."""
+    url = os.environ.get("TTSFLEET_TEST_REDIS_URL", "redis://127.0.0.1:6379/13")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw"):
+        base, _, db = url.rpartition("/")
+        url = f"{base}/{int(db or 0) + int(worker[2:])}"
+    return url
+
+
+REDIS_TEST_URL = _redis_test_url()
 
 
 def _pg_admin_engine():  # type: ignore[no-untyped-def]
