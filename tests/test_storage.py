@@ -1,0 +1,126 @@
+"""Shared audio storage: the fsspec output store on an in-memory filesystem, settings that take URLs, and
+a real worker writing chunks and the assembled file to a real S3 endpoint (moto in server mode)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from schemas.settings import ProducerSettings, WorkerSettings
+from schemas.storage import is_url, open_output_store, result_files
+from tests.fleet import running_fleet
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:botocore.*")
+
+
+def test_settings_accept_urls_and_keep_paths(tmp_path: Path) -> None:
+    remote = WorkerSettings.from_env({"TTSFLEET_OUTPUT_DIR": "s3://audio/fleet/"})
+    assert remote.output_url == "s3://audio/fleet" and remote.output_location == "s3://audio/fleet"
+    local = ProducerSettings.from_env({}, output_dir=f"file://{tmp_path}/out")
+    assert local.output_url is None and local.output_dir == tmp_path / "out"
+    assert ProducerSettings(output_dir=tmp_path).output_location == str(tmp_path)
+    assert not is_url("/srv/audio") and not is_url("file:///srv") and is_url("gs://b/p")
+
+
+def test_memory_store_puts_fetches_and_removes(tmp_path: Path) -> None:
+    store = open_output_store("memory://ttsfleet-unit")
+    src = tmp_path / "a.wav"
+    src.write_bytes(b"RIFF0123")
+    location = store.join("job", "a.wav")
+    assert location == "memory://ttsfleet-unit/job/a.wav"
+    store.put_file(src, location)
+    assert store.exists(location) and store.read_bytes(location) == b"RIFF0123"
+    assert store.fetch(location, tmp_path / "copy").read_bytes() == b"RIFF0123"
+    assert store.signed_url(location, 60) is None  # the memory filesystem cannot presign
+    store.remove(store.join("job"), recursive=True)
+    assert not store.exists(location)
+    store.remove(location)  # missing: not an error
+    assert result_files("s3://b/x/j.flac") == ["s3://b/x/j.flac", "s3://b/x/j.manifest.json", "s3://b/x/j.srt",
+                                               "s3://b/x/j.vtt"]
+
+
+def test_local_store_is_a_plain_folder(tmp_path: Path) -> None:
+    store = open_output_store(tmp_path / "out")
+    assert store.local and store.join(".chunks", "j1", "x.wav") == str(tmp_path / "out" / ".chunks" / "j1" / "x.wav")
+    src = tmp_path / "s.txt"
+    src.write_text("hi")
+    store.put_file(src, store.join("a", "b.txt"))
+    assert (tmp_path / "out" / "a" / "b.txt").read_text() == "hi"
+    assert not list((tmp_path / "out" / "a").glob(".*partial"))
+    assert store.signed_url(store.join("a", "b.txt"), 60) is None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """moto's S3 server on a free loopback port, with a bucket; the AWS settings a client needs."""
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "moto server did not start"
+                time.sleep(0.2)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/ttsfleet-audio", method="PUT")
+        urllib.request.urlopen(request, timeout=5).close()  # CreateBucket (moto accepts it unsigned)
+        yield env
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_worker_writes_audio_to_s3_and_status_presigns_it(
+        s3_endpoint: dict[str, str], redis_url: str, sqlite_url: str, tiny_vits_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in s3_endpoint.items():
+        monkeypatch.setenv(key, value)
+    out = "s3://ttsfleet-audio/fleet"
+    with running_fleet(redis_url, sqlite_url, tiny_vits_dir, tmp_path) as fleet:
+        fleet.env.update({**s3_endpoint, "TTSFLEET_OUTPUT_DIR": out, "TTSFLEET_RESULT_TTL_S": "0.001"})
+        jsonl = tmp_path / "jobs.jsonl"
+        jsonl.write_text(json.dumps({"text": "One sentence. And a second one here. A third."}) + "\n")
+        fleet.start_worker()
+        [job_id] = fleet.submit(str(jsonl), "--format", "flac")
+        [view] = fleet.wait_done([job_id], timeout_s=120)
+    store = open_output_store(out)
+    assert view["audio_path"] == f"{out}/{job_id}.flac"
+    data = store.read_bytes(view["audio_path"])
+    assert data[:4] == b"fLaC"
+    for side in result_files(view["audio_path"])[1:]:
+        assert store.exists(side), side
+    assert not store.fs.exists(f"ttsfleet-audio/fleet/.chunks/{job_id}")  # chunk audio removed after assembly
+    assert not (tmp_path / "out").exists()  # nothing local
+    assert view["audio_url"].startswith(s3_endpoint["AWS_ENDPOINT_URL"]) and "Signature" in view["audio_url"]
+    with urllib.request.urlopen(view["audio_url"], timeout=10) as response:  # plain HTTP, no credentials
+        assert response.read() == data
+    purged = fleet.cli("gc", "--json")
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(purged.stdout) == {"purged": [job_id], "files_deleted": 4}
+    assert not store.exists(view["audio_path"])
+    [after] = json.loads(fleet.cli("status", job_id, "--json").stdout)
+    assert after["audio_purged_at"] and after["audio_url"] is None
