@@ -35,6 +35,7 @@ app.command("workers")(fleet.workers)
 app.command("stats")(fleet.stats)
 app.command("backlog")(ops.backlog)
 app.command("gc")(ops.gc)
+app.command("migrate")(ops.migrate)
 app.add_typer(voices.app, name="voices")
 
 

@@ -55,3 +55,16 @@ def gc(ttl_s: TtlOpt = None, as_json: JsonOpt = False, database_url: DatabaseUrl
         print_json({"purged": purged.job_ids, "files_deleted": purged.files})
     else:
         Console(stderr=True).print(f"{len(purged.job_ids)} jobs purged, {purged.files} files deleted")
+
+
+def migrate(as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None:
+    """Bring the SQL store's schema to this release's revision (under a lock; a no-op when it is there).
+    Every command migrates on first use; this is the explicit one-shot step of an upgrade."""
+    from schemas.db import current_revision, open_store
+
+    settings = ProducerSettings.from_env(environ(), database_url=database_url)
+    revision = current_revision(open_store(settings.database_url).engine)
+    if as_json:
+        print_json({"revision": revision})
+    else:
+        Console(stderr=True).print(f"store at revision {revision}")
