@@ -77,7 +77,10 @@ def test_every_kubernetes_manifest_validates_offline() -> None:
     for path, doc in k8s_documents():
         if doc["kind"] in KEDA_KINDS:
             continue  # a CRD: kubernetes-validate has no schema for it (test_keda_scaled_object)
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as err:
+            pytest.fail(f"{path.name}: {doc['kind']} {doc['metadata']['name']}: {err}")
         checked += 1
     assert checked >= 7
 

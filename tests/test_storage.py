@@ -4,7 +4,7 @@ a real worker writing chunks and the assembled file to a real S3 endpoint (moto 
 from __future__ import annotations
 
 import json
-import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,11 +12,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from schemas.settings import ProducerSettings, WorkerSettings
 from schemas.storage import is_url, open_output_store, result_files
+from tests.deploy_files import compose_command
 from tests.fleet import running_fleet
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:botocore.*")
@@ -94,19 +96,44 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_worker_writes_audio_to_s3_and_status_presigns_it(
-        s3_endpoint: dict[str, str], redis_url: str, sqlite_url: str, tiny_vits_dir: Path, tmp_path: Path,
+def test_compose_cpu_worker_writes_audio_to_s3_and_status_presigns_it(
+        s3_endpoint: dict[str, str], redis_url: str, pg_url: str, tiny_vits_dir: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The compose file's CPU worker command line, as a plain process against local Redis and PostgreSQL,
+    finishes a job into S3; its probe files and Prometheus gauges are there; gc empties the bucket."""
     for key, value in s3_endpoint.items():
         monkeypatch.setenv(key, value)
     out = "s3://ttsfleet-audio/fleet"
-    with running_fleet(redis_url, sqlite_url, tiny_vits_dir, tmp_path) as fleet:
+    argv = compose_command("worker-cpu")
+    health = Path(argv[argv.index("--health-dir") + 1])
+    with running_fleet(redis_url, pg_url, tiny_vits_dir, tmp_path) as fleet:
         fleet.env.update({**s3_endpoint, "TTSFLEET_OUTPUT_DIR": out, "TTSFLEET_RESULT_TTL_S": "0.001"})
         jsonl = tmp_path / "jobs.jsonl"
         jsonl.write_text(json.dumps({"text": "One sentence. And a second one here. A third."}) + "\n")
-        fleet.start_worker()
+        (health / "ready").unlink(missing_ok=True)
+        proc = fleet.start_command(argv)
+        assert (health / "ready").is_file()
         [job_id] = fleet.submit(str(jsonl), "--format", "flac")
         [view] = fleet.wait_done([job_id], timeout_s=120)
+        port = argv[argv.index("--metrics-port") + 1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            metrics = response.read().decode()
+        assert 'ttsfleet_sql_backlog_jobs{queue="ttsfleet",status="queued"}' in metrics, metrics[-2000:]
+        assert 'ttsfleet_queue_depth{queue="ttsfleet"}' in metrics
+        assert time.time() - (health / "heartbeat").stat().st_mtime < 30
+        proc.send_signal(signal.SIGTERM)  # drain: no job running, so it stops at once and is no longer ready
+        assert proc.wait(timeout=60) == 0
+        assert not (health / "ready").exists()
+    _check_s3_result(view, out, job_id, s3_endpoint, tmp_path)
+    purged = fleet.cli("gc", "--json")
+    assert purged.returncode == 0, purged.stderr
+    assert json.loads(purged.stdout) == {"purged": [job_id], "files_deleted": 4}
+    assert not open_output_store(out).exists(view["audio_path"])
+    [after] = json.loads(fleet.cli("status", job_id, "--json").stdout)
+    assert after["audio_purged_at"] and after["audio_url"] is None
+
+
+def _check_s3_result(view: dict[str, Any], out: str, job_id: str, s3: dict[str, str], tmp_path: Path) -> None:
     store = open_output_store(out)
     assert view["audio_path"] == f"{out}/{job_id}.flac"
     data = store.read_bytes(view["audio_path"])
@@ -115,12 +142,6 @@ def test_worker_writes_audio_to_s3_and_status_presigns_it(
         assert store.exists(side), side
     assert not store.fs.exists(f"ttsfleet-audio/fleet/.chunks/{job_id}")  # chunk audio removed after assembly
     assert not (tmp_path / "out").exists()  # nothing local
-    assert view["audio_url"].startswith(s3_endpoint["AWS_ENDPOINT_URL"]) and "Signature" in view["audio_url"]
+    assert view["audio_url"].startswith(s3["AWS_ENDPOINT_URL"]) and "Signature" in view["audio_url"]
     with urllib.request.urlopen(view["audio_url"], timeout=10) as response:  # plain HTTP, no credentials
         assert response.read() == data
-    purged = fleet.cli("gc", "--json")
-    assert purged.returncode == 0, purged.stderr
-    assert json.loads(purged.stdout) == {"purged": [job_id], "files_deleted": 4}
-    assert not store.exists(view["audio_path"])
-    [after] = json.loads(fleet.cli("status", job_id, "--json").stdout)
-    assert after["audio_purged_at"] and after["audio_url"] is None
