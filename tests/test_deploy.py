@@ -156,3 +156,23 @@ def test_systemd_units_drain_within_their_stop_timeout() -> None:
         assert unit["EnvironmentFile"] == ["/etc/ttsfleet/worker.env"]
     gpu = systemd_unit("ttsfleet-worker@.service")
     assert "CUDA_VISIBLE_DEVICES=%i" in gpu["Environment"]  # one GPU per instance
+
+
+def test_grafana_dashboard_uses_metrics_the_workers_export() -> None:
+    import json
+    import re
+
+    from prometheus_client import generate_latest
+
+    from worker.metrics import WorkerMetrics
+
+    dashboard = json.loads((DEPLOY / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    used = {re.sub(r"_(total|bucket)$", "", name) for e in exprs for name in re.findall(r"ttsfleet_[a-z_]+", e)}
+    metrics = WorkerMetrics(info={"card": "cpu"})
+    metrics.job_finished("succeeded", audio_s=1.0, synth_s=0.5, chunks=2)
+    metrics.sql_backlog.labels(queue="ttsfleet", status="queued").set(1)
+    exported = set(re.findall(r"^# TYPE (ttsfleet_[a-z_]+)", generate_latest(metrics.registry).decode(), re.M))
+    exported |= {"ttsfleet_queue_depth", "ttsfleet_broker_up"}  # read from the broker at scrape time
+    assert used and used <= {re.sub(r"_(total|info)$", "", n) for n in exported} | exported, used - exported
+    assert "ttsfleet_sql_backlog_jobs" in used and "ttsfleet_queue_depth" in used
