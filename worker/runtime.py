@@ -131,6 +131,8 @@ class WorkerRuntime:
         Returns False when a stop was already requested."""
         first = not self._stopping.is_set()
         self._stopping.set()
+        if self.settings.health_dir is not None:  # draining: no new work for this pod
+            (self.settings.health_dir / "ready").unlink(missing_ok=True)
         return first
 
     def abandon_job(self, job_id: str) -> None:
