@@ -8,6 +8,7 @@ assembly is made locally from fetched chunks, and publishing puts each file to i
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,7 +29,8 @@ class JobFiles:
         if self.store.local:
             self.stage = Path(chunk_root)
         else:
-            self.stage = Path(tempfile.gettempdir()) / "ttsfleet-stage" / job_id
+            # Per process: two workers on one host holding the same job in turn never share scratch files.
+            self.stage = Path(tempfile.gettempdir()) / "ttsfleet-stage" / f"{job_id}-{os.getpid()}"
         self._chunk_root = chunk_root
 
     def save_chunk(self, name: str, samples: np.ndarray, sample_rate_hz: int) -> str:
