@@ -10,14 +10,20 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from producer.jobs import job_views
+from producer.results import with_audio_urls
+from schemas.db import Store
 from schemas.settings import ProducerSettings, WorkerSettings
+from schemas.status import JobStatus
 from schemas.storage import is_url, open_output_store, result_files
+from schemas.tables import Job
 from tests.deploy_files import compose_command
 from tests.fleet import running_fleet
 
@@ -67,40 +73,53 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """moto's S3 server on a free loopback port, with a bucket; the AWS settings a client needs."""
-    port = _free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "moto.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=log, stderr=subprocess.STDOUT)
-    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"}
-    try:
-        deadline = time.monotonic() + 30
+class MotoServer:
+    """moto's S3 server on a free loopback port (a real HTTP S3 endpoint), started in the background so
+    its import overlaps the worker's start-up; `ready` waits for it and creates the bucket."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.port = _free_port()
+        self.log = open(log_dir / "moto.log", "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        self.env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": f"http://127.0.0.1:{self.port}"}
+
+    def ready(self, bucket: str, timeout_s: float = 60) -> None:
+        deadline = time.monotonic() + timeout_s
         while True:
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).close()
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/", timeout=1).close()
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto server did not start"
+                assert self.proc.poll() is None and time.monotonic() < deadline, "moto server did not start"
                 time.sleep(0.2)
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/ttsfleet-audio", method="PUT")
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}/{bucket}", method="PUT")
         urllib.request.urlopen(request, timeout=5).close()  # CreateBucket (moto accepts it unsigned)
-        yield env
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture
+def moto_server(tmp_path: Path) -> Iterator[MotoServer]:
+    server = MotoServer(tmp_path)
+    try:
+        yield server
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        log.close()
+        server.close()
 
 
 @pytest.mark.integration
 @pytest.mark.slow
 def test_compose_cpu_worker_writes_audio_to_s3_and_status_presigns_it(
-        s3_endpoint: dict[str, str], redis_url: str, pg_url: str, tiny_vits_dir: Path, tmp_path: Path,
+        moto_server: MotoServer, redis_url: str, pg_url: str, tiny_vits_dir: Path, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The compose file's CPU worker command line, as a plain process against local Redis and PostgreSQL,
     finishes a job into S3; its probe files and Prometheus gauges are there; gc empties the bucket."""
+    s3_endpoint = moto_server.env
     for key, value in s3_endpoint.items():
         monkeypatch.setenv(key, value)
     out = "s3://ttsfleet-audio/fleet"
@@ -113,8 +132,10 @@ def test_compose_cpu_worker_writes_audio_to_s3_and_status_presigns_it(
         (health / "ready").unlink(missing_ok=True)
         proc = fleet.start_command(argv)
         assert (health / "ready").is_file()
+        moto_server.ready("ttsfleet-audio")
         [job_id] = fleet.submit(str(jsonl), "--format", "flac")
-        [view] = fleet.wait_done([job_id], timeout_s=120)
+        _wait_succeeded(fleet.store, job_id, fleet.logs)
+        [view] = json.loads(fleet.cli("status", job_id, "--json").stdout)
         port = argv[argv.index("--metrics-port") + 1]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             metrics = response.read().decode()
@@ -129,8 +150,21 @@ def test_compose_cpu_worker_writes_audio_to_s3_and_status_presigns_it(
     assert purged.returncode == 0, purged.stderr
     assert json.loads(purged.stdout) == {"purged": [job_id], "files_deleted": 4}
     assert not open_output_store(out).exists(view["audio_path"])
-    [after] = json.loads(fleet.cli("status", job_id, "--json").stdout)
-    assert after["audio_purged_at"] and after["audio_url"] is None
+    [after] = with_audio_urls(job_views(fleet.store, [job_id]), ProducerSettings.from_env(fleet.env))
+    fleet.store.dispose()
+    assert after.audio_purged_at and after.audio_url is None
+
+
+def _wait_succeeded(store: Store, job_id: str, logs: Callable[[], str], timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with store.read() as session:
+            status = session.scalar(select(Job.status).where(Job.id == job_id))
+        if status == JobStatus.SUCCEEDED:
+            return
+        assert status in (JobStatus.QUEUED, JobStatus.RUNNING), f"{status}:\n{logs()}"
+        time.sleep(0.2)
+    pytest.fail(f"job not done in {timeout_s} s:\n{logs()}")
 
 
 def _check_s3_result(view: dict[str, Any], out: str, job_id: str, s3: dict[str, str], tmp_path: Path) -> None:
