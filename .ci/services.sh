@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Make sure Redis, PostgreSQL, RabbitMQ and ffmpeg are there for the test suite; start or install what is missing.
+# Make sure Redis, PostgreSQL, RabbitMQ, ffmpeg, docker-compose and iproute2 are there for the test suite; start or install what is missing.
 # Idempotent: does nothing when everything already runs.
 set -uo pipefail
 
@@ -39,6 +39,11 @@ if ! rabbit_up; then
   for _ in $(seq 1 150); do rabbit_up && break; sleep 0.2; done
 fi
 rabbit_up || { echo "services: RabbitMQ did not start" >&2; exit 1; }
+
+# The deploy tests: docker-compose validates deploy/docker-compose.yml; iproute2 (`ip netns`) and runuser
+# build the several-host test. hadolint and kubernetes-validate come from the test extra (pip).
+command -v docker-compose >/dev/null || apt_install docker-compose || echo "services: could not install docker-compose" >&2
+command -v ip >/dev/null || apt_install iproute2 || echo "services: could not install iproute2" >&2
 
 # ffmpeg makes the .m4b audiobooks (optional for users, exercised by the tests)
 command -v ffmpeg >/dev/null || apt_install ffmpeg || echo "services: could not install ffmpeg" >&2

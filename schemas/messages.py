@@ -134,3 +134,7 @@ class JobView(BaseModel):
     finished_at: str | None = None
     book_path: str | None = None  # a book's .m4b, on each of its chapters once all are done
     attempt_errors: list[AttemptError] = Field(default_factory=list)  # oldest first
+    # Presigned HTTP URLs of the audio and the book where the output store has them (S3, GCS), else None.
+    audio_url: str | None = None
+    book_url: str | None = None
+    audio_purged_at: str | None = None  # when the result TTL deleted the audio (`ttsfleet gc`)

@@ -11,10 +11,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from schemas.errors import InvalidInput
 from schemas.status import Precision
+from schemas.storage import is_url, local_path_of
 
 ENV_PREFIX = "TTSFLEET_"
 DEFAULT_VOICE = "piper:joe"
@@ -43,12 +44,32 @@ class Settings(BaseModel):
     broker_url: str = "redis://localhost:6379/0"
     database_url: str = "sqlite:///ttsfleet.db"
     output_dir: Path = Path("ttsfleet-output")
+    # Set from `output_dir` when that is a remote fsspec URL (`s3://bucket/prefix`): audio goes there and
+    # `output_dir` stays the local default, unused for audio (schemas/storage.py).
+    output_url: str | None = None
+    audio_url_expires_s: int = Field(default=3600, ge=1)  # lifetime of presigned audio URLs (status, HTTP)
     voice: str = DEFAULT_VOICE
     # Folders (os.pathsep-separated) whose voice folders jobs may name; no other folder is ever loaded as
     # a voice. from_env adds default_voice_dir when unset.
     voice_dirs: str = ""
     # Celery queue a producer publishes new jobs to (recorded on each job, so a re-publish goes back to it).
     queue: str = DEFAULT_QUEUE
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_output_url(cls, values: Any) -> Any:
+        """`output_dir` may be a URL: a remote one moves to `output_url`, `file://` becomes a path."""
+        raw = values.get("output_dir") if isinstance(values, dict) else None
+        if not isinstance(raw, str):
+            return values
+        if is_url(raw):
+            return {**{k: v for k, v in values.items() if k != "output_dir"}, "output_url": raw.rstrip("/")}
+        return {**values, "output_dir": local_path_of(raw)}
+
+    @property
+    def output_location(self) -> str:
+        """Where audio goes: the remote URL, else the absolute local folder."""
+        return self.output_url or str(self.output_dir.expanduser().resolve())
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Self:
@@ -92,6 +113,8 @@ class ProducerSettings(Settings):
     max_chunk_chars: int = Field(default=400, ge=16)
     # Texts above this many characters are refused at submit (a 3 MB book chapter fits).
     max_text_chars: int = 5_000_000
+    # `gc` deletes the audio of jobs that ended longer ago than this; None keeps audio forever.
+    result_ttl_s: float | None = Field(default=None, gt=0)
 
 
 class WorkerSettings(Settings):
@@ -111,6 +134,9 @@ class WorkerSettings(Settings):
     # Inference runtime: "auto" (onnxruntime on a CPU for voices with an ONNX model, else torch), or forced.
     runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
     threads: int | None = Field(default=None, ge=1)  # intra-op threads; None = the CPU cores this process may use
+    # Probe files for supervisors (Kubernetes): `ready` once the voice is loaded and its canary passed
+    # (removed when stopping), `heartbeat` touched on every beat. None: no files.
+    health_dir: Path | None = None
 
     @classmethod
     def _derived_defaults(cls, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

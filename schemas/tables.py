@@ -87,6 +87,7 @@ class Job(Base):
     published_at: Mapped[datetime | None] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    audio_purged_at: Mapped[datetime | None] = mapped_column(DateTime)  # `gc` deleted the audio (result TTL)
 
     __table_args__ = (
         Index("ix_jobs_status_created", "status", "created_at"),

@@ -52,6 +52,16 @@ class Fleet:
         self._wait_ready(proc)
         return proc
 
+    def start_command(self, argv: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start a worker from a full command line (a deploy file's), waiting until it is ready."""
+        log = open(self.tmp / f"worker-{len(self.workers)}.log", "wb")  # closed at teardown
+        self.logs_open.append(log)
+        proc = subprocess.Popen(argv, env={**self.env, **(env or {})}, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.workers.append(proc)
+        self._wait_ready(proc)
+        return proc
+
     @cached_property
     def store(self) -> Store:
         return open_store(self.env["TTSFLEET_DATABASE_URL"])

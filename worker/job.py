@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +21,7 @@ from schemas.settings import WorkerSettings
 from schemas.status import AudioFormat, Backend, DType, JobStatus
 from worker import audio, lease
 from worker.events import JobFigures, JobOutcome, Listener, Listeners
+from worker.outputs import JobFiles
 
 if TYPE_CHECKING:
     from worker.engine import ChunkAudio, Engine, EngineRun
@@ -80,7 +81,7 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
 
 def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
     engine = ctx.engine_for(held.voice)
-    chunk_dir = _chunk_dir(ctx, held.job_id)
+    files = JobFiles(ctx.settings.output_location, held.job_id)
     pending = lease.pending_chunks(ctx.store, held.job_id)
     total = held.chunks_total
     done = [total - len(pending)]
@@ -89,10 +90,9 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
 
     def save(chunk: ChunkAudio) -> None:
         # The attempt in the name: a former holder still running cannot overwrite what we recorded.
-        path = chunk_dir / f"{chunk.idx:06d}-a{held.attempt}.wav"
-        audio.write_chunk(path, chunk.samples, engine.sample_rate_hz)
+        location = files.save_chunk(f"{chunk.idx:06d}-a{held.attempt}.wav", chunk.samples, engine.sample_rate_hz)
         lease.save_chunk(ctx.store, held.job_id, ctx.worker_id, chunk.idx, ctx.settings.lease_s,
-                         audio_path=str(path), samples=len(chunk.samples),
+                         audio_path=location, samples=len(chunk.samples),
                          audio_s=len(chunk.samples) / engine.sample_rate_hz, synth_s=chunk.synth_s,
                          batch_size=chunk.batch_size, attempt=held.attempt, dtype=chunk.dtype,
                          fp32_redo=chunk.fp32_redo)
@@ -112,20 +112,20 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
     warnings = list(held.warnings)
     if dropped:
         warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(dropped)))
-    return _finish(held, ctx, engine, run, warnings)
+    return _finish(held, ctx, engine, run, warnings, files)
 
 
 def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun | None,
-            warnings: list[str]) -> tuple[JobOutcome, JobFigures]:
+            warnings: list[str], files: JobFiles) -> tuple[JobOutcome, JobFigures]:
     chunks = lease.done_chunks(ctx.store, held.job_id)
     missing = [c.idx for c in chunks if c.audio_path is None]
     if missing:
         raise SynthesisFailed(f"chunks {missing[:5]} have no audio after synthesis")
-    out_path = output_path(ctx.settings.output_dir.resolve(), held)
+    out_location = files.store.join(output_key(held))
     # Assembled into this attempt's own folder; moved into place only by `finish` once it has won.
-    staged = _chunk_dir(ctx, held.job_id) / f"a{held.attempt}" / out_path.name
+    staged = files.staged(held.attempt, out_location.rsplit("/", 1)[-1])
     assembled = audio.assemble(
-        [audio.AssemblyPiece(Path(str(c.audio_path)), c.text, c.break_after) for c in chunks],
+        [audio.AssemblyPiece(files.local_copy(str(c.audio_path)), c.text, c.break_after) for c in chunks],
         engine.sample_rate_hz, AudioFormat(held.format), staged, title=held.title,
         loudness_lufs=held.options.get("loudness_lufs"),
     )
@@ -136,23 +136,19 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
         oom_retries=run.oom_retries if run else 0, fp32_fallbacks=sum(1 for c in chunks if c.fp32_redo),
         batches=run.batches if run else 0, runtime=engine.runtime,
     )
-    if not lease.finish(ctx.store, held.job_id, ctx.worker_id, audio_path=str(out_path),
+    if not lease.finish(ctx.store, held.job_id, ctx.worker_id, audio_path=out_location,
                         sample_rate_hz=assembled.sample_rate_hz, warnings=warnings, figures=figures,
-                        publish=lambda: audio.publish(assembled, out_path)):
-        audio.discard(assembled)  # only our own attempt's files: what the row points to is not ours
+                        publish=lambda: files.publish(assembled, out_location)):
+        files.discard(assembled)  # only our own attempt's files: what the row points to is not ours
         raise JobInterrupted(f"job {held.job_id} is no longer held by this worker (cancelled or taken over)")
-    shutil.rmtree(_chunk_dir(ctx, held.job_id), ignore_errors=True)
-    return JobOutcome(held.job_id, JobStatus.SUCCEEDED, str(out_path)), figures
-
-
-def _chunk_dir(ctx: JobContext, job_id: str) -> Path:
-    return ctx.settings.output_dir.resolve() / ".chunks" / job_id
+    files.cleanup()
+    return JobOutcome(held.job_id, JobStatus.SUCCEEDED, out_location), figures
 
 
 def _discard_outputs(ctx: JobContext, held: lease.Claim) -> None:
     """A job that ended without a result keeps no chunk audio (its rows stay for inspection)."""
     if lease.job_status(ctx.store, held.job_id) in (JobStatus.FAILED, JobStatus.CANCELLED):
-        shutil.rmtree(_chunk_dir(ctx, held.job_id), ignore_errors=True)
+        JobFiles(ctx.settings.output_location, held.job_id).cleanup()
 
 
 def _maybe_build_book(ctx: JobContext, held: lease.Claim) -> None:
@@ -160,7 +156,7 @@ def _maybe_build_book(ctx: JobContext, held: lease.Claim) -> None:
     The chapters have succeeded whatever happens here: a failure becomes a warning on them."""
     try:
         _build_book(ctx, held)
-    except (PermanentError, OSError) as err:
+    except (PermanentError, RetryableError, OSError) as err:
         assert held.group_id is not None
         for job in lease.group_jobs(ctx.store, held.group_id):
             lease.add_warning(ctx.store, job.id, f"the book's .m4b could not be made: {err}")
@@ -173,24 +169,34 @@ def _build_book(ctx: JobContext, held: lease.Claim) -> None:
         return
     ids = [j.id for j in chapters]
     book_title = held.group_title or "book"
-    book_path = output_path(ctx.settings.output_dir.resolve(), held).parent / f"{slug(book_title)}.m4b"
-    built = audio.build_book([(j.title or f"Chapter {i + 1}", Path(str(j.audio_path))) for i, j in enumerate(chapters)],
-                             book_title, book_path)
-    if built is None:
-        message = "ffmpeg is not installed: no .m4b was made; the chapter files are complete"
-        for job_id in ids:
-            lease.add_warning(ctx.store, job_id, message)
-        return
-    lease.set_options(ctx.store, ids, book_path=str(built))
+    files = JobFiles(ctx.settings.output_location, held.job_id)
+    book_location = files.store.join(output_key(held).rsplit("/", 1)[0], f"{slug(book_title)}.m4b")
+    # ffmpeg needs local files: chapters fetched (when remote) and the book built in a scratch folder.
+    with tempfile.TemporaryDirectory(prefix="ttsfleet-book-") as scratch:
+        local = [(j.title or f"Chapter {i + 1}", files.store.fetch(str(j.audio_path), Path(scratch) / str(i)))
+                 for i, j in enumerate(chapters)]
+        built = audio.build_book(local, book_title, Path(scratch) / "book.m4b")
+        if built is None:
+            message = "ffmpeg is not installed: no .m4b was made; the chapter files are complete"
+            for job_id in ids:
+                lease.add_warning(ctx.store, job_id, message)
+            return
+        files.store.put_file(built, book_location)
+    lease.set_options(ctx.store, ids, book_path=book_location)
+
+
+def output_key(held: lease.Claim) -> str:
+    """`<job id>.<fmt>` under the output store; a book's chapters go to `<book>-<id>/<NN>-<chapter>.<fmt>`."""
+    if held.group_id is None:
+        return f"{held.job_id}.{held.format}"
+    folder = f"{slug(held.group_title or 'book')}-{held.group_id[:8]}"
+    number = (held.group_index or 0) + 1
+    return f"{folder}/{number:02d}-{slug(held.title or f'chapter {number}')}.{held.format}"
 
 
 def output_path(output_dir: Path, held: lease.Claim) -> Path:
-    """`OUT/<job id>.<fmt>`; a book's chapters go to `OUT/<book>-<id>/<NN>-<chapter>.<fmt>`."""
-    if held.group_id is None:
-        return output_dir / f"{held.job_id}.{held.format}"
-    folder = output_dir / f"{slug(held.group_title or 'book')}-{held.group_id[:8]}"
-    number = (held.group_index or 0) + 1
-    return folder / f"{number:02d}-{slug(held.title or f'chapter {number}')}.{held.format}"
+    """The job's audio file under a local `output_dir` (see `output_key`)."""
+    return output_dir / output_key(held)
 
 
 def slug(text: str, max_len: int = 60) -> str:

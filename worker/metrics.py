@@ -13,7 +13,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from schemas.backlog import read_backlog
 from schemas.broker import QueueDepths
+from schemas.db import Store
 from worker.events import JobFigures, JobOutcome, Listener
 
 # Merge into the Celery config: task events for Flower/`celery events`; the event queue expires when
@@ -86,6 +88,9 @@ class WorkerMetrics:
         self.peak_memory = Gauge("ttsfleet_peak_memory_bytes",
                                  "peak memory of the last job, bytes: device memory on a GPU, process RSS on a CPU",
                                  registry=r)
+        self.sql_backlog = Gauge("ttsfleet_sql_backlog_jobs",
+                                 "jobs queued or running in SQL on this worker's queues (KEDA's number), "
+                                 "refreshed on each heartbeat", ["queue", "status"], registry=r)
         self.info = Info("ttsfleet_worker", "the worker's device and precision policy", registry=r)
         if info:
             self.info.info({k: str(v) for k, v in info.items()})
@@ -109,6 +114,14 @@ class WorkerMetrics:
     def set_peak_memory(self, bytes_: int | None) -> None:
         """Record the last job's peak memory (device on a GPU, process RSS on a CPU); None leaves NaN."""
         self.peak_memory.set(float("nan") if bytes_ is None else float(bytes_))
+
+    def refresh_backlog(self, store: Store, queues: list[str]) -> None:
+        """Read the SQL backlog of each queue (one small query each); called from the heartbeat thread,
+        never on the synthesis path. Raises StoreUnavailable like any read."""
+        for queue in queues:
+            found = read_backlog(store, queue)
+            self.sql_backlog.labels(queue=queue, status="queued").set(found.queued)
+            self.sql_backlog.labels(queue=queue, status="running").set(found.running)
 
     def serve(self, port: int, addr: str = "0.0.0.0") -> int:
         """Serve `/metrics` on a daemon thread and return the bound port (`port=0` picks a free one).

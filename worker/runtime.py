@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -54,6 +55,7 @@ class WorkerRuntime:
         self._thread: threading.Thread | None = None
         self.current_job: str | None = None  # the job this process runs now: the only lease it renews
         self.listeners = Listeners()
+        self.beat_hooks: list[Callable[[], None]] = []  # run after each heartbeat (metrics refresh)
 
     def add_listener(self, listener: Listener) -> None:
         """Hook `listener` into every job this runtime runs from now on (called in the order added)."""
@@ -129,6 +131,8 @@ class WorkerRuntime:
         Returns False when a stop was already requested."""
         first = not self._stopping.is_set()
         self._stopping.set()
+        if self.settings.health_dir is not None:  # draining: no new work for this pod
+            (self.settings.health_dir / "ready").unlink(missing_ok=True)
         return first
 
     def abandon_job(self, job_id: str) -> None:
@@ -170,12 +174,26 @@ class WorkerRuntime:
             beats += 1
             try:
                 registry.heartbeat(self.store, self.worker_id, self.settings.lease_s, self.current_job)
+                self._touch_health("heartbeat")
+                for hook in self.beat_hooks:
+                    hook()
                 if republish is not None and beats % REAP_EVERY_BEATS == 0:
                     self.reap(republish)
             except RetryableError as err:
                 log.warning("heartbeat: %s", err)
             except Exception:  # the heartbeat must outlive any single failure
                 log.exception("heartbeat failed")
+
+    def mark_ready(self) -> None:
+        """Write the probe files (`health_dir`): `ready` (voice loaded, canary passed) and `heartbeat`."""
+        self._touch_health("ready")
+        self._touch_health("heartbeat")
+
+    def _touch_health(self, name: str) -> None:
+        if self.settings.health_dir is None:
+            return
+        self.settings.health_dir.mkdir(parents=True, exist_ok=True)
+        (self.settings.health_dir / name).write_text(f"{self.worker_id} {time.time():.0f}\n", encoding="utf-8")
 
     def reap(self, republish: Callable[[Republish], None]) -> list[str]:
         """Re-publish jobs whose worker died and queued jobs nobody claimed for a lease period, whatever the
@@ -191,6 +209,8 @@ class WorkerRuntime:
         """Stop the heartbeat, free the engines (not from another thread while one may be running: pass
         False) and mark this worker stopped in the registry."""
         self._stop.set()
+        if self.settings.health_dir is not None:  # draining: no longer ready for new work
+            (self.settings.health_dir / "ready").unlink(missing_ok=True)
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         for engine in self._engines.values() if free_engines else ():

@@ -50,6 +50,7 @@ def serve(settings: WorkerSettings, loglevel: str = "INFO") -> None:
     register_tasks(app, runtime, republish)
     _stop_on_signals(runtime, republish)
     runtime.start_heartbeat(republish)
+    runtime.mark_ready()
     log.info("worker %s ready: %s, %s (%s)", runtime.worker_id, runtime.device.name, runtime.policy.dtype,
              runtime.policy.reason)
     try:
@@ -135,6 +136,7 @@ def _start_metrics(settings: WorkerSettings, runtime: WorkerRuntime) -> WorkerMe
     metrics = WorkerMetrics(broker_url=settings.broker_url, queues=settings.queues,
                             info=worker_info(runtime.registry_row()))
     runtime.add_listener(MetricsListener(metrics))
+    runtime.beat_hooks.append(lambda: metrics.refresh_backlog(runtime.store, settings.queue_names))
     port = metrics.serve(settings.metrics_port)
     log.info("Prometheus metrics on port %d", port)
     return metrics

@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from producer.cli import device, fleet, jobs, voices
+from producer.cli import device, fleet, jobs, ops, voices
 from schemas.errors import TtsfleetError, first_line
 
 app = typer.Typer(
@@ -33,6 +33,9 @@ app.command("worker")(device.worker)
 app.command("doctor")(device.doctor)
 app.command("workers")(fleet.workers)
 app.command("stats")(fleet.stats)
+app.command("backlog")(ops.backlog)
+app.command("gc")(ops.gc)
+app.command("migrate")(ops.migrate)
 app.add_typer(voices.app, name="voices")
 
 

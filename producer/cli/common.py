@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,8 +17,9 @@ DatabaseUrlOpt = Annotated[
     str | None, typer.Option("--database-url", envvar="TTSFLEET_DATABASE_URL", show_envvar=True,
                              help="SQL store URL [default: sqlite:///ttsfleet.db]")]
 OutputDirOpt = Annotated[
-    Path | None, typer.Option("--output-dir", envvar="TTSFLEET_OUTPUT_DIR", show_envvar=True,
-                              help="where audio is written [default: ttsfleet-output]")]
+    str | None, typer.Option("--output-dir", envvar="TTSFLEET_OUTPUT_DIR", show_envvar=True,
+                             help="where audio is written: a folder or an fsspec URL such as s3://bucket/prefix "
+                                  "[default: ttsfleet-output]")]
 VoiceOpt = Annotated[
     str | None, typer.Option("--voice", envvar="TTSFLEET_VOICE", show_envvar=True,
                              help="voice for jobs that name none [default: piper:joe]")]

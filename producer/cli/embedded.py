@@ -44,7 +44,8 @@ def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env
     store = open_store(settings.database_url)
     submitted = submit(requests, settings, store, publisher=None, force=force)
     worker_settings = WorkerSettings.from_env(
-        env, database_url=settings.database_url, output_dir=settings.output_dir, voice=settings.voice,
+        env, database_url=settings.database_url, output_dir=settings.output_url or settings.output_dir,
+        voice=settings.voice,
         voice_dirs=settings.voice_dirs, device=device, precision=precision, runtime=inference_runtime,
         threads=threads, worker_name="embedded")
     with console.status("loading the voice and checking the device..."):

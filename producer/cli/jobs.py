@@ -95,14 +95,17 @@ OffsetOpt = Annotated[int, typer.Option("--offset", help="skip this many (the ne
 
 def status(job_ids: Annotated[list[str] | None, typer.Argument(help="job ids [default: the newest jobs]")] = None,
            state: StatusFilterOpt = None, since: SinceOpt = None, limit: LimitOpt = 100, offset: OffsetOpt = 0,
-           as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None:
-    """Job state and progress; without job ids, the newest jobs, filtered and paged."""
+           as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None, output_dir: OutputDirOpt = None) -> None:
+    """Job state and progress; without job ids, the newest jobs, filtered and paged. With an object store
+    as the output, `--json` adds presigned `audio_url`/`book_url`."""
     from producer.jobs import JobFilter, job_views
+    from producer.results import with_audio_urls
     from producer.stats import parse_time
     from schemas.db import open_store
 
+    settings = _settings(database_url=database_url, output_dir=output_dir)
     where = JobFilter(status=state, since=parse_time(since) if since else None, limit=limit, offset=offset)
-    views = job_views(open_store(_settings(database_url=database_url).database_url), job_ids or [], where=where)
+    views = with_audio_urls(job_views(open_store(settings.database_url), job_ids or [], where=where), settings)
     if as_json:
         print_json([v.model_dump(mode="json") for v in views])
     else:
