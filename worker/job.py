@@ -104,7 +104,8 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
 
     from worker.engine import ChunkInput
 
-    inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx)) for c in pending]
+    speed = float(held.options.get("speed") or 1.0)
+    inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx), speed) for c in pending]
     try:
         run = engine.synthesize(inputs, on_chunk=save) if inputs else None
     finally:
@@ -141,8 +142,20 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
                         publish=lambda: audio.publish(assembled, out_path)):
         audio.discard(assembled)  # only our own attempt's files: what the row points to is not ours
         raise JobInterrupted(f"job {held.job_id} is no longer held by this worker (cancelled or taken over)")
-    shutil.rmtree(_chunk_dir(ctx, held.job_id), ignore_errors=True)
+    _keep_only(_chunk_dir(ctx, held.job_id), {Path(str(c.audio_path)).name for c in chunks})
     return JobOutcome(held.job_id, JobStatus.SUCCEEDED, str(out_path)), figures
+
+
+def _keep_only(chunk_dir: Path, names: set[str]) -> None:
+    """After success, keep the chunk audio the job's rows point to (`ttsfleet rerender` reuses it) and
+    nothing else: the staged folder and files of earlier attempts go."""
+    if not chunk_dir.is_dir():
+        return
+    for entry in chunk_dir.iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif entry.name not in names:
+            entry.unlink(missing_ok=True)
 
 
 def _chunk_dir(ctx: JobContext, job_id: str) -> Path:
