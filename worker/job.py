@@ -89,7 +89,7 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
 
     def save(chunk: ChunkAudio) -> None:
         # The attempt in the name: a former holder still running cannot overwrite what we recorded.
-        path = chunk_dir / f"{chunk.idx:06d}-a{held.attempt}.wav"
+        path = chunk_dir / f"{chunk.idx:06d}-{_attempt_tag(held)}.wav"
         audio.write_chunk(path, chunk.samples, engine.sample_rate_hz)
         lease.save_chunk(ctx.store, held.job_id, ctx.worker_id, chunk.idx, ctx.settings.lease_s,
                          audio_path=str(path), samples=len(chunk.samples),
@@ -124,7 +124,7 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
         raise SynthesisFailed(f"chunks {missing[:5]} have no audio after synthesis")
     out_path = output_path(ctx.settings.output_dir.resolve(), held)
     # Assembled into this attempt's own folder; moved into place only by `finish` once it has won.
-    staged = _chunk_dir(ctx, held.job_id) / f"a{held.attempt}" / out_path.name
+    staged = _chunk_dir(ctx, held.job_id) / _attempt_tag(held) / out_path.name
     assembled = audio.assemble(
         [audio.AssemblyPiece(Path(str(c.audio_path)), c.text, c.break_after) for c in chunks],
         engine.sample_rate_hz, AudioFormat(held.format), staged, title=held.title,
@@ -156,6 +156,13 @@ def _keep_only(chunk_dir: Path, names: set[str]) -> None:
             shutil.rmtree(entry, ignore_errors=True)
         elif entry.name not in names:
             entry.unlink(missing_ok=True)
+
+
+def _attempt_tag(held: lease.Claim) -> str:
+    """`a<attempt>`, after a re-render `r<render>-a<attempt>`: attempts count afresh after a re-render, and
+    its kept chunks' files must never be overwritten by a new attempt's."""
+    render = int(held.options.get("render") or 0)
+    return f"r{render}-a{held.attempt}" if render else f"a{held.attempt}"
 
 
 def _chunk_dir(ctx: JobContext, job_id: str) -> Path:
