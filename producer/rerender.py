@@ -57,7 +57,7 @@ def rerender(store: Store, job_id: str, settings: ProducerSettings, *, lexicon: 
         raise InvalidInput(f"job {job_id} is {job.status.value}: only a finished, failed or cancelled job can be "
                            "re-rendered; wait for it (ttsfleet wait) or cancel it first")
     options: dict[str, Any] = dict(job.options or {})
-    own = dict(lexicon) if lexicon is not None else {w: r for w, r in options.get("lexicon", [])}
+    own = dict(lexicon) if lexicon is not None else dict(options.get("lexicon", []))
     new_text = job.text if text is None else text
     where = job.source or job_id
     request = JobRequest(text=new_text, voice=job.voice, format=AudioFormat(job.format), lexicon=own or None,
@@ -126,7 +126,7 @@ def _requeue(store: Store, job: Job, values: dict[str, object], rows: list[dict[
             .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, started_at=None,
                     lease_owner=None, lease_expires_at=None, worker_id=None, audio_path=None, audio_s=None,
                     created_at=now, published_at=now, **values)
-        ).rowcount
+        ).rowcount  # type: ignore[attr-defined]
         if changed != 1:
             raise InvalidInput(f"job {job.id} changed state while it was being re-rendered; try again")
         session.execute(delete(Chunk).where(Chunk.job_id == job.id))

@@ -80,7 +80,8 @@ def parse_ssml(source: str, where: str, language: str = "en") -> SsmlDocument:
     walker = _Walker(where, language)
     walker.children(root)
     doc = SsmlDocument(text=walker.render(), warnings=walker.warnings)
-    doc.speed = walker.single("rate", "prosody rate")
+    speed = walker.single("rate", "prosody rate")
+    doc.speed = None if speed is None else float(str(speed))
     voice = walker.single("voice", "voice name")
     doc.voice = None if voice is None else str(voice)
     return doc

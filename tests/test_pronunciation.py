@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from xml.sax.saxutils import escape
 
 from producer.chunks import HEADING_END, LINE_BREAK
 from producer.inputs import read_inputs
@@ -94,7 +94,8 @@ def _spoken(source: str, lexicon: Lexicon | None = None) -> list[tuple[str, Brea
 def test_ssml_tags_become_text_pauses_and_phonemes() -> None:
     source = """<?xml version="1.0"?>
 <speak version="1.1" xmlns="http://www.w3.org/2001/10/synthesis">
-  <p><s>Hello <break time="700ms"/> world</s><s>NASA flew on <say-as interpret-as="date" format="mdy">3/5/2024</say-as>.</s></p>
+  <p><s>Hello <break time="700ms"/> world</s><s>NASA flew on
+  <say-as interpret-as="date" format="mdy">3/5/2024</say-as>.</s></p>
   <p>Call <say-as interpret-as="telephone">555-0199</say-as>, spell <say-as interpret-as="characters">ABC</say-as>,
   the <say-as interpret-as="ordinal">3</say-as> of <say-as interpret-as="cardinal">1,204</say-as>
   <sub alias="World Wide Web">WWW</sub>: a <phoneme alphabet="ipa" ph="təˈmɑːtoʊ">tomato</phoneme>.

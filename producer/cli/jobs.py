@@ -31,7 +31,8 @@ from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings
 from schemas.status import AudioFormat, JobStatus
 
-InputsArg = Annotated[list[str], typer.Argument(help=".txt, .md, .ssml, .epub or .jsonl files, folders, or - for stdin")]
+InputsArg = Annotated[list[str], typer.Argument(
+    help=".txt, .md, .ssml, .epub or .jsonl files, folders, or - for stdin")]
 FormatOpt = Annotated[AudioFormat, typer.Option("--format", help="audio format")]
 PriorityOpt = Annotated[int, typer.Option("--priority", min=0, max=9, help="0 (lowest) to 9 (most urgent)")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="make new jobs even if identical ones exist")]
@@ -39,8 +40,8 @@ LoudnessOpt = Annotated[float | None, typer.Option("--loudness", min=-70, max=-5
                                                    help="normalize each job's audio to this loudness, LUFS (e.g. -18)")]
 LexiconOpt = Annotated[Path | None, typer.Option("--lexicon", help="pronunciation lexicon: WORD<TAB>REPLACEMENT "
                                                    "or WORD<TAB>[[ phonemes ]] per line (docs/text.md)")]
-SpeedOpt = Annotated[float | None, typer.Option("--speed", min=0.25, max=4.0,
-                                                help="speaking rate, 0.25-4.0 (2.0: twice as fast) [default: the voice's]")]
+SpeedOpt = Annotated[float | None, typer.Option(
+    "--speed", min=0.25, max=4.0, help="speaking rate, 0.25-4.0 (2.0: twice as fast) [default: the voice's]")]
 JobIdsArg = Annotated[list[str], typer.Argument(help="job ids")]
 # How books are read (EPUB): see docs/text.md "Books"
 MatterOpt = Annotated[Matter, typer.Option("--matter", help="body: skip imprint, colophon, contents, index, "
@@ -73,7 +74,8 @@ def _requests(inputs: list[str], voice: str | None, fmt: AudioFormat, priority: 
 
 def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV,
            priority: PriorityOpt = 5, force: ForceOpt = False, loudness: LoudnessOpt = None,
-           lexicon: LexiconOpt = None, speed: SpeedOpt = None, as_json: JsonOpt = False, broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None,
+           lexicon: LexiconOpt = None, speed: SpeedOpt = None, as_json: JsonOpt = False,
+           broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None,
            matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False,
            voice_dirs: VoiceDirsOpt = None) -> None:
     """Validate INPUTs and enqueue one job per text (per chapter for EPUB); prints the job ids."""
@@ -82,7 +84,8 @@ def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioForm
     from schemas.db import open_store
 
     settings = _settings(broker_url=broker_url, database_url=database_url, voice_dirs=voice_dirs)
-    requests = _requests(inputs, voice, fmt, priority, loudness, BookOptions(matter, notes, captions), lexicon, speed)
+    book = BookOptions(matter, notes, captions)
+    requests = _requests(inputs, voice, fmt, priority, loudness, book, lexicon, speed)
     store = open_store(settings.database_url)
     publisher = Publisher(settings.broker_url, settings.queue)
     try:
@@ -163,7 +166,8 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
 
     env = environ()
     settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice, voice_dirs=voice_dirs)
-    requests = _requests(inputs, voice, fmt, priority, loudness, BookOptions(matter, notes, captions), lexicon, speed)
+    book = BookOptions(matter, notes, captions)
+    requests = _requests(inputs, voice, fmt, priority, loudness, book, lexicon, speed)
     views = run_embedded(requests, settings, env, device=device, precision=precision, inference_runtime=runtime,
                          threads=threads, force=force,
                          show_progress=stdout_is_terminal() and not as_json, quiet=as_json)
