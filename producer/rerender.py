@@ -71,15 +71,17 @@ def rerender(store: Store, job_id: str, settings: ProducerSettings, *, lexicon: 
     rows = _aligned(old, chunk_rows(job_id, plan.spoken))
     redone = sum(1 for row in rows if row.get("audio_path") is None)
     unchanged = [(c.text, c.break_after) for c in old] == [(r["text"], r["break_after"]) for r in rows]
-    if unchanged and job.status == JobStatus.SUCCEEDED:
-        return Rerendered(job_views(store, [job_id])[0], 0, False)
     new_options = {k: v for k, v in options.items() if k not in ("lexicon", "book_path")} | plan.options
-    new_options["render"] = int(options.get("render") or 0) + 1
     shape = {"voice": job.voice, "format": job.format,
              **{k: v for k, v in new_options.items() if k in ("loudness_lufs", "speed", "lexicon")}}
-    values = {"text": new_text, "options": new_options, "idempotency_key": job_key(request, shape),
-              "warnings": list(plan.spoken.warnings), "chars": plan.spoken.chars, "chunks_total": len(rows),
-              "chunks_done": len(rows) - redone}
+    values = {"text": new_text, "idempotency_key": job_key(request, shape), "warnings": list(plan.spoken.warnings),
+              "chars": plan.spoken.chars}
+    if unchanged and job.status == JobStatus.SUCCEEDED:  # the audio stands: keep the new text and lexicon
+        kept = {k: v for k, v in options.items() if k != "lexicon"} | plan.options
+        _record(store, job, values | {"options": kept})
+        return Rerendered(job_views(store, [job_id])[0], 0, False)
+    new_options["render"] = int(options.get("render") or 0) + 1
+    values |= {"options": new_options, "chunks_total": len(rows), "chunks_done": len(rows) - redone}
     _requeue(store, job, values, rows)
     return Rerendered(job_views(store, [job_id])[0], redone, True)
 
@@ -112,15 +114,25 @@ def _aligned(old: list[Chunk], new: list[dict[str, object]]) -> list[dict[str, o
     return new
 
 
+def _record(store: Store, job: Job, values: dict[str, object]) -> None:
+    """Store a new text and lexicon that change nothing the voice says (compare-and-set on the state)."""
+    with store.session() as session:
+        _refuse_taken_key(session, job, values)
+        session.execute(update(Job).where(Job.id == job.id, Job.status == job.status).values(**values))
+
+
+def _refuse_taken_key(session: Any, job: Job, values: dict[str, object]) -> None:
+    taken = session.scalar(select(Job.id).where(Job.idempotency_key == values["idempotency_key"], Job.id != job.id))
+    if taken is not None:
+        raise InvalidInput(f"job {taken} already has this text, voice and lexicon; use it instead")
+
+
 def _requeue(store: Store, job: Job, values: dict[str, object], rows: list[dict[str, object]]) -> None:
     """One transaction: the job back to queued (compare-and-set on the state it was read in), its chunks
     replaced, its old metrics row removed (the new run writes the job's figures once more)."""
     now = utcnow()
     with store.session() as session:
-        taken = session.scalar(select(Job.id).where(Job.idempotency_key == values["idempotency_key"],
-                                                    Job.id != job.id))
-        if taken is not None:
-            raise InvalidInput(f"job {taken} already has this text, voice and lexicon; use it instead")
+        _refuse_taken_key(session, job, values)
         changed = session.execute(
             update(Job).where(Job.id == job.id, Job.status == job.status)
             .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, started_at=None,

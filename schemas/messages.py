@@ -97,6 +97,9 @@ class JobRequest(BaseModel):
                 raise ValueError(f"lexicon entry {word!r}: word and replacement must not be empty")
             storable(word, "lexicon word")
             storable(replacement, "lexicon replacement")
+            if re.sub(r"\[\[.*?\]\]", "", replacement, flags=re.DOTALL).count("[[") or "]]" in re.sub(
+                    r"\[\[.*?\]\]", "", replacement, flags=re.DOTALL):
+                raise ValueError(f"lexicon entry {word!r}: unbalanced [[ ]] in the replacement")
         return {w.strip(): r.strip() for w, r in value.items()}
 
     @field_validator("title", "group_title")
