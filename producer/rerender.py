@@ -68,15 +68,17 @@ def rerender(store: Store, job_id: str, settings: ProducerSettings, *, lexicon: 
                            f"{settings.max_text_chars:,} (TTSFLEET_MAX_TEXT_CHARS)")
     plan = plan_speech(new_text, job.voice, request.lexicon, request.speed, settings, where)
     old = _chunks(store, job_id)
-    rows = _aligned(old, chunk_rows(job_id, plan.spoken))
+    # A failed or cancelled job's chunk audio was removed when it stopped: only a succeeded one has any.
+    rows = _aligned(old if job.status == JobStatus.SUCCEEDED else [], chunk_rows(job_id, plan.spoken))
     redone = sum(1 for row in rows if row.get("audio_path") is None)
     unchanged = [(c.text, c.break_after) for c in old] == [(r["text"], r["break_after"]) for r in rows]
+    unchanged = unchanged and job.status == JobStatus.SUCCEEDED
     new_options = {k: v for k, v in options.items() if k not in ("lexicon", "book_path")} | plan.options
     shape = {"voice": job.voice, "format": job.format,
              **{k: v for k, v in new_options.items() if k in ("loudness_lufs", "speed", "lexicon")}}
     values = {"text": new_text, "idempotency_key": job_key(request, shape), "warnings": list(plan.spoken.warnings),
               "chars": plan.spoken.chars}
-    if unchanged and job.status == JobStatus.SUCCEEDED:  # the audio stands: keep the new text and lexicon
+    if unchanged:  # the audio stands: keep the new text and lexicon
         kept = {k: v for k, v in options.items() if k != "lexicon"} | plan.options
         _record(store, job, values | {"options": kept})
         return Rerendered(job_views(store, [job_id])[0], 0, False)

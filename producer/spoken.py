@@ -53,9 +53,21 @@ def spoken_chunks(text: str, *, language: str, lexicon: Lexicon, max_chunk_chars
             warnings.append("words without a vowel, which the voice spells letter by letter (add them to a "
                             "lexicon to say them otherwise): " + ", ".join(spelled[:20])
                             + (f" and {len(spelled) - 20} more" if len(spelled) > 20 else ""))
-    chunks = [TextChunk(c.text.strip(), c.break_after)
-              for c in split_chunks(applied.text, max_chunk_chars) if c.text.strip()]
+    chunks = _phoneme_blocks_whole([TextChunk(c.text.strip(), c.break_after)
+                                    for c in split_chunks(applied.text, max_chunk_chars) if c.text.strip()])
     return Spoken(chunks=chunks, warnings=warnings, chars=len(applied.text), speed=speed, voice=voice)
+
+
+def _phoneme_blocks_whole(chunks: list[TextChunk]) -> list[TextChunk]:
+    """A `[[ ]]` block cut by the length cap (a long sentence cut at a space inside it) is joined back: a
+    chunk may then run over the cap by the rest of the block, but the voice gets the phonemes whole."""
+    out: list[TextChunk] = []
+    for chunk in chunks:
+        if out and PHONEME_BLOCK.sub("", out[-1].text).count("[[") > 0:
+            out[-1] = TextChunk(f"{out[-1].text} {chunk.text}", chunk.break_after)
+        else:
+            out.append(chunk)
+    return out
 
 
 def _normalize_around_phonemes(text: str, language: str) -> tuple[str, list[str]]:

@@ -51,6 +51,14 @@ def test_bad_lexicon_lines_are_one_line_errors(text: str, message: str) -> None:
         parse_lexicon(text, "lex.tsv")
 
 
+def test_phonemes_are_never_cut_by_the_length_cap() -> None:
+    lexicon = Lexicon([Entry("name", "[[ a b c d e f g h i j k l ]]")])
+    chunks = spoken_chunks("Say the long name carefully and slowly for everyone here now.", language="en",
+                           lexicon=lexicon, max_chunk_chars=20, where="t").chunks
+    assert [c.text for c in chunks] == ["Say the long [[ a b c d e f g h i j k l ]] carefully and",
+                                        "slowly for everyone", "here now."]
+
+
 def test_a_jobs_lexicon_overrides_the_voices_and_vowelless_words_are_reported() -> None:
     merged = Lexicon([Entry("cat", "kitty"), Entry("dog", "doggy")]).merged(Lexicon([Entry("cat", "feline")]))
     assert merged.apply("cat dog").text == "feline doggy"
