@@ -210,6 +210,7 @@ def test_lexicon_and_speed_are_part_of_the_key_and_stored(db_url: str, tmp_path:
 # ------------------------------------------------------------------------------ phonemes and speed
 
 
+@pytest.mark.slow
 def test_the_phoneme_escape_matches_piper_on_both_runtimes(tmp_path: Path) -> None:
     """`[[ ]]` phonemes go to the voice as piper-tts sends them, through one encoder that both runtimes
     share; the ONNX model then says them (audio comes out) and speed 2 halves the audio."""
