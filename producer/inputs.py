@@ -4,12 +4,14 @@ Every input is read and checked before anything is returned, so one bad file ref
 submission and nothing is half-submitted. Errors are one line naming the file and the line number or
 byte offset.
 
-- `.txt`: one job; UTF-8 with or without BOM.
+- `.txt`: one job; UTF-8 with or without BOM. Text starting with `<speak` is SSML (docs/text.md).
+- `.ssml`: one job, an SSML document (checked when the job is submitted).
 - `.md`: one job; markup stripped, headings kept as their own paragraph; a level-1/2 heading after
   some text starts a new chapter (a chapter break, three newlines).
 - `.epub`: one job per spine document with speakable text, in reading order, titled from the table of
   contents (else the document's first heading); `group_title` is the book title, `group_index` 0-based.
-- `.jsonl`: one job per non-blank line, `{"text": ..., "id"?, "voice"?, "format"?, "title"?, "priority"?}`.
+- `.jsonl`: one job per non-blank line, `{"text": ..., "id"?, "voice"?, "format"?, "title"?, "priority"?,
+  "speed"?, "lexicon"?: {"WORD": "REPLACEMENT", ...}}`.
 - a folder: its `.txt/.md/.epub/.jsonl` files, recursively, sorted by relative path (hidden ones skipped).
 - `-`: plain text from stdin.
 """
@@ -35,9 +37,9 @@ from schemas.status import AudioFormat
 
 __all__ = ["MAX_INPUT_BYTES", "SUFFIXES", "BookOptions", "Skipped", "read_inputs"]
 
-SUFFIXES = (".txt", ".md", ".epub", ".pdf", ".jsonl")
+SUFFIXES = (".txt", ".md", ".ssml", ".epub", ".pdf", ".jsonl")
 MAX_INPUT_BYTES = 64 * 1024 * 1024  # one file; a job's text is further capped by max_text_chars at submit
-_JSONL_KEYS = {"text", "id", "voice", "format", "title", "priority"}
+_JSONL_KEYS = {"text", "id", "voice", "format", "title", "priority", "speed", "lexicon"}
 
 
 def read_inputs(inputs: Sequence[str], stdin: TextIO, *, voice: str | None, format: AudioFormat,

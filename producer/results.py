@@ -18,7 +18,7 @@ from schemas.messages import JobView
 from schemas.settings import Settings
 from schemas.status import JobStatus
 from schemas.storage import OutputStore, open_output_store, result_files
-from schemas.tables import Job, utcnow
+from schemas.tables import Chunk, Job, utcnow
 
 GC_BATCH = 500  # jobs purged per `gc` pass at most; run it again (a CronJob does) for more
 
@@ -47,7 +47,7 @@ def with_audio_urls(views: Sequence[JobView], settings: Settings,
 
 def purge_expired(store: Store, output: OutputStore, ttl_s: float, *, now: datetime | None = None) -> Purged:
     """Delete the audio of jobs that ended (any terminal status) more than `ttl_s` seconds before `now`
-    (naive UTC) and mark them purged. A book's `.m4b` goes with its chapters."""
+    (naive UTC) and mark them purged. A book's `.m4b` goes with its chapters, and the kept chunk audio."""
     cutoff = (now or utcnow()) - timedelta(seconds=ttl_s)
     ended = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
     with store.read() as session:
@@ -62,6 +62,8 @@ def purge_expired(store: Store, output: OutputStore, ttl_s: float, *, now: datet
             won = session.execute(update(Job).where(Job.id == job_id, Job.audio_purged_at.is_(None))
                                   .values(audio_purged_at=utcnow())
                                   .execution_options(synchronize_session=False)).rowcount == 1  # type: ignore[attr-defined]
+            if won:  # the kept chunk audio goes too: a later `rerender` then redoes every chunk
+                session.execute(update(Chunk).where(Chunk.job_id == job_id).values(audio_path=None))
         if not won:
             continue  # another gc got there first
         locations = [*(result_files(audio_path) if audio_path else []), *([book_path] if book_path else [])]
@@ -69,5 +71,6 @@ def purge_expired(store: Store, output: OutputStore, ttl_s: float, *, now: datet
             if output.exists(location):
                 output.remove(location)
                 files += 1
+        output.remove(output.join(".chunks", job_id), recursive=True)
         purged.append(job_id)
     return Purged(purged, files)

@@ -11,12 +11,13 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from producer.chunks import split_chunks
-from producer.text import normalize
+from producer.lexicon import Entry, Lexicon, voice_lexicon
+from producer.spoken import Spoken, spoken_chunks
 from schemas.broker import Publisher
 from schemas.db import Store
 from schemas.errors import BrokerUnavailable, InvalidInput, RetryableError
@@ -24,7 +25,7 @@ from schemas.messages import JobRequest
 from schemas.settings import ProducerSettings
 from schemas.status import JobStatus
 from schemas.tables import Chunk, Job, utcnow
-from schemas.voices import resolve_voice_name
+from schemas.voices import VoiceInfo, VoiceKind, resolve_voice_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,18 +73,14 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
     if len(request.text) > settings.max_text_chars:
         raise InvalidInput(f"{where}: text has {len(request.text):,} characters, above the limit of "
                            f"{settings.max_text_chars:,} (TTSFLEET_MAX_TEXT_CHARS); split it into files")
-    voice = resolve_voice_name(request.voice or settings.voice, voice_dirs=settings.voice_dir_list)
-    normalized = normalize(request.text, voice.language)
-    chunks = [c for c in split_chunks(normalized.text, settings.max_chunk_chars) if c.text.strip()]
-    if not chunks:
-        raise InvalidInput(f"{where}: nothing to speak")
-    options = {"loudness_lufs": request.loudness_lufs} if request.loudness_lufs is not None else {}
+    plan = plan_speech(request.text, request.voice, request.lexicon, request.speed, settings, where)
+    voice, spoken = plan.voice, plan.spoken
+    options: dict[str, object] = {"loudness_lufs": request.loudness_lufs} if request.loudness_lufs is not None else {}
+    options |= plan.options
     # What shapes the audio, and the id a user gave: a change in any of them is a different job.
     shape = {"voice": voice.name, "format": request.format.value, **options,
              **({"nonce": nonce} if nonce is not None else {})}
-    key_fields = {"text": request.text, "title": request.title, "group": request.group_title,
-                  "index": request.group_index, "id": request.id, **shape}
-    key = _digest(key_fields)
+    key = job_key(request, shape)
     job_id = request.id or uuid.uuid4().hex[:20]
     group_id = None
     if request.group_title is not None:  # a book: its chapters share files only with the same shape
@@ -93,13 +90,64 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
         "queue": settings.queue,
         "voice": voice.name, "format": request.format.value, "text": request.text, "source": request.source,
         "title": request.title, "group_id": group_id, "group_title": request.group_title,
-        "group_index": request.group_index, "options": options, "warnings": list(normalized.warnings),
-        "chars": len(normalized.text), "chunks_total": len(chunks), "chunks_done": 0, "attempts": 0,
+        "group_index": request.group_index, "options": options, "warnings": list(spoken.warnings),
+        "chars": spoken.chars, "chunks_total": len(spoken.chunks), "chunks_done": 0, "attempts": 0,
         "created_at": utcnow(),
     }
-    chunk_rows = [{"job_id": job_id, "idx": i, "text": c.text.strip(), "break_after": c.break_after,
-                   "chars": len(c.text.strip())} for i, c in enumerate(chunks)]
-    return _Prepared(job=job, chunks=chunk_rows)
+    return _Prepared(job=job, chunks=chunk_rows(job_id, spoken))
+
+
+def job_key(request: JobRequest, shape: Mapping[str, object]) -> str:
+    """The idempotency key: the text, what the user named the job, and what shapes its audio (`shape`:
+    voice, format, loudness, speed, lexicon)."""
+    return _digest({"text": request.text, "title": request.title, "group": request.group_title,
+                    "index": request.group_index, "id": request.id, **shape})
+
+
+def chunk_rows(job_id: str, spoken: Spoken) -> list[dict[str, object]]:
+    return [{"job_id": job_id, "idx": i, "text": c.text, "break_after": c.break_after, "chars": len(c.text)}
+            for i, c in enumerate(spoken.chunks)]
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechPlan:
+    """A job's voice, its spoken chunks, and the options that store its lexicon and speed."""
+
+    voice: VoiceInfo
+    spoken: Spoken
+    options: dict[str, object]
+
+
+def plan_speech(text: str, voice_name: str | None, lexicon: Mapping[str, str] | None, speed: float | None,
+                settings: ProducerSettings, where: str) -> SpeechPlan:
+    """Resolve the voice (an SSML `<voice name>` when the job names none), apply the voice's default
+    lexicon under the job's own, and cut the chunks.
+
+    Raises:
+        InvalidInput: nothing to speak, malformed SSML, a bad lexicon file in the voice's folder.
+        UnknownVoice: the voice cannot be loaded.
+    """
+    voice = resolve_voice_name(voice_name or settings.voice, voice_dirs=settings.voice_dir_list)
+    own = Lexicon(Entry(w, r) for w, r in (lexicon or {}).items())
+
+    def cut(info: VoiceInfo) -> Spoken:
+        folder = Path(info.name) if info.kind == VoiceKind.FOLDER else None
+        return spoken_chunks(text, language=info.language, lexicon=voice_lexicon(folder).merged(own),
+                             max_chunk_chars=settings.max_chunk_chars, where=where)
+
+    spoken = cut(voice)
+    if spoken.voice is not None and voice_name is None:
+        voice = resolve_voice_name(spoken.voice, voice_dirs=settings.voice_dir_list)
+        spoken = cut(voice)
+    if not spoken.chunks:
+        raise InvalidInput(f"{where}: nothing to speak")
+    options: dict[str, object] = {}
+    effective_speed = speed if speed is not None else spoken.speed
+    if effective_speed is not None and effective_speed != 1.0:
+        options["speed"] = effective_speed
+    if own:
+        options["lexicon"] = own.as_pairs()
+    return SpeechPlan(voice=voice, spoken=spoken, options=options)
 
 
 def _store(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted], list[str]]:

@@ -22,6 +22,8 @@ JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_VOICE_CHARS = 512
 MAX_TITLE_CHARS = 512
 MAX_SOURCE_CHARS = 1024
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+MAX_LEXICON_ENTRIES = 10_000
 
 
 def storable(value: str, what: str) -> str:
@@ -67,6 +69,10 @@ class JobRequest(BaseModel):
     format: AudioFormat = AudioFormat.WAV
     priority: int = Field(default=5, ge=0, le=9)
     loudness_lufs: float | None = Field(default=None, ge=-70, le=-5)  # normalize the job's audio to this
+    # Speaking rate: 2.0 is twice as fast (the model's length scale is 1 / speed). None: the voice's own.
+    speed: float | None = Field(default=None, ge=MIN_SPEED, le=MAX_SPEED)
+    # Pronunciation lexicon, word -> replacement text or `[[ phonemes ]]` (docs/text.md "Lexicons").
+    lexicon: dict[str, str] | None = Field(default=None, max_length=MAX_LEXICON_ENTRIES)
     source: str | None = None  # file name or "stdin", for messages
     title: str | None = None
     group_title: str | None = None
@@ -80,6 +86,21 @@ class JobRequest(BaseModel):
         if info.field_name == "voice" and len(value) > MAX_VOICE_CHARS:
             raise ValueError(f"voice has {len(value)} characters; at most {MAX_VOICE_CHARS}")
         return storable(value, str(info.field_name))
+
+    @field_validator("lexicon")
+    @classmethod
+    def _lexicon_is_storable(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        if value is None:
+            return None
+        for word, replacement in value.items():
+            if not word.strip() or not replacement.strip():
+                raise ValueError(f"lexicon entry {word!r}: word and replacement must not be empty")
+            storable(word, "lexicon word")
+            storable(replacement, "lexicon replacement")
+            if re.sub(r"\[\[.*?\]\]", "", replacement, flags=re.DOTALL).count("[[") or "]]" in re.sub(
+                    r"\[\[.*?\]\]", "", replacement, flags=re.DOTALL):
+                raise ValueError(f"lexicon entry {word!r}: unbalanced [[ ]] in the replacement")
+        return {w.strip(): r.strip() for w, r in value.items()}
 
     @field_validator("title", "group_title")
     @classmethod

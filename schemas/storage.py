@@ -143,6 +143,17 @@ class OutputStore:
     def exists(self, location: str) -> bool:
         return local_path_of(location).exists() if not is_url(location) else bool(self.fs.exists(_path(location)))
 
+    def list(self, location: str) -> list[str]:
+        """Locations of the files directly under folder/prefix `location`; empty when there is none."""
+        if not is_url(location):
+            folder = local_path_of(location)
+            return [str(path) for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
+        scheme = location.split("://", 1)[0]
+        try:
+            return [f"{scheme}://{entry}" for entry in self.fs.ls(_path(location), detail=False)]
+        except FileNotFoundError:
+            return []
+
     def remove(self, location: str, *, recursive: bool = False) -> None:
         """Delete a file (or a folder/prefix with `recursive`); a missing one is not an error."""
         if not is_url(location):

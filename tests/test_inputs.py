@@ -66,7 +66,7 @@ def test_txt_jsonl_folder_and_stdin(tmp_path: Path) -> None:
     ("emoji.txt", "😀 👍🏽".encode(), r"emoji\.txt: nothing to speak"),
     ("lines.jsonl", b'{"text": "ok"}\n{"text": "x",}\n', r"lines\.jsonl:2: not valid JSON"),
     ("list.jsonl", b'["text"]\n', r"list\.jsonl:1: a line must be a JSON object"),
-    ("extra.jsonl", b'{"text": "a", "speed": 2}\n', r"extra\.jsonl:1: unknown field\(s\) speed"),
+    ("extra.jsonl", b'{"text": "a", "pitch": 2}\n', r"extra\.jsonl:1: unknown field\(s\) pitch"),
     ("fmt.jsonl", b'{"text": "a", "format": "mp3"}\n', r"fmt\.jsonl:1: invalid format"),
     ("quiet.jsonl", b'{"text": "a"}\n{"text": "  "}\n', r"quiet\.jsonl:2: nothing to speak"),
     ("dup.jsonl", b'{"text": "a", "id": "x"}\n{"text": "b", "id": "x"}\n', r"dup\.jsonl:2: job id 'x' is used twice"),

@@ -77,7 +77,9 @@ def test_job_runs_to_succeeded_with_audio_and_metrics(settings, db, make_ctx, ti
         assert metrics.synth_s == pytest.approx(0.01 * view.chunks_total)
         assert metrics.worker_id == "host/cpu/1" and metrics.queue_wait_s >= 0
     assert engine.cleanups == 1
-    assert not (settings.output_dir / ".chunks" / job_id).exists()
+    # Only the chunk audio the rows point to is kept (for `rerender`): no staged folder, no strays.
+    kept = sorted(p.name for p in (settings.output_dir / ".chunks" / job_id).iterdir())
+    assert kept == sorted(Path(str(c.audio_path)).name for c in lease.done_chunks(db, job_id))
 
 
 def test_crashed_job_resumes_at_the_first_missing_chunk(settings, db, make_ctx, tiny_vits_dir) -> None:

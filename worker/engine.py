@@ -41,9 +41,12 @@ UNSPEAKABLE_PAUSE_S = 0.3
 
 @dataclass(frozen=True, slots=True)
 class ChunkInput:
+    """One chunk to say; `speed` multiplies the voice's speaking rate (2.0: twice as fast)."""
+
     idx: int
     text: str
     seed: int
+    speed: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +145,9 @@ class Engine:
         started = time.perf_counter()
         try:
             reset_peak(torch_device)
-            self._run_batches(chunks, encoded, items, on_chunk, counts)
+            for speed in sorted({chunks[item.key].speed for item in items}):  # one speed per batch
+                self._run_batches(chunks, encoded, [i for i in items if chunks[i.key].speed == speed],
+                                  on_chunk, counts)
             self.runner.synchronize()
             peak_mem_bytes = peak_bytes(torch_device)
         except BaseException as err:
@@ -176,7 +181,8 @@ class Engine:
         while pending:
             batch = pending.popleft()
             keys = [item.key for item in batch]
-            waves, batch_s = self.forward([encoded[k][0] for k in keys], self._seed(chunks, keys))
+            waves, batch_s = self.forward([encoded[k][0] for k in keys], self._seed(chunks, keys),
+                                          speed=chunks[keys[0]].speed)
             if waves is None:  # out of memory, already freed
                 counts.oom_retries += 1
                 if len(batch) == 1:
@@ -254,19 +260,20 @@ class Engine:
             seed = (seed * 1_000_003 + chunks[key].seed) % (1 << 63)
         return seed
 
-    def forward(self, ids: list[list[int]], seed: int | None,
-                 fp32: bool = False) -> tuple[list[np.ndarray] | None, float]:
+    def forward(self, ids: list[list[int]], seed: int | None, fp32: bool = False,
+                speed: float = 1.0) -> tuple[list[np.ndarray] | None, float]:
         """Run one batch of token-id lists as it is (no planning, no guard): float32 waves and wall seconds,
         or (None, seconds) on out-of-memory, with memory freed outside the except block (the exception's
         frames hold the batch's tensors). `seed` seeds the noise (None: noise as configured); `fp32` runs
-        with autocast off. The canary, the memory probe and benchmarks use it.
+        with autocast off; `speed` multiplies the voice's speaking rate. The canary, the memory probe and
+        benchmarks use it.
 
         Raises:
             DeviceLost: a CUDA error other than out-of-memory.
         """
         started = time.perf_counter()
         try:
-            waves = self.runner.run(ids, seed=seed, fp32=fp32)
+            waves = self.runner.run(ids, seed=seed, fp32=fp32, speed=speed)
             self.runner.synchronize()
             return waves, time.perf_counter() - started
         except Exception as err:
@@ -287,7 +294,8 @@ class Engine:
         if redo:
             log.warning("chunk %d: %s under %s; redoing it in fp32", chunk.idx, problem, self.policy.dtype)
             counts.fp32_fallbacks += 1
-            waves, redo_s = self.forward([encoded[0]], None if self.deterministic else chunk.seed, fp32=True)
+            waves, redo_s = self.forward([encoded[0]], None if self.deterministic else chunk.seed, fp32=True,
+                                         speed=chunk.speed)
             if waves is None:
                 raise SynthesisFailed(f"chunk {chunk.idx} does not fit in device memory for its fp32 redo")
             wave, synth_s = waves[0], synth_s + redo_s

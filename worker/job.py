@@ -90,7 +90,8 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
 
     def save(chunk: ChunkAudio) -> None:
         # The attempt in the name: a former holder still running cannot overwrite what we recorded.
-        location = files.save_chunk(f"{chunk.idx:06d}-a{held.attempt}.wav", chunk.samples, engine.sample_rate_hz)
+        location = files.save_chunk(f"{chunk.idx:06d}-{_attempt_tag(held)}.wav", chunk.samples,
+                                    engine.sample_rate_hz)
         lease.save_chunk(ctx.store, held.job_id, ctx.worker_id, chunk.idx, ctx.settings.lease_s,
                          audio_path=location, samples=len(chunk.samples),
                          audio_s=len(chunk.samples) / engine.sample_rate_hz, synth_s=chunk.synth_s,
@@ -104,7 +105,8 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
 
     from worker.engine import ChunkInput
 
-    inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx)) for c in pending]
+    speed = float(held.options.get("speed") or 1.0)
+    inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx), speed) for c in pending]
     try:
         run = engine.synthesize(inputs, on_chunk=save) if inputs else None
     finally:
@@ -123,7 +125,7 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
         raise SynthesisFailed(f"chunks {missing[:5]} have no audio after synthesis")
     out_location = files.store.join(output_key(held))
     # Assembled into this attempt's own folder; moved into place only by `finish` once it has won.
-    staged = files.staged(held.attempt, out_location.rsplit("/", 1)[-1])
+    staged = files.staged(_attempt_tag(held), out_location.rsplit("/", 1)[-1])
     assembled = audio.assemble(
         [audio.AssemblyPiece(files.local_copy(str(c.audio_path)), c.text, c.break_after) for c in chunks],
         engine.sample_rate_hz, AudioFormat(held.format), staged, title=held.title,
@@ -141,8 +143,15 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
                         publish=lambda: files.publish(assembled, out_location)):
         files.discard(assembled)  # only our own attempt's files: what the row points to is not ours
         raise JobInterrupted(f"job {held.job_id} is no longer held by this worker (cancelled or taken over)")
-    files.cleanup()
+    files.keep_only({str(c.audio_path).rsplit("/", 1)[-1] for c in chunks})  # `rerender` reuses them
     return JobOutcome(held.job_id, JobStatus.SUCCEEDED, out_location), figures
+
+
+def _attempt_tag(held: lease.Claim) -> str:
+    """`a<attempt>`, after a re-render `r<render>-a<attempt>`: attempts count afresh after a re-render, and
+    its kept chunks' files must never be overwritten by a new attempt's."""
+    render = int(held.options.get("render") or 0)
+    return f"r{render}-a{held.attempt}" if render else f"a{held.attempt}"
 
 
 def _discard_outputs(ctx: JobContext, held: lease.Claim) -> None:

@@ -65,9 +65,10 @@ class ModelRunner:
                     module.forward = _fp32_island(module.forward, self.device_type)
 
     def run(self, ids: Sequence[Sequence[int]], *, seed: int | None = None,
-            fp32: bool = False) -> list[np.ndarray]:
+            fp32: bool = False, speed: float = 1.0) -> list[np.ndarray]:
         """Synthesize a batch of token-id lists; `seed` seeds the global torch RNG the VITS noise comes
-        from; `fp32` runs this batch with autocast off. Returns float32 arrays, one per item, trimmed.
+        from; `fp32` runs this batch with autocast off; `speed` multiplies the model's speaking rate (its
+        length scale is divided by it). Returns float32 arrays, one per item, trimmed.
         Raises whatever the model raises (torch.OutOfMemoryError included)."""
         import torch
 
@@ -75,7 +76,8 @@ class ModelRunner:
         with torch.inference_mode(), self._autocast(fp32):
             if seed is not None:
                 torch.manual_seed(seed)
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+            rate = float(getattr(self.model, "speaking_rate", 1.0)) * speed
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, speaking_rate=rate)
             lengths = [int(n) for n in out.sequence_lengths.tolist()]
             waveform = out.waveform.float().cpu().numpy()
         del out, input_ids, attention_mask

@@ -143,13 +143,16 @@ class OnnxRunner:
         self.policy = policy
 
     def run(self, ids: Sequence[Sequence[int]], *, seed: int | None = None,
-            fp32: bool = False) -> list[np.ndarray]:
+            fp32: bool = False, speed: float = 1.0) -> list[np.ndarray]:
         """Synthesize each token-id list on its own; float32 waves at the voice's rate, one per item.
-        `seed` and `fp32` are accepted for the runner interface and have no effect (see module docstring)."""
+        `speed` divides the voice's length scale (2.0: half as long). `seed` and `fp32` are accepted for
+        the runner interface and have no effect (see module docstring)."""
+        scales = self._scales.copy()
+        scales[1] /= speed
         waves = []
         for item in ids:
             feed = {"input": np.asarray([item], dtype=np.int64),
-                    "input_lengths": np.asarray([len(item)], dtype=np.int64), "scales": self._scales}
+                    "input_lengths": np.asarray([len(item)], dtype=np.int64), "scales": scales}
             if "sid" in self._inputs:
                 feed["sid"] = np.zeros(1, dtype=np.int64)
             out = self.session.run(None, feed)[0]

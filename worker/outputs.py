@@ -55,9 +55,9 @@ class JobFiles:
         """A local file with the bytes at `location` (fetched into the staging folder when remote)."""
         return self.store.fetch(location, self.stage / "fetched")
 
-    def staged(self, attempt: int, name: str) -> Path:
-        """Where attempt `attempt` assembles the job's file before it is published."""
-        return self.stage / f"a{attempt}" / name
+    def staged(self, attempt_tag: str, name: str) -> Path:
+        """Where the attempt tagged `attempt_tag` (`a3`, `r1-a2`) assembles the job's file before publishing."""
+        return self.stage / attempt_tag / name
 
     def publish(self, staged: audio.AssembledAudio, location: str) -> None:
         """Move (local) or put (remote) the staged audio and its side files onto `location`."""
@@ -70,6 +70,23 @@ class JobFiles:
 
     def discard(self, staged: audio.AssembledAudio) -> None:
         audio.discard(staged)
+
+    def keep_only(self, names: set[str]) -> None:
+        """After success: keep the chunk audio named `names` (what the job's rows point to; `ttsfleet
+        rerender` reuses it) and remove everything else: staged folders, earlier attempts' files."""
+        if not self.store.local:
+            shutil.rmtree(self.stage, ignore_errors=True)
+            for location in self.store.list(self._chunk_root):
+                if location.rsplit("/", 1)[-1] not in names:
+                    self.store.remove(location)
+            return
+        if not self.stage.is_dir():
+            return
+        for entry in self.stage.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            elif entry.name not in names:
+                entry.unlink(missing_ok=True)
 
     def cleanup(self) -> None:
         """Remove the job's chunk audio and staging (the result, once published, stays)."""

@@ -6,6 +6,7 @@ torch or transformers.
 from __future__ import annotations
 
 import json
+import re
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from schemas.errors import PermanentError
 from schemas.voices import VOICE_EXTRA_HINT
 from worker.loaded_voice import Encoded
 
+_PHONEME_BLOCK = re.compile(r"(\[\[.*?\]\])")  # piper-tts's own pattern for raw phonemes
 PIPER_CONFIG_FILE = "piper_voice.json"  # the voice's own .onnx.json, kept next to the converted model
 
 
@@ -71,12 +73,41 @@ class PiperEncoder:
                 raise PermanentError(f"Piper phoneme map lacks the framing symbol {symbol!r}")
 
     def sentences(self, text: str) -> list[list[str]]:
-        """Phonemes per sentence (Unicode code points, NFD, punctuation kept)."""
+        """Phonemes per sentence (Unicode code points, NFD, punctuation kept). `[[ phonemes ]]` in the
+        text are passed through as they are, one code point each, exactly as piper-tts 1.x does."""
         import unicodedata
 
         if self.phoneme_type == "text":
             return [list(unicodedata.normalize("NFD", text))]
-        return [s for s in _espeak_sentences(text, self.espeak_voice, self.vowel_clusters or None) if s]
+        return [s for s in self._with_raw_phonemes(text) if s]
+
+    def _with_raw_phonemes(self, text: str) -> list[list[str]]:
+        """piper-tts's `PiperVoice.phonemize` for espeak voices, kept step for step (piper 1.x, voice.py):
+        a raw block joins the sentence before it, with a space phoneme where the text had a space, and the
+        first sentence after it continues that sentence."""
+        phonemes: list[list[str]] = []
+        parts = _PHONEME_BLOCK.split(text)
+        prev_raw = False
+        for i, part in enumerate(parts):
+            if part.startswith("[["):
+                prev_raw = True
+                if not phonemes:
+                    phonemes.append([])
+                if i > 0 and parts[i - 1].endswith(" "):
+                    phonemes[-1].append(" ")
+                phonemes[-1].extend(part[2:-2].strip())
+                if i < len(parts) - 1 and parts[i + 1].startswith(" "):
+                    phonemes[-1].append(" ")
+                continue
+            found = _espeak_sentences(part, self.espeak_voice, self.vowel_clusters or None) if part else []
+            if prev_raw and found:
+                phonemes[-1].extend(found[0])
+                found = found[1:]
+            phonemes.extend(found)
+            prev_raw = False
+        if phonemes and not phonemes[-1]:
+            phonemes.pop()
+        return phonemes
 
     def __call__(self, text: str) -> Encoded:
         """Ids for one chunk of text; raises nothing for odd input (unknown phonemes are dropped, reported)."""

@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from producer.cli import device, fleet, jobs, ops, voices
+from producer.cli import device, fleet, jobs, ops, rerender, voices
 from schemas.errors import TtsfleetError, first_line
 
 app = typer.Typer(
@@ -29,6 +29,7 @@ app.command("status")(jobs.status)
 app.command("wait")(jobs.wait)
 app.command("cancel")(jobs.cancel)
 app.command("retry")(jobs.retry)
+app.command("rerender")(rerender.rerender)
 app.command("worker")(device.worker)
 app.command("doctor")(device.doctor)
 app.command("workers")(fleet.workers)

@@ -40,9 +40,25 @@ def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env
                  listeners: Sequence[Listener] = ()) -> list[JobView]:
     """Submit `requests` without a broker, synthesize them in-process, return their final views.
     `listeners` are added to the in-process worker (benchmarks read memory after each job with one)."""
-    console = Console(stderr=True, quiet=quiet)  # progress and notes; the tables go to stdout
     store = open_store(settings.database_url)
     submitted = submit(requests, settings, store, publisher=None, force=force)
+    views = synthesize_stored([s.id for s in submitted], settings, env, device=device, precision=precision,
+                              show_progress=show_progress, quiet=quiet, inference_runtime=inference_runtime,
+                              threads=threads, listeners=listeners)
+    if not quiet:
+        Console().print(_results_table(views))
+        print_stats_table(["card", "dtype"], compute_stats(store, ["card", "dtype"]), "all jobs in this store")
+    return views
+
+
+def synthesize_stored(job_ids: Sequence[str], settings: ProducerSettings, env: Mapping[str, str], *,
+                      device: str | None, precision: str | None, show_progress: bool, quiet: bool,
+                      inference_runtime: str | None = None, threads: int | None = None,
+                      listeners: Sequence[Listener] = ()) -> list[JobView]:
+    """Run the stored jobs `job_ids` that are not finished in this process (an in-process worker on the
+    settings' store and output folder); their final views, in order."""
+    console = Console(stderr=True, quiet=quiet)  # progress and notes; the tables go to stdout
+    store = open_store(settings.database_url)
     worker_settings = WorkerSettings.from_env(
         env, database_url=settings.database_url, output_dir=settings.output_url or settings.output_dir,
         voice=settings.voice,
@@ -57,16 +73,12 @@ def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env
     console.print(f"voice [bold]{engine.voice_name}[/] on {runtime.device.name} ({runtime.policy.dtype}, "
                   f"{engine.runtime}): {runtime.policy.reason}")
     runtime.resume_dead_predecessors()  # an earlier `run` killed mid-job: take its jobs back now
-    todo = [v for v in job_views(store, [s.id for s in submitted]) if not v.status.is_terminal]
+    todo = [v for v in job_views(store, job_ids) if not v.status.is_terminal]
     try:
         _synthesize_all(runtime, todo, console, show_progress)
     finally:
         runtime.stop()
-    views = job_views(store, [s.id for s in submitted])
-    if not quiet:
-        Console().print(_results_table(views))
-        print_stats_table(["card", "dtype"], compute_stats(store, ["card", "dtype"]), "all jobs in this store")
-    return views
+    return job_views(store, job_ids)
 
 
 def _synthesize_all(runtime: WorkerRuntime, todo: list[JobView], console: Console, show_progress: bool) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -30,12 +31,17 @@ from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings
 from schemas.status import AudioFormat, JobStatus
 
-InputsArg = Annotated[list[str], typer.Argument(help=".txt, .md, .epub or .jsonl files, folders, or - for stdin")]
+InputsArg = Annotated[list[str], typer.Argument(
+    help=".txt, .md, .ssml, .epub or .jsonl files, folders, or - for stdin")]
 FormatOpt = Annotated[AudioFormat, typer.Option("--format", help="audio format")]
 PriorityOpt = Annotated[int, typer.Option("--priority", min=0, max=9, help="0 (lowest) to 9 (most urgent)")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="make new jobs even if identical ones exist")]
 LoudnessOpt = Annotated[float | None, typer.Option("--loudness", min=-70, max=-5,
                                                    help="normalize each job's audio to this loudness, LUFS (e.g. -18)")]
+LexiconOpt = Annotated[Path | None, typer.Option("--lexicon", help="pronunciation lexicon: WORD<TAB>REPLACEMENT "
+                                                   "or WORD<TAB>[[ phonemes ]] per line (docs/text.md)")]
+SpeedOpt = Annotated[float | None, typer.Option(
+    "--speed", min=0.25, max=4.0, help="speaking rate, 0.25-4.0 (2.0: twice as fast) [default: the voice's]")]
 JobIdsArg = Annotated[list[str], typer.Argument(help="job ids")]
 # How books are read (EPUB): see docs/text.md "Books"
 MatterOpt = Annotated[Matter, typer.Option("--matter", help="body: skip imprint, colophon, contents, index, "
@@ -49,19 +55,27 @@ def _settings(**overrides: object) -> ProducerSettings:
 
 
 def _requests(inputs: list[str], voice: str | None, fmt: AudioFormat, priority: int,
-              loudness: float | None, book: BookOptions) -> list[JobRequest]:
+              loudness: float | None, book: BookOptions, lexicon: Path | None = None,
+              speed: float | None = None) -> list[JobRequest]:
     from producer.inputs import read_inputs
+    from producer.lexicon import read_lexicon_file
 
     requests = read_inputs(inputs, sys.stdin, voice=voice, format=fmt, priority=priority, book=book,
                            on_skip=lambda skipped: typer.echo(str(skipped), err=True))
-    if loudness is None:
-        return requests
-    return [r.model_copy(update={"loudness_lufs": loudness}) for r in requests]
+    if loudness is not None:
+        requests = [r.model_copy(update={"loudness_lufs": loudness}) for r in requests]
+    if speed is not None:  # a JSONL line's own speed wins
+        requests = [r if r.speed is not None else r.model_copy(update={"speed": speed}) for r in requests]
+    if lexicon is not None:  # a JSONL line's own entries win over the file's
+        entries = {w: e.replacement for w, e in read_lexicon_file(lexicon).entries.items()}
+        requests = [r.model_copy(update={"lexicon": entries | (r.lexicon or {})}) for r in requests]
+    return requests
 
 
 def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV,
            priority: PriorityOpt = 5, force: ForceOpt = False, loudness: LoudnessOpt = None,
-           as_json: JsonOpt = False, broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None,
+           lexicon: LexiconOpt = None, speed: SpeedOpt = None, as_json: JsonOpt = False,
+           broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None,
            matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False,
            voice_dirs: VoiceDirsOpt = None) -> None:
     """Validate INPUTs and enqueue one job per text (per chapter for EPUB); prints the job ids."""
@@ -70,7 +84,8 @@ def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioForm
     from schemas.db import open_store
 
     settings = _settings(broker_url=broker_url, database_url=database_url, voice_dirs=voice_dirs)
-    requests = _requests(inputs, voice, fmt, priority, loudness, BookOptions(matter, notes, captions))
+    book = BookOptions(matter, notes, captions)
+    requests = _requests(inputs, voice, fmt, priority, loudness, book, lexicon, speed)
     store = open_store(settings.database_url)
     publisher = Publisher(settings.broker_url, settings.queue)
     try:
@@ -143,7 +158,8 @@ def cancel(job_ids: JobIdsArg, as_json: JsonOpt = False, database_url: DatabaseU
 
 
 def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.WAV, priority: PriorityOpt = 5,
-        force: ForceOpt = False, loudness: LoudnessOpt = None, as_json: JsonOpt = False,
+        force: ForceOpt = False, loudness: LoudnessOpt = None, lexicon: LexiconOpt = None, speed: SpeedOpt = None,
+        as_json: JsonOpt = False,
         database_url: DatabaseUrlOpt = None,
         output_dir: OutputDirOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
         matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False,
@@ -153,7 +169,8 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
 
     env = environ()
     settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice, voice_dirs=voice_dirs)
-    requests = _requests(inputs, voice, fmt, priority, loudness, BookOptions(matter, notes, captions))
+    book = BookOptions(matter, notes, captions)
+    requests = _requests(inputs, voice, fmt, priority, loudness, book, lexicon, speed)
     views = run_embedded(requests, settings, env, device=device, precision=precision, inference_runtime=runtime,
                          threads=threads, force=force,
                          show_progress=stdout_is_terminal() and not as_json, quiet=as_json)
