@@ -174,7 +174,8 @@ def _check_s3_result(view: dict[str, Any], out: str, job_id: str, s3: dict[str, 
     assert data[:4] == b"fLaC"
     for side in result_files(view["audio_path"])[1:]:
         assert store.exists(side), side
-    assert not store.fs.exists(f"ttsfleet-audio/fleet/.chunks/{job_id}")  # chunk audio removed after assembly
+    kept = store.list(f"{out}/.chunks/{job_id}")  # the chunks `rerender` reuses, one file each, nothing else
+    assert len(kept) == view["chunks_total"] and all(k.endswith(".wav") for k in kept), kept
     assert not (tmp_path / "out").exists()  # nothing local
     assert view["audio_url"].startswith(s3["AWS_ENDPOINT_URL"]) and "Signature" in view["audio_url"]
     with urllib.request.urlopen(view["audio_url"], timeout=10) as response:  # plain HTTP, no credentials
