@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from producer.cli import device, fleet, jobs, voices
+from producer.cli import device, fleet, jobs, service, voices
 from schemas.errors import TtsfleetError, first_line
 
 app = typer.Typer(
@@ -34,6 +34,8 @@ app.command("doctor")(device.doctor)
 app.command("workers")(fleet.workers)
 app.command("stats")(fleet.stats)
 app.add_typer(voices.app, name="voices")
+app.command("serve")(service.serve)
+app.add_typer(service.keys_app, name="keys")
 
 
 def main(argv: list[str] | None = None) -> None:
