@@ -25,7 +25,8 @@ from service.views import job_detail, job_list, job_url
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 UPLOAD_SUFFIXES = (".txt", ".md", ".epub", ".jsonl")
-ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem} for code in (400, 401, 404, 409, 413, 422, 429, 503)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": Problem}
+                                           for code in (400, 401, 404, 409, 413, 422, 429, 503)}
 _UPLOAD_BODY = {"requestBody": {"content": {
     "application/json": {"schema": {"$ref": "#/components/schemas/JobCreate"}},
     "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {

@@ -97,7 +97,8 @@ class WebhookSender:
         for job_id in candidates:
             with self.store.session() as session:  # compare-and-set: only one sender wins each row
                 won = session.execute(update(ServiceJob).where(ServiceJob.job_id == job_id, due).values(
-                    webhook_claimed_by=self.owner, webhook_claim_expires_at=now + lease)).rowcount
+                    webhook_claimed_by=self.owner, webhook_claim_expires_at=now + lease)
+                ).rowcount  # type: ignore[attr-defined]
             if won == 1:
                 claimed.append(job_id)
         return claimed

@@ -23,7 +23,8 @@ def serve(
     host: Annotated[str | None, _opt("--host", "address to bind (default 127.0.0.1); any other than loopback "
                                               "requires API keys")] = None,
     port: Annotated[int | None, _opt("--port", "port (default 8000)")] = None,
-    require_api_keys: Annotated[bool | None, _opt("--require-api-keys/--no-require-api-keys", "require keys on loopback too")] = None,
+    require_api_keys: Annotated[bool | None, _opt("--require-api-keys/--no-require-api-keys",
+                                                          "require keys on loopback too")] = None,
     api_keys_file: Annotated[Path | None, _opt("--api-keys-file", "extra keys, one a line")] = None,
     webhook_secret: Annotated[str | None, _opt("--webhook-secret", "HMAC-SHA256 key signing webhooks")] = None,
     max_upload_bytes: Annotated[int | None, _opt("--max-upload-bytes", "larger bodies get 413 (default 10 MB)")]

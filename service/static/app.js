@@ -26,6 +26,18 @@ function cell(row, content) {
   return td;
 }
 
+// With no key the browser fetches files itself (range requests, streaming); with a key, an <audio> or a
+// link cannot send the Authorization header, so the file is fetched once and given as a blob URL.
+async function attach(url, elements, attributes) {
+  let target = url;
+  if (keyInput.value) {
+    const response = await fetch(url, { headers: headers() });
+    if (!response.ok) return;
+    target = URL.createObjectURL(await response.blob());
+  }
+  elements.forEach((element, i) => element.setAttribute(attributes[i], target));
+}
+
 function eta(job) {
   if (job.status === "queued" || job.status === "running") {
     return job.eta_s == null ? "measuring…" : `${Math.ceil(job.eta_s)} s`;
@@ -56,13 +68,14 @@ function jobRow(job) {
   const media = cell(row, "");
   if (job.audio_url) {
     const audio = document.createElement("audio");
-    audio.controls = true; audio.preload = "none"; audio.src = job.audio_url;
+    audio.controls = true; audio.preload = "none";
     const link = document.createElement("a");
-    link.href = job.audio_url; link.download = `${job.id}.${job.format}`; link.textContent = "download";
-    link.className = "download";
+    link.download = `${job.id}.${job.format}`; link.textContent = "download"; link.className = "download";
     const subs = document.createElement("a");
-    subs.href = job.subtitles_url; subs.textContent = "subtitles";
+    subs.download = `${job.id}.srt`; subs.textContent = "subtitles";
     media.append(audio, " ", link, " ", subs);
+    attach(job.audio_url, [audio, link], ["src", "href"]);
+    attach(job.subtitles_url, [subs], ["href"]);
   } else if (job.error) {
     media.textContent = job.error; media.className = "failed";
   }
