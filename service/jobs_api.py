@@ -73,15 +73,16 @@ async def _parse(request: Request, ctx: Context) -> tuple[list[JobRequest], str 
         raise PayloadTooLarge(f"request body of {int(declared):,} bytes is above the limit of {limit:,} bytes")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=16)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise InvalidInput("multipart upload needs a 'file' field")
-        data = await upload.read(limit + 1)
-        if len(data) > limit:
-            raise PayloadTooLarge(f"upload is above the limit of {limit:,} bytes")
-        fields = _validated({k: v for k, v in form.items() if k != "file" and isinstance(v, str)} | {"text": "-"})
-        return await run_in_threadpool(_read_upload, upload, data, fields), fields.callback_url
+        async with request.form(max_files=1, max_fields=16) as form:  # closes the spooled upload
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise InvalidInput("multipart upload needs a 'file' field")
+            data = await upload.read(limit + 1)
+            if len(data) > limit:
+                raise PayloadTooLarge(f"upload is above the limit of {limit:,} bytes")
+            fields = _validated({k: v for k, v in form.items() if k != "file" and isinstance(v, str)}
+                                | {"text": "-"})
+            return await run_in_threadpool(_read_upload, upload, data, fields), fields.callback_url
     body = await request.body()
     if len(body) > limit:
         raise PayloadTooLarge(f"request body is above the limit of {limit:,} bytes")

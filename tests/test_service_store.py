@@ -1,0 +1,139 @@
+"""The HTTP service's state in SQL, on SQLite and PostgreSQL: per-key quota, Idempotency-Key, the webhook
+claim (compare-and-set: two `serve` processes never deliver the same attempt), ETA, and the OpenAPI
+document fuzzed by schemathesis (no 5xx, responses match the schema)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import update
+
+from producer.eta import fleet_throughput, job_eta
+from schemas.db import Store, open_store
+from schemas.settings import ServiceSettings
+from schemas.status import JobStatus
+from schemas.tables import Job, JobMetrics, utcnow
+from service.app import create_app
+from service.keys import create_key
+from service.webhooks import WebhookSender, signature
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    store = open_store(db_url)
+    yield store
+    store.dispose()
+
+
+def _settings(db_url: str, redis_url: str, **extra: object) -> ServiceSettings:
+    return ServiceSettings(database_url=db_url, broker_url=redis_url, queue="ttsfleet-service-test",
+                           voice_dirs="/tmp", webhook_secret="s3cret", **extra)  # type: ignore[arg-type]
+
+
+def test_quota_idempotency_and_keys(db_url: str, redis_url: str, store: Store) -> None:
+    _id, key = create_key(store, "team")
+    settings = _settings(db_url, redis_url, require_api_keys=True, max_queued_per_key=2)
+    with TestClient(create_app(settings, store, webhooks=False)) as client:
+        client.headers["Authorization"] = f"Bearer {key}"
+        ids = [client.post("/v1/jobs", json={"text": f"Job number {n}."}).json()[0]["id"] for n in range(2)]
+        over = client.post("/v1/jobs", json={"text": "One too many."})
+        assert over.status_code == 429 and "quota" in over.json()["detail"]
+        retry = client.post("/v1/jobs", json={"text": "Job number 0."})  # same text: the same job, no quota
+        assert retry.status_code == 429 or retry.json()[0]["id"] == ids[0]
+        client.delete(f"/v1/jobs/{ids[0]}")
+        keyed = client.post("/v1/jobs", json={"text": "Keyed."}, headers={"Idempotency-Key": "k1"})
+        replay = client.post("/v1/jobs", json={"text": "Keyed, changed."}, headers={"Idempotency-Key": "k1"})
+        assert keyed.status_code == replay.status_code == 202 and keyed.json()[0]["id"] == replay.json()[0]["id"]
+        assert client.post("/v1/jobs", json={"text": "x", "callback_url": "ftp://x"}).status_code == 400
+        assert client.post("/v1/jobs", json={"text": "x"}, headers={"Authorization": "Bearer no"}).status_code == 401
+
+
+def test_two_senders_never_claim_the_same_delivery(db_url: str, redis_url: str, store: Store) -> None:
+    settings = _settings(db_url, redis_url)
+    with TestClient(create_app(settings, store, webhooks=False)) as client:
+        [job] = client.post("/v1/jobs", json={"text": "Ends soon.", "callback_url": "http://127.0.0.1:9/hook"}).json()
+    with store.session() as session:
+        session.execute(update(Job).where(Job.id == job["id"]).values(status=JobStatus.FAILED, error="x",
+                                                                       finished_at=utcnow()))
+    seen: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        assert request.headers["X-Ttsfleet-Signature"] == signature("s3cret", request.content)
+        return httpx.Response(503)
+
+    senders = [WebhookSender(settings, store, httpx.Client(transport=httpx.MockTransport(answer)))
+               for _ in range(2)]
+    now = utcnow()
+    claims = [s._claim(now) for s in senders]
+    assert sorted(len(c) for c in claims) == [0, 1]
+    winner = senders[0] if claims[0] else senders[1]
+    winner._deliver(job["id"])
+    assert len(seen) == 1
+    assert sum(s.run_once(now) for s in senders) == 0  # back-off: not due yet
+    later = now + timedelta(seconds=settings.webhook_backoff_s * 2 + 1)
+    assert sorted(len(s._claim(later)) for s in senders) == [0, 1]  # due again: still one claim
+
+
+def test_eta_from_measured_throughput(db_url: str, redis_url: str, store: Store) -> None:
+    settings = _settings(db_url, redis_url)
+    with TestClient(create_app(settings, store, webhooks=False)) as client:
+        [first] = client.post("/v1/jobs", json={"text": "A first job to measure. " * 4}).json()
+        [urgent] = client.post("/v1/jobs", json={"text": "Urgent.", "priority": 9}).json()
+        assert client.get(f"/v1/jobs/{first['id']}").json()["eta_s"] is None  # nothing measured yet
+    with store.session() as session:
+        session.add(JobMetrics(job_id=urgent["id"], voice="v", card="cpu", backend="cpu", dtype="float32",
+                               chars=1000, chunks=1, audio_s=10, synth_s=10, queue_wait_s=0, latency_s=1))
+    assert fleet_throughput(store).chars_per_s == 100.0
+    eta = job_eta(store, first["id"])
+    assert eta.backlog_chars > len("A first job to measure. ") * 4 - 5  # its own text plus the urgent one
+    assert eta.eta_s == pytest.approx(eta.backlog_chars / 100.0, abs=0.1) and eta.eta_at is not None
+
+
+def test_the_service_never_imports_torch_or_the_worker() -> None:
+    import subprocess
+
+    code = ("import sys, service.app, producer.cli.service; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'worker', 'transformers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+def test_openapi_fuzzed_by_schemathesis(sqlite_url: str, redis_url: str) -> None:
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    store = open_store(sqlite_url)
+    app = create_app(_settings(sqlite_url, redis_url, speech_timeout_s=0.2), store, webhooks=False)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    failures = []
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+
+        @settings(max_examples=8, deadline=None, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=op.as_strategy())
+        def check(case: schemathesis.Case) -> None:
+            case.call_and_validate(checks=[not_a_server_error, response_schema_conformance,
+                                           status_code_conformance, content_type_conformance])
+
+        try:
+            check()
+        except Exception as err:  # collected, so one run reports every operation that fails
+            failures.append(f"{op.label}: {str(err)[:800]}")
+    store.dispose()
+    assert not failures, "\n\n".join(failures)
