@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import io
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +35,7 @@ def service(tiny_vits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
     except redis.RedisError as err:
         pytest.fail(f"Redis is required at {REDIS_TEST_URL} (run `make services`): {err}", pytrace=False)
     with running_service(REDIS_TEST_URL, f"sqlite:///{tmp}/service.db", tiny_vits_dir, tmp,
-                         TTSFLEET_SPEECH_SYNC_MAX_CHARS="300", TTSFLEET_MAX_UPLOAD_BYTES="100000") as svc:
+                         TTSFLEET_SPEECH_SYNC_MAX_CHARS="300", TTSFLEET_MAX_UPLOAD_BYTES="1000000") as svc:
         yield svc
     client.flushdb()
     client.close()
@@ -157,7 +158,7 @@ def test_uploads_keys_limits_paging_and_cancel(service: Service) -> None:
         assert uploaded.status_code == 202, uploaded.text
         job = service.wait_job(uploaded.json()[0]["id"])
         assert job["title"] == "Notice" and job["format"] == "flac"
-        too_big = client.post("/v1/jobs", files={"file": ("big.txt", b"word " * 30_000)})
+        too_big = client.post("/v1/jobs", files={"file": ("big.txt", b"word " * 210_000)})
         assert too_big.status_code == 413 and "limit" in too_big.json()["detail"]
         wrong = client.post("/v1/jobs", files={"file": ("x.exe", b"MZ")})
         assert wrong.status_code == 400 and "x.exe" in wrong.json()["detail"]
@@ -196,3 +197,52 @@ def test_fleet_endpoints_and_no_path_or_secret_in_any_response(service: Service)
     for body in bodies:
         assert str(service.fleet.tmp) not in body and WEBHOOK_SECRET not in body and "Traceback" not in body
     assert httpx.get(service.base_url + "/healthz").json() == {"status": "ok"}
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's chromium (.ci/services.sh installs it); Playwright downloads nothing
+CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def test_the_dashboard_in_a_real_browser(service: Service, tmp_path: Path) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian's chromium is required (run `make services`)"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1100, "height": 900}, accept_downloads=True)
+        page.goto(service.base_url + "/")
+        page.fill("#apikey", service.key)
+        page.dispatch_event("#apikey", "change")
+        page.fill("#text", "Welcome to the fleet. The dashboard shows every job as it is spoken.")
+        page.click("#submit-btn")
+        expect(page.locator("#submit-msg")).to_contain_text("submitted", timeout=30_000)
+        job_id = page.locator("#submit-msg").inner_text().split()[-1]
+        row = page.locator(f"tr[data-job='{job_id}']")
+        expect(row.locator(".status")).to_have_text("succeeded", timeout=60_000)
+        expect(page.locator("#workers tbody tr")).to_have_count(1)
+        audio = row.locator("audio")
+        expect(audio).to_have_attribute("src", re.compile("^blob:"), timeout=10_000)
+        played = audio.evaluate("a => a.play().then(() => new Promise(r => setTimeout(() => r(a.currentTime), 300)))")
+        assert played > 0
+        with page.expect_download() as download:
+            row.locator("a.download").click()
+        saved = tmp_path / "download.wav"
+        download.value.save_as(saved)
+        assert sf.info(str(saved)).duration > 0.5
+        page.click("#chart-btn")
+        expect(page.locator("#chart")).to_be_visible(timeout=20_000)
+        page.wait_for_function("document.querySelector('#chart').naturalWidth > 0")
+        page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
+        long_text = "The committee will now read the minutes of the previous meeting. " * 1500
+        page.fill("#text", long_text)
+        page.fill("#priority", "0")
+        page.click("#submit-btn")
+        expect(page.locator("#submit-msg")).to_contain_text("submitted", timeout=30_000)
+        long_id = page.locator("#submit-msg").inner_text().split()[-1]
+        long_row = page.locator(f"tr[data-job='{long_id}']")
+        expect(long_row.locator(".status")).to_have_text(re.compile("queued|running"), timeout=20_000)
+        long_row.locator("button.cancel").click(timeout=20_000)
+        expect(long_row.locator(".status")).to_have_text("cancelled", timeout=20_000)
+        browser.close()

@@ -125,6 +125,7 @@ async function loadVoices() {
 $("#job-form").addEventListener("submit", async (event) => {
   event.preventDefault();
   const message = $("#submit-msg");
+  message.textContent = "submitting…";
   const file = $("#file").files[0];
   const fields = { voice: $("#voice").value || null, format: $("#format").value,
                    priority: Number($("#priority").value) };
