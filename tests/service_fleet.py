@@ -66,7 +66,7 @@ def running_service(redis_url: str, db_url: str, voice_dir: Path, tmp: Path, **e
         key = json.loads(created.stdout)
         fleet.start_worker()
         port = free_port()
-        log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed below
+        log = open(tmp / "serve.log", "wb")
         proc = subprocess.Popen([TTSFLEET, "serve", "--port", str(port), "--require-api-keys"], env=fleet.env,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         service = Service(fleet, f"http://127.0.0.1:{port}", key["key"], key["id"], proc)

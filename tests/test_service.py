@@ -201,7 +201,8 @@ def test_fleet_endpoints_and_no_path_or_secret_in_any_response(service: Service)
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's chromium (.ci/services.sh installs it); Playwright downloads nothing
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--autoplay-policy=no-user-gesture-required"]
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
@@ -243,6 +244,7 @@ def test_the_dashboard_in_a_real_browser(service: Service, tmp_path: Path) -> No
         long_id = page.locator("#submit-msg").inner_text().split()[-1]
         long_row = page.locator(f"tr[data-job='{long_id}']")
         expect(long_row.locator(".status")).to_have_text(re.compile("queued|running"), timeout=20_000)
+        page.screenshot(path=str(DOCS / "dashboard-running.png"))
         long_row.locator("button.cancel").click(timeout=20_000)
         expect(long_row.locator(".status")).to_have_text("cancelled", timeout=20_000)
         browser.close()

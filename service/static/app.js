@@ -4,7 +4,11 @@
 const $ = (sel) => document.querySelector(sel);
 const keyInput = $("#apikey");
 keyInput.value = sessionStorage.getItem("ttsfleet-key") || "";
-keyInput.addEventListener("change", () => { sessionStorage.setItem("ttsfleet-key", keyInput.value); refresh(); });
+keyInput.addEventListener("change", () => {
+  sessionStorage.setItem("ttsfleet-key", keyInput.value);
+  loadVoices();
+  refresh();
+});
 
 function headers(extra = {}) {
   const h = { ...extra };
