@@ -134,3 +134,4 @@ class JobView(BaseModel):
     finished_at: str | None = None
     book_path: str | None = None  # a book's .m4b, on each of its chapters once all are done
     attempt_errors: list[AttemptError] = Field(default_factory=list)  # oldest first
+    eta_s: float | None = None  # expected seconds to finish (producer/eta.py); None: not measured or not asked

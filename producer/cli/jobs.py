@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -29,6 +29,9 @@ from producer.cli.common import (
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings
 from schemas.status import AudioFormat, JobStatus
+
+if TYPE_CHECKING:
+    from schemas.db import Store
 
 InputsArg = Annotated[list[str], typer.Argument(help=".txt, .md, .epub or .jsonl files, folders, or - for stdin")]
 FormatOpt = Annotated[AudioFormat, typer.Option("--format", help="audio format")]
@@ -102,11 +105,23 @@ def status(job_ids: Annotated[list[str] | None, typer.Argument(help="job ids [de
     from schemas.db import open_store
 
     where = JobFilter(status=state, since=parse_time(since) if since else None, limit=limit, offset=offset)
-    views = job_views(open_store(_settings(database_url=database_url).database_url), job_ids or [], where=where)
+    store = open_store(_settings(database_url=database_url).database_url)
+    views = job_views(store, job_ids or [], where=where)
     if as_json:
-        print_json([v.model_dump(mode="json") for v in views])
+        print_json([v.model_dump(mode="json") for v in _with_eta(store, views)])
     else:
         Console().print(status_table(views))
+
+
+def _with_eta(store: Store, views: list[JobView]) -> list[JobView]:
+    """Views with `eta_s` for the jobs not ended yet (producer/eta.py)."""
+    from producer.eta import fleet_throughput, job_eta
+
+    if all(v.status.is_terminal for v in views):
+        return views
+    throughput = fleet_throughput(store)
+    return [v if v.status.is_terminal else v.model_copy(update={"eta_s": job_eta(store, v.id, throughput).eta_s})
+            for v in views]
 
 
 def wait(job_ids: JobIdsArg,
