@@ -244,7 +244,7 @@ def test_the_dashboard_in_a_real_browser(service: Service, tmp_path: Path) -> No
         long_id = page.locator("#submit-msg").inner_text().split()[-1]
         long_row = page.locator(f"tr[data-job='{long_id}']")
         expect(long_row.locator(".status")).to_have_text(re.compile("queued|running"), timeout=20_000)
-        page.screenshot(path=str(DOCS / "dashboard-running.png"))
+        page.locator("#jobs").screenshot(path=str(DOCS / "dashboard-running.png"))
         long_row.locator("button.cancel").click(timeout=20_000)
         expect(long_row.locator(".status")).to_have_text("cancelled", timeout=20_000)
         browser.close()
