@@ -141,3 +141,16 @@ def test_openapi_fuzzed_by_schemathesis(sqlite_url: str, redis_url: str) -> None
             failures.append(f"{op.label}: {str(err)[:800]}")
     store.dispose()
     assert not failures, "\n\n".join(failures)
+
+
+def test_keys_from_a_file_and_revoked_store_keys(tmp_path, store: Store) -> None:  # type: ignore[no-untyped-def]
+    from service.keys import check_key, read_keys_file, revoke_key
+
+    keys_file = tmp_path / "keys"
+    keys_file.write_text("# mounted secret\nfile-key-one\n\n", encoding="utf-8")
+    file_keys = read_keys_file(keys_file)
+    assert check_key(store, "file-key-one", file_keys) is not None
+    key_id, key = create_key(store, "team")
+    assert check_key(store, key, file_keys) == key_id and check_key(store, "nope", file_keys) is None
+    revoke_key(store, key_id)
+    assert check_key(store, key, file_keys) is None
