@@ -21,7 +21,7 @@ $(VENV)/.torch:
 	touch $@
 
 $(VENV)/.voice: $(VENV)/.torch pyproject.toml
-	$(PIP) install -q -e ".[voice]"
+	$(PIP) install -q -e ".[voice,service]"
 	touch $@
 
 $(VENV)/.test: $(VENV)/.torch pyproject.toml
@@ -35,7 +35,7 @@ services:
 	bash .ci/services.sh
 
 test: $(VENV)/.test services
-	$(VENV)/bin/ruff check schemas producer worker tests bench
+	$(VENV)/bin/ruff check schemas producer worker service tests bench
 	$(VENV)/bin/mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -43,7 +43,7 @@ test-fast: $(VENV)/.test
 	$(PY) -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
 
 lint: $(VENV)/.test
-	$(VENV)/bin/ruff check schemas producer worker tests bench
+	$(VENV)/bin/ruff check schemas producer worker service tests bench
 	$(VENV)/bin/mypy
 
 # BENCH_DEVICE=cuda:0 runs both benchmarks on a GPU; BENCH_SPEED_ARGS="--broker-url redis://HOST:6379/N" picks

@@ -47,4 +47,6 @@ command -v ip >/dev/null || apt_install iproute2 || echo "services: could not in
 
 # ffmpeg makes the .m4b audiobooks (optional for users, exercised by the tests)
 command -v ffmpeg >/dev/null || apt_install ffmpeg || echo "services: could not install ffmpeg" >&2
-echo "services: Redis, PostgreSQL, RabbitMQ up; ffmpeg $(command -v ffmpeg >/dev/null && echo present || echo missing)"
+# Debian's chromium drives the dashboard's browser test (Playwright cannot download browsers here)
+command -v chromium >/dev/null || apt_install chromium || echo "services: could not install chromium" >&2
+echo "services: Redis, PostgreSQL, RabbitMQ up; chromium $(command -v chromium >/dev/null && echo present || echo missing); ffmpeg $(command -v ffmpeg >/dev/null && echo present || echo missing)"

@@ -159,3 +159,4 @@ class JobView(BaseModel):
     audio_url: str | None = None
     book_url: str | None = None
     audio_purged_at: str | None = None  # when the result TTL deleted the audio (`ttsfleet gc`)
+    eta_s: float | None = None  # expected seconds to finish (producer/eta.py); None: not measured or not asked

@@ -149,3 +149,27 @@ class WorkerSettings(Settings):
     def queue_names(self) -> list[str]:
         """`queues` as a list, blanks dropped."""
         return [q.strip() for q in self.queues.split(",") if q.strip()]
+
+
+class ServiceSettings(ProducerSettings):
+    """Settings of `ttsfleet serve`, the HTTP service (stateless: everything it knows is in SQL)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    # API keys: always required on a non-loopback address; `require_api_keys` asks for them on loopback too.
+    require_api_keys: bool = False
+    api_keys_file: Path | None = None  # extra keys, one a line (`#` comments), besides those in the store
+    webhook_secret: str | None = None  # HMAC-SHA256 key of every webhook; callbacks are refused without one
+    max_upload_bytes: int = Field(default=10_000_000, ge=1)
+    max_queued_per_key: int = Field(default=1000, ge=1)  # queued + running jobs one API key may have
+    cors_origins: str = ""  # comma-separated origins allowed cross-site; empty: CORS off
+    speech_timeout_s: float = Field(default=60.0, gt=0)  # /v1/audio/speech waits this long for short input
+    speech_sync_max_chars: int = Field(default=2000, ge=1)  # longer input is answered 202 with the job's URL
+    webhook_poll_s: float = Field(default=1.0, gt=0)
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_s: float = Field(default=2.0, gt=0)  # first retry after this; doubles each time
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]

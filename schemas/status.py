@@ -81,3 +81,11 @@ class Runtime(StrEnum):
 
     TORCH = "torch"
     ONNXRUNTIME = "onnxruntime"
+
+
+class WebhookState(StrEnum):
+    """A job's webhook: `waiting` for the job to end, then `delivered`, or `failed` after the last attempt."""
+
+    WAITING = "waiting"
+    DELIVERED = "delivered"
+    FAILED = "failed"

@@ -22,11 +22,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from schemas.settings import DEFAULT_QUEUE
-from schemas.status import BreakKind, JobStatus, WorkerState
+from schemas.status import BreakKind, JobStatus, WebhookState, WorkerState
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -185,3 +186,53 @@ class JobError(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128))
     at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     error: Mapped[str] = mapped_column(Text)
+
+
+class ApiKey(Base):
+    """An HTTP API key: only its SHA-256 is stored (the key itself is shown once, at creation)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class ServiceJob(Base):
+    """What the HTTP service knows of a job it accepted: the key that sent it, the client's
+    `Idempotency-Key`, and its webhook (claimed for delivery with a compare-and-set under a lease)."""
+
+    __tablename__ = "service_jobs"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), default="")  # "" when keys are not required
+    idempotency_key: Mapped[str | None] = mapped_column(String(256))
+    callback_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_state: Mapped[WebhookState | None] = mapped_column(_enum(WebhookState))
+    webhook_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    webhook_next_at: Mapped[datetime | None] = mapped_column(DateTime)
+    webhook_claimed_by: Mapped[str | None] = mapped_column(String(128))
+    webhook_claim_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("key_id", "idempotency_key", name="uq_service_jobs_key_idempotency"),
+        Index("ix_service_jobs_key_id", "key_id"),
+        Index("ix_service_jobs_webhook", "webhook_state", "webhook_next_at"),
+    )
+
+
+class WebhookAttempt(Base):
+    """One POST of a job's webhook: when, the HTTP status or the error, and when the next try is due."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from producer.cli import device, fleet, jobs, ops, rerender, voices
+from producer.cli import device, fleet, jobs, ops, rerender, service, voices
 from schemas.errors import TtsfleetError, first_line
 
 app = typer.Typer(
@@ -38,6 +38,8 @@ app.command("backlog")(ops.backlog)
 app.command("gc")(ops.gc)
 app.command("migrate")(ops.migrate)
 app.add_typer(voices.app, name="voices")
+app.command("serve")(service.serve)
+app.add_typer(service.keys_app, name="keys")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -30,6 +30,9 @@ from producer.cli.common import (
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings
 from schemas.status import AudioFormat, JobStatus
+
+if TYPE_CHECKING:
+    from schemas.db import Store
 
 InputsArg = Annotated[list[str], typer.Argument(
     help=".txt, .md, .ssml, .epub or .jsonl files, folders, or - for stdin")]
@@ -120,11 +123,23 @@ def status(job_ids: Annotated[list[str] | None, typer.Argument(help="job ids [de
 
     settings = _settings(database_url=database_url, output_dir=output_dir)
     where = JobFilter(status=state, since=parse_time(since) if since else None, limit=limit, offset=offset)
-    views = with_audio_urls(job_views(open_store(settings.database_url), job_ids or [], where=where), settings)
+    store = open_store(settings.database_url)
+    views = with_audio_urls(job_views(store, job_ids or [], where=where), settings)
     if as_json:
-        print_json([v.model_dump(mode="json") for v in views])
+        print_json([v.model_dump(mode="json") for v in _with_eta(store, views)])
     else:
         Console().print(status_table(views))
+
+
+def _with_eta(store: Store, views: list[JobView]) -> list[JobView]:
+    """Views with `eta_s` for the jobs not ended yet (producer/eta.py)."""
+    from producer.eta import fleet_throughput, job_eta
+
+    if all(v.status.is_terminal for v in views):
+        return views
+    throughput = fleet_throughput(store)
+    return [v if v.status.is_terminal else v.model_copy(update={"eta_s": job_eta(store, v.id, throughput).eta_s})
+            for v in views]
 
 
 def wait(job_ids: JobIdsArg,
