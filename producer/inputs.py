@@ -258,7 +258,8 @@ def _read_epub(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
     for skipped in book.skipped:
         if on_skip is not None:
             on_skip(skipped)
-    return [_request(text, str(path), defaults, title=title, group_title=book.title, group_index=index)
+    return [_request(text, str(path), defaults, title=title, group_title=book.title, group_index=index,
+                     author=book.author, cover_image=book.cover if index == 0 else None)
             for index, (title, text) in enumerate(parts)]
 
 

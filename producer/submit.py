@@ -6,6 +6,7 @@ removed again, so a failed submit leaves nothing behind.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
@@ -14,8 +15,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from producer.chunks import split_chunks
+from producer.naming import free_name, output_stem
 from producer.text import normalize
 from schemas.broker import Publisher
 from schemas.db import Store
@@ -41,6 +44,7 @@ class Submitted:
 class _Prepared:
     job: dict[str, object]
     chunks: list[dict[str, object]]
+    stem: str  # the output name before its extension and any collision suffix
 
 
 def submit(requests: Sequence[JobRequest], settings: ProducerSettings, store: Store, *,
@@ -93,13 +97,25 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
         "queue": settings.queue,
         "voice": voice.name, "format": request.format.value, "text": request.text, "source": request.source,
         "title": request.title, "group_id": group_id, "group_title": request.group_title,
-        "group_index": request.group_index, "options": options, "warnings": list(normalized.warnings),
+        "group_index": request.group_index, "options": options | _book_metadata(request),
+        "output_name": None, "warnings": list(normalized.warnings),
         "chars": len(normalized.text), "chunks_total": len(chunks), "chunks_done": 0, "attempts": 0,
         "created_at": utcnow(),
     }
     chunk_rows = [{"job_id": job_id, "idx": i, "text": c.text.strip(), "break_after": c.break_after,
                    "chars": len(c.text.strip())} for i, c in enumerate(chunks)]
-    return _Prepared(job=job, chunks=chunk_rows)
+    return _Prepared(job=job, chunks=chunk_rows, stem=output_stem(request))
+
+
+def _book_metadata(request: JobRequest) -> dict[str, object]:
+    """A book's author (every chapter) and cover image (its first job only, base64): what the worker that
+    builds the `.m4b` tags it with. Kept out of the job's shape, so they never split a book's group."""
+    found: dict[str, object] = {}
+    if request.author:
+        found["author"] = request.author
+    if request.cover_image:
+        found["cover_b64"] = base64.b64encode(request.cover_image).decode("ascii")
+    return found
 
 
 def _store(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted], list[str]]:
@@ -133,9 +149,40 @@ def _store_once(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted
                 taken_ids.add(job_id)
                 results.append(Submitted(job_id, JobStatus.QUEUED, True, len(item.chunks)))
         if new:
+            _name(list(new.values()), session)
             session.execute(insert(Job), [p.job for p in new.values()])
             session.execute(insert(Chunk), [row for p in new.values() for row in p.chunks])
     return results, [str(p.job["id"]) for p in new.values()]
+
+
+def _name(new: list[_Prepared], session: Session) -> None:
+    """Give each new job its output name: the first free one in the store and in this submission. A book
+    gets one folder for all its chapters (the one its group already has, else the first free one)."""
+    chosen: set[str] = set()
+    folders: dict[str, str] = {}
+
+    def taken(name: str) -> bool:
+        return name in chosen or session.scalar(select(Job.id).where(Job.output_name == name).limit(1)) is not None
+
+    def folder_taken(group: str, folder: str) -> bool:
+        if any(f == folder for g, f in folders.items() if g != group):
+            return True
+        owners = session.scalars(select(Job.group_id).where(Job.output_name.startswith(folder + "/", autoescape=True)))
+        return any(owner != group for owner in owners) or taken(folder + ".m4b")
+
+    for item in new:
+        fmt, group = f".{item.job['format']}", item.job["group_id"]
+        if not isinstance(group, str):
+            item.job["output_name"] = free_name(item.stem, fmt, taken)
+        else:
+            folder, chapter = item.stem.split("/", 1)
+            if group not in folders:
+                existing = session.scalar(select(Job.output_name).where(Job.group_id == group,
+                                                                        Job.output_name.is_not(None)).limit(1))
+                folders[group] = existing.split("/")[0] if existing else free_name(
+                    folder, "", lambda f, g=group: folder_taken(g, f))
+            item.job["output_name"] = free_name(f"{folders[group]}/{chapter}", fmt, taken)
+        chosen.add(str(item.job["output_name"]))
 
 
 def _publish(new_ids: list[str], prepared: list[_Prepared], store: Store, publisher: Publisher) -> None:

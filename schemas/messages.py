@@ -22,6 +22,7 @@ JOB_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_VOICE_CHARS = 512
 MAX_TITLE_CHARS = 512
 MAX_SOURCE_CHARS = 1024
+MAX_COVER_BYTES = 8 * 1024 * 1024  # a book's cover image travels in SQL with its first chapter
 
 
 def storable(value: str, what: str) -> str:
@@ -71,6 +72,8 @@ class JobRequest(BaseModel):
     title: str | None = None
     group_title: str | None = None
     group_index: int | None = None
+    author: str | None = None  # a book's author, for the .m4b's metadata
+    cover_image: bytes | None = Field(default=None, max_length=MAX_COVER_BYTES)  # a book's first job only
 
     @field_validator("text", "voice")
     @classmethod
@@ -81,7 +84,7 @@ class JobRequest(BaseModel):
             raise ValueError(f"voice has {len(value)} characters; at most {MAX_VOICE_CHARS}")
         return storable(value, str(info.field_name))
 
-    @field_validator("title", "group_title")
+    @field_validator("title", "group_title", "author")
     @classmethod
     def _title_is_storable(cls, value: str | None, info: ValidationInfo) -> str | None:
         """Titles are display text: a long one (a markdown heading that is a paragraph) is shortened."""

@@ -6,6 +6,7 @@ Chunk audio is stored as each chunk finishes, so a crashed or redelivered job re
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
@@ -127,7 +128,7 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
     assembled = audio.assemble(
         [audio.AssemblyPiece(Path(str(c.audio_path)), c.text, c.break_after) for c in chunks],
         engine.sample_rate_hz, AudioFormat(held.format), staged, title=held.title,
-        loudness_lufs=held.options.get("loudness_lufs"),
+        loudness_lufs=held.options.get("loudness_lufs"), job_id=held.job_id, tags=_tags(held),
     )
     figures = JobFigures(
         card=engine.device.name, capability=engine.device.capability_str, backend=Backend(engine.device.backend),
@@ -173,9 +174,12 @@ def _build_book(ctx: JobContext, held: lease.Claim) -> None:
         return
     ids = [j.id for j in chapters]
     book_title = held.group_title or "book"
-    book_path = output_path(ctx.settings.output_dir.resolve(), held).parent / f"{slug(book_title)}.m4b"
+    folder = output_path(ctx.settings.output_dir.resolve(), held).parent
+    book_path = folder.with_name(f"{folder.name}.m4b") if held.output_name else folder / f"{slug(book_title)}.m4b"
+    cover_b64 = next((j.options.get("cover_b64") for j in chapters if (j.options or {}).get("cover_b64")), None)
     built = audio.build_book([(j.title or f"Chapter {i + 1}", Path(str(j.audio_path))) for i, j in enumerate(chapters)],
-                             book_title, book_path)
+                             book_title, book_path, author=held.options.get("author"),
+                             cover=base64.b64decode(cover_b64) if cover_b64 else None)
     if built is None:
         message = "ffmpeg is not installed: no .m4b was made; the chapter files are complete"
         for job_id in ids:
@@ -184,8 +188,19 @@ def _build_book(ctx: JobContext, held: lease.Claim) -> None:
     lease.set_options(ctx.store, ids, book_path=str(built))
 
 
+def _tags(held: lease.Claim) -> audio.Tags:
+    """A book chapter is tagged with its book, author and track number; any job with its title."""
+    if held.group_id is None:
+        return audio.Tags(title=held.title)
+    return audio.Tags(title=held.title, album=held.group_title, artist=held.options.get("author"),
+                      track=(held.group_index or 0) + 1)
+
+
 def output_path(output_dir: Path, held: lease.Claim) -> Path:
-    """`OUT/<job id>.<fmt>`; a book's chapters go to `OUT/<book>-<id>/<NN>-<chapter>.<fmt>`."""
+    """`OUT/<output name>` (named after the input at submit: `story.wav`, `Book/01 - Title.wav`); jobs
+    stored before names existed: `OUT/<job id>.<fmt>`, a book's chapters `OUT/<book>-<id>/<NN>-<chapter>.<fmt>`."""
+    if held.output_name:
+        return output_dir / held.output_name
     if held.group_id is None:
         return output_dir / f"{held.job_id}.{held.format}"
     folder = output_dir / f"{slug(held.group_title or 'book')}-{held.group_id[:8]}"

@@ -36,6 +36,7 @@ class Claim:
     options: dict[str, Any]
     warnings: list[str]
     chunks_total: int
+    output_name: str | None = None  # the audio's path under the output folder; None: named by id
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,8 @@ def claim(store: Store, job_id: str, owner: str, lease_s: float) -> Claim | None
             return None
         job = session.get_one(Job, job_id, populate_existing=True)
         return Claim(job.id, job.attempts, job.voice, job.format, job.title, job.group_id, job.group_title,
-                     job.group_index, dict(job.options or {}), list(job.warnings or []), job.chunks_total)
+                     job.group_index, dict(job.options or {}), list(job.warnings or []), job.chunks_total,
+                     job.output_name)
 
 
 def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
