@@ -12,6 +12,7 @@ import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -180,7 +181,7 @@ def _name(new: list[_Prepared], session: Session) -> None:
                 existing = session.scalar(select(Job.output_name).where(Job.group_id == group,
                                                                         Job.output_name.is_not(None)).limit(1))
                 folders[group] = existing.split("/")[0] if existing else free_name(
-                    folder, "", lambda f, g=group: folder_taken(g, f))
+                    folder, "", partial(folder_taken, group))
             item.job["output_name"] = free_name(f"{folders[group]}/{chapter}", fmt, taken)
         chosen.add(str(item.job["output_name"]))
 

@@ -28,8 +28,8 @@ import soundfile as sf
 from schemas.errors import PermanentError
 from schemas.status import AudioFormat, BreakKind
 
-__all__ = ["PAUSE_S", "AssembledAudio", "AssemblyPiece", "Tags", "assemble", "build_book", "discard", "ffmpeg_available",
-           "publish", "read_chunk", "write_chunk"]
+__all__ = ["PAUSE_S", "AssembledAudio", "AssemblyPiece", "Tags", "assemble", "build_book", "discard",
+           "ffmpeg_available", "publish", "read_chunk", "write_chunk"]
 
 # Silence inserted after a chunk, by what follows it; nothing after the last chunk.
 PAUSE_S = {BreakKind.NONE: 0.08, BreakKind.LINE: 0.25, BreakKind.SENTENCE: 0.35, BreakKind.PARAGRAPH: 0.8,
@@ -341,7 +341,8 @@ def build_book(chapters: Sequence[tuple[str, Path]], book_title: str, out_path: 
             command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                        "-f", "concat", "-safe", "0", "-i", str(work / "list.txt"),
                        "-i", str(work / "meta.txt"), *picture[:2], "-map", "0:a", *picture[2:],
-                       "-map_metadata", "1", "-map_chapters", "1", "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", "-f", "mp4", str(tmp)]
+                       "-map_metadata", "1", "-map_chapters", "1", "-c:a", "aac", "-b:a", "64k",
+                       "-movflags", "+faststart", "-f", "mp4", str(tmp)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 reason = (done.stderr.strip().splitlines() or ["no message"])[-1]
