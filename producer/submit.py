@@ -19,8 +19,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from producer.chunks import split_chunks
+from producer.dialogue import RoleChunk, dialogue_chunks, parse_voice_roles
 from producer.naming import free_name, output_stem
-from producer.text import normalize
+from producer.text import Normalized, normalize
 from schemas.broker import Publisher
 from schemas.db import Store
 from schemas.errors import BrokerUnavailable, InvalidInput, RetryableError
@@ -28,7 +29,7 @@ from schemas.messages import JobRequest
 from schemas.settings import ProducerSettings
 from schemas.status import JobStatus
 from schemas.tables import Chunk, Job, utcnow
-from schemas.voices import resolve_voice_name
+from schemas.voices import VoiceInfo, resolve_voice_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,14 +78,14 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
     if len(request.text) > settings.max_text_chars:
         raise InvalidInput(f"{where}: text has {len(request.text):,} characters, above the limit of "
                            f"{settings.max_text_chars:,} (TTSFLEET_MAX_TEXT_CHARS); split it into files")
-    voice = resolve_voice_name(request.voice or settings.voice, voice_dirs=settings.voice_dir_list)
-    normalized = normalize(request.text, voice.language)
-    chunks = [c for c in split_chunks(normalized.text, settings.max_chunk_chars) if c.text.strip()]
+    voice, dialogue, chunks, normalized = _chunked(request, settings, where)
+    chunks = [c for c in chunks if c.chunk.text.strip()]
     if not chunks:
         raise InvalidInput(f"{where}: nothing to speak")
     options = {"loudness_lufs": request.loudness_lufs} if request.loudness_lufs is not None else {}
     # What shapes the audio, and the id a user gave: a change in any of them is a different job.
     shape = {"voice": voice.name, "format": request.format.value, **options,
+             **({"dialogue": dialogue.name} if dialogue is not None else {}),
              **({"nonce": nonce} if nonce is not None else {})}
     key_fields = {"text": request.text, "title": request.title, "group": request.group_title,
                   "index": request.group_index, "id": request.id, **shape}
@@ -103,9 +104,32 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
         "chars": len(normalized.text), "chunks_total": len(chunks), "chunks_done": 0, "attempts": 0,
         "created_at": utcnow(),
     }
-    chunk_rows = [{"job_id": job_id, "idx": i, "text": c.text.strip(), "break_after": c.break_after,
-                   "chars": len(c.text.strip())} for i, c in enumerate(chunks)]
+    chunk_rows: list[dict[str, object]] = [
+        {"job_id": job_id, "idx": i, "text": c.chunk.text.strip(), "break_after": c.chunk.break_after,
+         "chars": len(c.chunk.text.strip()), "voice": dialogue.name if c.dialogue and dialogue else None}
+        for i, c in enumerate(chunks)]
     return _Prepared(job=job, chunks=chunk_rows, stem=output_stem(request))
+
+
+def _chunked(request: JobRequest, settings: ProducerSettings, where: str
+             ) -> tuple[VoiceInfo, VoiceInfo | None, list[RoleChunk], Normalized]:
+    """The job's voices (narrator, and the dialogue voice of `narrator=A,dialogue=B`), its chunks with
+    their roles, and its normalized text. Raises UnknownVoice, or InvalidInput for voices whose sample
+    rates differ (one file cannot hold both)."""
+    roles = parse_voice_roles(request.voice)
+    voice = resolve_voice_name(roles.narrator if roles else request.voice or settings.voice,
+                               voice_dirs=settings.voice_dir_list)
+    if roles is None:
+        normalized = normalize(request.text, voice.language)
+        chunks = [RoleChunk(c, False) for c in split_chunks(normalized.text, settings.max_chunk_chars)]
+        return voice, None, chunks, normalized
+    dialogue = resolve_voice_name(roles.dialogue, voice_dirs=settings.voice_dir_list)
+    rates = {voice.sample_rate_hz, dialogue.sample_rate_hz} - {None}
+    if len(rates) > 1:
+        raise InvalidInput(f"{where}: the narrator speaks at {voice.sample_rate_hz} Hz and the dialogue voice at "
+                           f"{dialogue.sample_rate_hz} Hz; a job's voices must share one sample rate")
+    chunks, normalized = dialogue_chunks(request.text, voice.language, dialogue.language, settings.max_chunk_chars)
+    return voice, dialogue, chunks, normalized
 
 
 def _book_metadata(request: JobRequest) -> dict[str, object]:

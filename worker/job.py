@@ -20,6 +20,7 @@ from schemas.db import Store
 from schemas.errors import JobInterrupted, PermanentError, RetryableError, SynthesisFailed, WorkerStopping
 from schemas.settings import WorkerSettings
 from schemas.status import AudioFormat, Backend, DType, JobStatus
+from schemas.voices import voice_speaker
 from worker import audio, lease
 from worker.events import JobFigures, JobOutcome, Listener, Listeners
 
@@ -80,7 +81,7 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
 
 
 def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
-    engine = ctx.engine_for(held.voice)
+    engine = ctx.engine_for(voice_speaker(held.voice)[0])
     chunk_dir = _chunk_dir(ctx, held.job_id)
     pending = lease.pending_chunks(ctx.store, held.job_id)
     total = held.chunks_total
@@ -103,17 +104,45 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
         if ctx.should_stop():
             raise WorkerStopping(f"worker stopping: job {held.job_id} put back with {done[0]} of {total} chunks")
 
-    from worker.engine import ChunkInput
-
-    inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx)) for c in pending]
-    try:
-        run = engine.synthesize(inputs, on_chunk=save) if inputs else None
-    finally:
-        engine.cleanup()
+    run = _synthesize(held, ctx, engine, pending, seed, save)
     warnings = list(held.warnings)
     if dropped:
         warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(dropped)))
     return _finish(held, ctx, engine, run, warnings)
+
+
+def _synthesize(held: lease.Claim, ctx: JobContext, engine: Engine, pending: list[lease.PendingChunk], seed: int,
+                save: Callable[[ChunkAudio], None]) -> EngineRun | None:
+    """Synthesize `pending` chunks, each voice's (narrator, dialogue) through its own engine and each
+    speaker in its own batches; returns the runs' figures combined (None when nothing was pending).
+
+    Raises:
+        PermanentError: a chunk's voice has another sample rate than the job's.
+    """
+    from worker.engine import ChunkInput, EngineRun
+
+    by_voice: dict[str, list[lease.PendingChunk]] = {}
+    for chunk in pending:
+        by_voice.setdefault(chunk.voice or held.voice, []).append(chunk)
+    runs: list[EngineRun] = []
+    for voice, chunks in by_voice.items():
+        name, speaker = voice_speaker(voice)
+        voice_engine = ctx.engine_for(name)
+        if voice_engine.sample_rate_hz != engine.sample_rate_hz:
+            raise PermanentError(f"voice {name} speaks at {voice_engine.sample_rate_hz} Hz, the job's voice at "
+                                 f"{engine.sample_rate_hz} Hz: a job's voices must share one sample rate")
+        try:
+            runs.append(voice_engine.synthesize(
+                [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx), speaker) for c in chunks], on_chunk=save))
+        finally:
+            voice_engine.cleanup()
+    if not runs:
+        engine.cleanup()
+        return None
+    peaks = [r.peak_mem_bytes for r in runs if r.peak_mem_bytes is not None]
+    return EngineRun(synth_s=sum(r.synth_s for r in runs), peak_mem_bytes=max(peaks) if peaks else None,
+                     oom_retries=sum(r.oom_retries for r in runs), fp32_fallbacks=sum(r.fp32_fallbacks for r in runs),
+                     batches=sum(r.batches for r in runs), max_batch_size=max(r.max_batch_size for r in runs))
 
 
 def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun | None,

@@ -43,6 +43,7 @@ class Claim:
 class PendingChunk:
     idx: int
     text: str
+    voice: str | None = None  # None: the job's voice
 
 
 def claim(store: Store, job_id: str, owner: str, lease_s: float) -> Claim | None:
@@ -73,10 +74,10 @@ def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
     """Chunks of `job_id` that have no audio yet, in order: where a resumed job starts."""
     with store.session() as session:
         rows = session.execute(
-            select(Chunk.idx, Chunk.text)
+            select(Chunk.idx, Chunk.text, Chunk.voice)
             .where(Chunk.job_id == job_id, Chunk.audio_path.is_(None)).order_by(Chunk.idx)
         ).all()
-    return [PendingChunk(idx, text) for idx, text in rows]
+    return [PendingChunk(idx, text, voice) for idx, text, voice in rows]
 
 
 def done_chunks(store: Store, job_id: str) -> list[Chunk]:

@@ -65,17 +65,20 @@ class ModelRunner:
                     module.forward = _fp32_island(module.forward, self.device_type)
 
     def run(self, ids: Sequence[Sequence[int]], *, seed: int | None = None,
-            fp32: bool = False) -> list[np.ndarray]:
+            fp32: bool = False, speaker_id: int | None = None) -> list[np.ndarray]:
         """Synthesize a batch of token-id lists; `seed` seeds the global torch RNG the VITS noise comes
-        from; `fp32` runs this batch with autocast off. Returns float32 arrays, one per item, trimmed.
-        Raises whatever the model raises (torch.OutOfMemoryError included)."""
+        from; `fp32` runs this batch with autocast off; `speaker_id` picks the speaker of a multi-speaker
+        model (one per batch). Returns float32 arrays, one per item, trimmed.
+        Raises whatever the model raises (torch.OutOfMemoryError included; ValueError for a speaker id
+        outside the model's)."""
         import torch
 
         input_ids, attention_mask = self._tensors(ids)
         with torch.inference_mode(), self._autocast(fp32):
             if seed is not None:
                 torch.manual_seed(seed)
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+            speaker = {"speaker_id": speaker_id} if speaker_id is not None else {}
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, **speaker)
             lengths = [int(n) for n in out.sequence_lengths.tolist()]
             waveform = out.waveform.float().cpu().numpy()
         del out, input_ids, attention_mask

@@ -143,15 +143,16 @@ class OnnxRunner:
         self.policy = policy
 
     def run(self, ids: Sequence[Sequence[int]], *, seed: int | None = None,
-            fp32: bool = False) -> list[np.ndarray]:
+            fp32: bool = False, speaker_id: int | None = None) -> list[np.ndarray]:
         """Synthesize each token-id list on its own; float32 waves at the voice's rate, one per item.
-        `seed` and `fp32` are accepted for the runner interface and have no effect (see module docstring)."""
+        `speaker_id` is Piper's `sid` input of a multi-speaker voice (0 when None). `seed` and `fp32` are
+        accepted for the runner interface and have no effect (see module docstring)."""
         waves = []
         for item in ids:
             feed = {"input": np.asarray([item], dtype=np.int64),
                     "input_lengths": np.asarray([len(item)], dtype=np.int64), "scales": self._scales}
             if "sid" in self._inputs:
-                feed["sid"] = np.zeros(1, dtype=np.int64)
+                feed["sid"] = np.asarray([speaker_id or 0], dtype=np.int64)
             out = self.session.run(None, feed)[0]
             waves.append(np.ascontiguousarray(out.reshape(-1), dtype=np.float32))
         return waves
