@@ -116,7 +116,7 @@ def _chunked(request: JobRequest, settings: ProducerSettings, where: str
     """The job's voices (narrator, and the dialogue voice of `narrator=A,dialogue=B`), its chunks with
     their roles, and its normalized text. Raises UnknownVoice, or InvalidInput for voices whose sample
     rates differ (one file cannot hold both)."""
-    roles = parse_voice_roles(request.voice)
+    roles = parse_voice_roles(request.voice or settings.voice)
     voice = resolve_voice_name(roles.narrator if roles else request.voice or settings.voice,
                                voice_dirs=settings.voice_dir_list)
     if roles is None:

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from producer.book_options import BookOptions, Matter, Notes
+from producer.dialogue import parse_voice_roles
 from producer.cli.common import (
     BrokerUrlOpt,
     DatabaseUrlOpt,
@@ -149,7 +150,9 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
     from producer.cli.embedded import run_embedded
 
     env = environ()
-    settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice, voice_dirs=voice_dirs)
+    roles = parse_voice_roles(voice)  # narrator=A,dialogue=B: the in-process worker starts with A's model
+    settings = _settings(database_url=database_url, output_dir=output_dir,
+                         voice=roles.narrator if roles else voice, voice_dirs=voice_dirs)
     requests = _requests(inputs, voice, fmt, priority, loudness, BookOptions(matter, notes, captions))
     views = run_embedded(requests, settings, env, device=device, precision=precision, inference_runtime=runtime,
                          threads=threads, force=force,
