@@ -35,16 +35,19 @@ def book_folder(request: JobRequest) -> str:
     return safe_name(request.group_title or "book", "book")
 
 
-def output_stem(request: JobRequest) -> str:
+def output_stem(request: JobRequest, fallback: str) -> str:
     """The name (without extension, before any collision suffix) of the job's audio under the output
-    folder; a book chapter's includes its folder ("Book/01 - Title")."""
+    folder; a book chapter's includes its folder ("Book/01 - Title"). A request from no file (the Python
+    or HTTP API) is named `fallback` (its job id)."""
     if request.group_title is not None:
         number = (request.group_index or 0) + 1
         title = safe_name(request.title or f"Chapter {number}", f"Chapter {number}")
         return f"{book_folder(request)}/{number:02d} - {title}"
     if request.id is not None:
         return safe_name(request.id)
-    source = request.source or "stdin"
+    if request.source is None:
+        return safe_name(fallback)
+    source = request.source
     line = re.fullmatch(r"(?P<file>.+):(?P<line>\d+)", source)
     if line:  # a JSONL line without an id: the file's name and the line number
         return safe_name(f"{PurePosixPath(line['file']).stem}-{line['line']}")

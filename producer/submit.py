@@ -108,7 +108,7 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
         {"job_id": job_id, "idx": i, "text": c.chunk.text.strip(), "break_after": c.chunk.break_after,
          "chars": len(c.chunk.text.strip()), "voice": dialogue.name if c.dialogue and dialogue else None}
         for i, c in enumerate(chunks)]
-    return _Prepared(job=job, chunks=chunk_rows, stem=output_stem(request))
+    return _Prepared(job=job, chunks=chunk_rows, stem=output_stem(request, job_id))
 
 
 def _chunked(request: JobRequest, settings: ProducerSettings, where: str
@@ -182,32 +182,49 @@ def _store_once(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted
 
 def _name(new: list[_Prepared], session: Session) -> None:
     """Give each new job its output name: the first free one in the store and in this submission. A book
-    gets one folder for all its chapters (the one its group already has, else the first free one)."""
+    gets one folder for all its chapters (the one its group already has, else the first free one).
+    One query per distinct name, however many jobs share it (a hundred "notice" jobs scan nothing twice)."""
     chosen: set[str] = set()
+    stored: dict[str, set[str]] = {}  # stem -> names starting with it in the store
+    next_number: dict[str, int] = {}  # stem + suffix -> the first number not yet tried
+
+    def first_free(stem: str, suffix: str) -> str:
+        if stem not in stored:
+            stored[stem] = set(session.scalars(select(Job.output_name).where(
+                Job.output_name.startswith(stem, autoescape=True))))
+        number = next_number.get(stem + suffix, 1)
+        while (found := _numbered(stem, suffix, number)) in chosen or found in stored[stem]:
+            number += 1
+        chosen.add(found)
+        next_number[stem + suffix] = number + 1
+        return found
+
     folders: dict[str, str] = {}
-
-    def taken(name: str) -> bool:
-        return name in chosen or session.scalar(select(Job.id).where(Job.output_name == name).limit(1)) is not None
-
-    def folder_taken(group: str, folder: str) -> bool:
-        if any(f == folder for g, f in folders.items() if g != group):
-            return True
-        owners = session.scalars(select(Job.group_id).where(Job.output_name.startswith(folder + "/", autoescape=True)))
-        return any(owner != group for owner in owners) or taken(folder + ".m4b")
-
     for item in new:
         fmt, group = f".{item.job['format']}", item.job["group_id"]
         if not isinstance(group, str):
-            item.job["output_name"] = free_name(item.stem, fmt, taken)
-        else:
-            folder, chapter = item.stem.split("/", 1)
-            if group not in folders:
-                existing = session.scalar(select(Job.output_name).where(Job.group_id == group,
-                                                                        Job.output_name.is_not(None)).limit(1))
-                folders[group] = existing.split("/")[0] if existing else free_name(
-                    folder, "", partial(folder_taken, group))
-            item.job["output_name"] = free_name(f"{folders[group]}/{chapter}", fmt, taken)
-        chosen.add(str(item.job["output_name"]))
+            item.job["output_name"] = first_free(item.stem, fmt)
+            continue
+        folder, chapter = item.stem.split("/", 1)
+        if group not in folders:
+            existing = session.scalar(select(Job.output_name).where(Job.group_id == group,
+                                                                    Job.output_name.is_not(None)).limit(1))
+            folders[group] = existing.split("/")[0] if existing else free_name(
+                folder, "", partial(_folder_taken, session, group, folders))
+        item.job["output_name"] = first_free(f"{folders[group]}/{chapter}", fmt)
+
+
+def _numbered(stem: str, suffix: str, number: int) -> str:
+    return stem + suffix if number == 1 else f"{stem} ({number}){suffix}"
+
+
+def _folder_taken(session: Session, group: str, folders: dict[str, str], folder: str) -> bool:
+    """Whether another book (in the store or in this submission) has `folder`, or a file its `.m4b` name."""
+    if any(f == folder for g, f in folders.items() if g != group):
+        return True
+    owners = session.scalars(select(Job.group_id).where(Job.output_name.startswith(folder + "/", autoescape=True)))
+    return any(owner != group for owner in owners) or session.scalar(
+        select(Job.id).where(Job.output_name == folder + ".m4b").limit(1)) is not None
 
 
 def _publish(new_ids: list[str], prepared: list[_Prepared], store: Store, publisher: Publisher) -> None:

@@ -10,7 +10,6 @@ from rich.console import Console
 from rich.table import Table
 
 from producer.book_options import BookOptions, Matter, Notes
-from producer.dialogue import parse_voice_roles
 from producer.cli.common import (
     BrokerUrlOpt,
     DatabaseUrlOpt,
@@ -27,6 +26,7 @@ from producer.cli.common import (
     print_json,
     stdout_is_terminal,
 )
+from producer.dialogue import parse_voice_roles
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings
 from schemas.status import AudioFormat, JobStatus
