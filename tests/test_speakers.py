@@ -69,6 +69,9 @@ def test_a_speaker_is_named_by_number_or_name_and_refused_when_unknown(two_speak
         resolve_voice_name(f"{two_speakers}#2")
     with pytest.raises(UnknownVoice, match="single speaker"):
         resolve_voice_name(f"{tiny_vits_dir}#0")
+    from worker.voices import load_voice
+
+    assert load_voice(by_name.name).folder == two_speakers.resolve()  # the speaker is chosen per batch
 
 
 @settings(max_examples=300, deadline=None)
