@@ -141,3 +141,26 @@ def test_a_job_sends_quoted_speech_to_the_dialogue_voice(engine: Engine, two_spe
     [view] = job_views(store, [job.id])
     assert view.audio_path is not None and Path(view.audio_path).name == f"{job.id}.wav"  # no file: its id
     store.dispose()
+
+
+def test_onnx_runtime_feeds_the_speaker_to_piper_sid(tmp_path: Path) -> None:
+    """A graph with Piper's inputs whose output is its `sid`: what the runner feeds is what comes out."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info("input", TensorProto.INT64, [1, None]),
+              helper.make_tensor_value_info("input_lengths", TensorProto.INT64, [1]),
+              helper.make_tensor_value_info("scales", TensorProto.FLOAT, [3]),
+              helper.make_tensor_value_info("sid", TensorProto.INT64, [1])]
+    graph = helper.make_graph([helper.make_node("Cast", ["sid"], ["output"], to=TensorProto.FLOAT)], "piper-sid",
+                              inputs, [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "sid.onnx")
+    from worker.device import parse_simulated
+    from worker.onnx_runner import OnnxRunner, OnnxVoice
+
+    cpu = parse_simulated("cpu::8")
+    runner = OnnxRunner(OnnxVoice(tmp_path / "sid.onnx"), cpu, choose_policy(cpu, runtime="onnxruntime"))
+    assert [float(w[0]) for w in runner.run([[1, 2], [3]], speaker_id=3)] == [3.0, 3.0]
+    assert float(runner.run([[1]])[0][0]) == 0.0
