@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,24 @@ def test_a_job_sends_quoted_speech_to_the_dialogue_voice(engine: Engine, two_spe
     [view] = job_views(store, [job.id])
     assert view.audio_path is not None and Path(view.audio_path).name == f"{job.id}.wav"  # no file: its id
     store.dispose()
+
+
+@pytest.mark.slow
+def test_run_speaks_dialogue_with_a_second_speaker_through_the_cli(two_speakers: Path, tmp_path: Path) -> None:
+    from tests.test_cli import _env, cli
+
+    (tmp_path / "story.txt").write_text('The door opened. "Who is there?" asked the guard.', encoding="utf-8")
+    result = cli("run", "story.txt", "--json", "--voice", f"narrator={two_speakers}#alice,dialogue={two_speakers}#bob",
+                 env=_env(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    [view] = json.loads(result.stdout)
+    assert view["status"] == "succeeded" and view["chunks_total"] == 3
+    assert view["voice"] == f"{two_speakers.resolve()}#0" and Path(view["audio_path"]).name == "story.wav"
+    store = open_store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    with store.session() as s:
+        voices = list(s.scalars(select(Chunk.voice).where(Chunk.job_id == view["id"]).order_by(Chunk.idx)))
+    store.dispose()
+    assert voices == [None, f"{two_speakers.resolve()}#1", None]
 
 
 def test_onnx_runtime_feeds_the_speaker_to_piper_sid(tmp_path: Path) -> None:
