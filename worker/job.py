@@ -117,7 +117,7 @@ def _synthesize(held: lease.Claim, ctx: JobContext, engine: Engine, pending: lis
     speaker in its own batches; returns the runs' figures combined (None when nothing was pending).
 
     Raises:
-        PermanentError: a chunk's voice has another sample rate than the job's.
+        PermanentError: a chunk's voice has another sample rate than the job's, or no such speaker.
     """
     from worker.engine import ChunkInput, EngineRun
 
@@ -128,6 +128,10 @@ def _synthesize(held: lease.Claim, ctx: JobContext, engine: Engine, pending: lis
     for voice, chunks in by_voice.items():
         name, speaker = voice_speaker(voice)
         voice_engine = ctx.engine_for(name)
+        count = getattr(getattr(voice_engine.voice, "model", None), "config", None)
+        count = getattr(count, "num_speakers", None)
+        if speaker is not None and isinstance(count, int) and speaker >= count:
+            raise PermanentError(f"voice {name} has {count} speaker(s): no speaker {speaker}")
         if voice_engine.sample_rate_hz != engine.sample_rate_hz:
             raise PermanentError(f"voice {name} speaks at {voice_engine.sample_rate_hz} Hz, the job's voice at "
                                  f"{engine.sample_rate_hz} Hz: a job's voices must share one sample rate")
