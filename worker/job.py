@@ -128,7 +128,7 @@ def _synthesize(held: lease.Claim, ctx: JobContext, engine: Engine, pending: lis
     for voice, chunks in by_voice.items():
         name, speaker = voice_speaker(voice)
         voice_engine = ctx.engine_for(name)
-        count = getattr(getattr(voice_engine.voice, "model", None), "config", None)
+        count = getattr(getattr(getattr(voice_engine, "voice", None), "model", None), "config", None)
         count = getattr(count, "num_speakers", None)
         if speaker is not None and isinstance(count, int) and speaker >= count:
             raise PermanentError(f"voice {name} has {count} speaker(s): no speaker {speaker}")
