@@ -50,6 +50,8 @@ class Book:
     intro: str | None
     sections: list[Section]
     skipped: list[Skipped] = field(default_factory=list)
+    author: str | None = None  # the creators, joined with ", "
+    cover: bytes | None = None  # the cover image (JPEG or PNG), for the .m4b
 
 
 # EPUB 3 structural semantics (and EPUB 2 guide types, mapped below) a listener does not want read
@@ -94,7 +96,24 @@ def read_book(path: Path, options: BookOptions) -> Book:
     intro = None
     if options.matter is Matter.BODY:
         intro = book_intro(title[0], _metadata(book, "creator"), language)
-    return Book(title=title[0], intro=intro, sections=reader.sections, skipped=reader.skipped)
+    authors = _metadata(book, "creator")
+    return Book(title=title[0], intro=intro, sections=reader.sections, skipped=reader.skipped,
+                author=", ".join(authors) or None, cover=_cover(book))
+
+
+def _cover(book: Any) -> bytes | None:
+    """The cover image: the EPUB 3 `cover-image` item, else the EPUB 2 `<meta name="cover">` one; only
+    JPEG or PNG (what an .m4b can carry); None when there is none."""
+    import ebooklib
+
+    found = list(book.get_items_of_type(ebooklib.ITEM_COVER))
+    for value, attributes in book.get_metadata("OPF", "cover"):
+        item = book.get_item_with_id((attributes or {}).get("content") or value)
+        found += [item] if item is not None else []
+    for item in found:
+        if getattr(item, "media_type", "") in ("image/jpeg", "image/png") and item.get_content():
+            return bytes(item.get_content())
+    return None
 
 
 def _metadata(book: Any, name: str) -> list[str]:

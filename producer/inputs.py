@@ -260,15 +260,18 @@ def _read_epub(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
     for skipped in book.skipped:
         if on_skip is not None:
             on_skip(skipped)
-    return [_request(text, str(path), defaults, title=title, group_title=book.title, group_index=index)
+    return [_request(text, str(path), defaults, title=title, group_title=book.title, group_index=index,
+                     author=book.author, cover_image=book.cover if index == 0 else None)
             for index, (title, text) in enumerate(parts)]
 
 
 def _voice_language(voice: str | None) -> str | None:
     """The language of the voice that will speak the book; None (the book's own) if it is unknown."""
+    from producer.dialogue import parse_voice_roles
     from schemas.voices import resolve_voice_name
 
     try:
-        return resolve_voice_name(voice).language
+        roles = parse_voice_roles(voice)
+        return resolve_voice_name(roles.narrator if roles else voice).language
     except PermanentError:
         return None  # an unusable voice is refused, with its reason, when the jobs are submitted

@@ -66,10 +66,13 @@ def rerender(store: Store, job_id: str, settings: ProducerSettings, *, lexicon: 
     if len(new_text) > settings.max_text_chars:
         raise InvalidInput(f"{where}: text has {len(new_text):,} characters, above the limit of "
                            f"{settings.max_text_chars:,} (TTSFLEET_MAX_TEXT_CHARS)")
-    plan = plan_speech(new_text, job.voice, request.lexicon, request.speed, settings, where)
     old = _chunks(store, job_id)
+    if any(c.voice is not None for c in old):
+        raise InvalidInput(f"job {job_id} speaks with narrator and dialogue voices: rerender keeps one voice a job "
+                           "today; submit the corrected text again with --voice narrator=...,dialogue=...")
+    plan = plan_speech(new_text, job.voice, request.lexicon, request.speed, settings, where)
     # A failed or cancelled job's chunk audio was removed when it stopped: only a succeeded one has any.
-    rows = _aligned(old if job.status == JobStatus.SUCCEEDED else [], chunk_rows(job_id, plan.spoken))
+    rows = _aligned(old if job.status == JobStatus.SUCCEEDED else [], chunk_rows(job_id, plan))
     redone = sum(1 for row in rows if row.get("audio_path") is None)
     unchanged = [(c.text, c.break_after) for c in old] == [(r["text"], r["break_after"]) for r in rows]
     unchanged = unchanged and job.status == JobStatus.SUCCEEDED

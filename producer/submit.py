@@ -6,18 +6,25 @@ removed again, so a failed submit leaves nothing behind.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from producer.chunks import TextChunk
+from producer.dialogue import dialogue_chunks, parse_voice_roles
 from producer.lexicon import Entry, Lexicon, voice_lexicon
+from producer.naming import free_name, output_stem
 from producer.spoken import Spoken, spoken_chunks
+from producer.ssml import is_ssml
 from schemas.broker import Publisher
 from schemas.db import Store
 from schemas.errors import BrokerUnavailable, InvalidInput, RetryableError
@@ -42,6 +49,7 @@ class Submitted:
 class _Prepared:
     job: dict[str, object]
     chunks: list[dict[str, object]]
+    stem: str  # the output name before its extension and any collision suffix
 
 
 def submit(requests: Sequence[JobRequest], settings: ProducerSettings, store: Store, *,
@@ -74,11 +82,12 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
         raise InvalidInput(f"{where}: text has {len(request.text):,} characters, above the limit of "
                            f"{settings.max_text_chars:,} (TTSFLEET_MAX_TEXT_CHARS); split it into files")
     plan = plan_speech(request.text, request.voice, request.lexicon, request.speed, settings, where)
-    voice, spoken = plan.voice, plan.spoken
+    voice, dialogue, spoken = plan.voice, plan.dialogue, plan.spoken
     options: dict[str, object] = {"loudness_lufs": request.loudness_lufs} if request.loudness_lufs is not None else {}
     options |= plan.options
     # What shapes the audio, and the id a user gave: a change in any of them is a different job.
     shape = {"voice": voice.name, "format": request.format.value, **options,
+             **({"dialogue": dialogue.name} if dialogue is not None else {}),
              **({"nonce": nonce} if nonce is not None else {})}
     key = job_key(request, shape)
     job_id = request.id or uuid.uuid4().hex[:20]
@@ -90,44 +99,55 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
         "queue": settings.queue,
         "voice": voice.name, "format": request.format.value, "text": request.text, "source": request.source,
         "title": request.title, "group_id": group_id, "group_title": request.group_title,
-        "group_index": request.group_index, "options": options, "warnings": list(spoken.warnings),
+        "group_index": request.group_index, "options": options | _book_metadata(request),
+        "output_name": None, "warnings": list(spoken.warnings),
         "chars": spoken.chars, "chunks_total": len(spoken.chunks), "chunks_done": 0, "attempts": 0,
         "created_at": utcnow(),
     }
-    return _Prepared(job=job, chunks=chunk_rows(job_id, spoken))
+    return _Prepared(job=job, chunks=chunk_rows(job_id, plan), stem=output_stem(request, job_id))
 
 
 def job_key(request: JobRequest, shape: Mapping[str, object]) -> str:
     """The idempotency key: the text, what the user named the job, and what shapes its audio (`shape`:
-    voice, format, loudness, speed, lexicon)."""
+    voice, format, loudness, speed, lexicon, dialogue voice)."""
     return _digest({"text": request.text, "title": request.title, "group": request.group_title,
                     "index": request.group_index, "id": request.id, **shape})
 
 
-def chunk_rows(job_id: str, spoken: Spoken) -> list[dict[str, object]]:
-    return [{"job_id": job_id, "idx": i, "text": c.text, "break_after": c.break_after, "chars": len(c.text)}
-            for i, c in enumerate(spoken.chunks)]
+def chunk_rows(job_id: str, plan: SpeechPlan) -> list[dict[str, object]]:
+    """The job's chunk rows; a chunk the dialogue voice says names it in `voice` (None: the job's voice)."""
+    dialogue = plan.dialogue.name if plan.dialogue is not None else None
+    return [{"job_id": job_id, "idx": i, "text": c.text, "break_after": c.break_after, "chars": len(c.text),
+             "voice": dialogue if quoted else None}
+            for i, (c, quoted) in enumerate(zip(plan.spoken.chunks, plan.quoted, strict=True))]
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechPlan:
-    """A job's voice, its spoken chunks, and the options that store its lexicon and speed."""
+    """A job's voice (the narrator's with roles), its spoken chunks, which of them the dialogue voice says
+    (`quoted`, one flag per chunk; `dialogue` None without roles), and the options that store its lexicon
+    and speed."""
 
     voice: VoiceInfo
     spoken: Spoken
     options: dict[str, object]
+    dialogue: VoiceInfo | None = None
+    quoted: tuple[bool, ...] = ()
 
 
 def plan_speech(text: str, voice_name: str | None, lexicon: Mapping[str, str] | None, speed: float | None,
                 settings: ProducerSettings, where: str) -> SpeechPlan:
-    """Resolve the voice (an SSML `<voice name>` when the job names none), apply the voice's default
-    lexicon under the job's own, and cut the chunks.
+    """Resolve the voice (an SSML `<voice name>` when the job names none; `narrator=A,dialogue=B` for two
+    voices), apply the voice's default lexicon under the job's own, and cut the chunks.
 
     Raises:
-        InvalidInput: nothing to speak, malformed SSML, a bad lexicon file in the voice's folder.
+        InvalidInput: nothing to speak, malformed SSML, a bad lexicon file in the voice's folder, SSML with
+            two voices, or two voices whose sample rates differ.
         UnknownVoice: the voice cannot be loaded.
     """
-    voice = resolve_voice_name(voice_name or settings.voice, voice_dirs=settings.voice_dir_list)
+    roles = parse_voice_roles(voice_name or settings.voice)
+    voice = resolve_voice_name(roles.narrator if roles else voice_name or settings.voice,
+                               voice_dirs=settings.voice_dir_list)
     own = Lexicon(Entry(w, r) for w, r in (lexicon or {}).items())
 
     def cut(info: VoiceInfo) -> Spoken:
@@ -135,10 +155,16 @@ def plan_speech(text: str, voice_name: str | None, lexicon: Mapping[str, str] | 
         return spoken_chunks(text, language=info.language, lexicon=voice_lexicon(folder).merged(own),
                              max_chunk_chars=settings.max_chunk_chars, where=where)
 
-    spoken = cut(voice)
-    if spoken.voice is not None and voice_name is None:
-        voice = resolve_voice_name(spoken.voice, voice_dirs=settings.voice_dir_list)
+    dialogue = None
+    if roles is not None:
+        dialogue = resolve_voice_name(roles.dialogue, voice_dirs=settings.voice_dir_list)
+        spoken, quoted = _with_roles(text, voice, dialogue, own, settings.max_chunk_chars, where)
+    else:
         spoken = cut(voice)
+        if spoken.voice is not None and voice_name is None:
+            voice = resolve_voice_name(spoken.voice, voice_dirs=settings.voice_dir_list)
+            spoken = cut(voice)
+        quoted = tuple(False for _ in spoken.chunks)
     if not spoken.chunks:
         raise InvalidInput(f"{where}: nothing to speak")
     options: dict[str, object] = {}
@@ -147,7 +173,37 @@ def plan_speech(text: str, voice_name: str | None, lexicon: Mapping[str, str] | 
         options["speed"] = effective_speed
     if own:
         options["lexicon"] = own.as_pairs()
-    return SpeechPlan(voice=voice, spoken=spoken, options=options)
+    return SpeechPlan(voice=voice, spoken=spoken, options=options, dialogue=dialogue, quoted=quoted)
+
+
+def _with_roles(text: str, narrator: VoiceInfo, dialogue: VoiceInfo, own: Lexicon, max_chars: int,
+                where: str) -> tuple[Spoken, tuple[bool, ...]]:
+    """Narrator and dialogue chunks, each span normalized in its voice's language, then the lexicon."""
+    if is_ssml(text):
+        raise InvalidInput(f"{where}: narrator/dialogue voices take plain text, not SSML")
+    rates = {narrator.sample_rate_hz, dialogue.sample_rate_hz} - {None}
+    if len(rates) > 1:
+        raise InvalidInput(f"{where}: the narrator speaks at {narrator.sample_rate_hz} Hz and the dialogue voice "
+                           f"at {dialogue.sample_rate_hz} Hz; a job's voices must share one sample rate")
+    chunks, normalized = dialogue_chunks(text, narrator.language, dialogue.language, max_chars)
+    kept = []
+    for role in chunks:
+        said = own.apply(role.chunk.text).text.strip()
+        if said:
+            kept.append((TextChunk(said, role.chunk.break_after), role.dialogue))
+    spoken = Spoken(chunks=[c for c, _ in kept], warnings=list(normalized.warnings), chars=len(normalized.text))
+    return spoken, tuple(q for _, q in kept)
+
+
+def _book_metadata(request: JobRequest) -> dict[str, object]:
+    """A book's author (every chapter) and cover image (its first job only, base64): what the worker that
+    builds the `.m4b` tags it with. Kept out of the job's shape, so they never split a book's group."""
+    found: dict[str, object] = {}
+    if request.author:
+        found["author"] = request.author
+    if request.cover_image:
+        found["cover_b64"] = base64.b64encode(request.cover_image).decode("ascii")
+    return found
 
 
 def _store(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted], list[str]]:
@@ -181,9 +237,57 @@ def _store_once(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted
                 taken_ids.add(job_id)
                 results.append(Submitted(job_id, JobStatus.QUEUED, True, len(item.chunks)))
         if new:
+            _name(list(new.values()), session)
             session.execute(insert(Job), [p.job for p in new.values()])
             session.execute(insert(Chunk), [row for p in new.values() for row in p.chunks])
     return results, [str(p.job["id"]) for p in new.values()]
+
+
+def _name(new: list[_Prepared], session: Session) -> None:
+    """Give each new job its output name: the first free one in the store and in this submission. A book
+    gets one folder for all its chapters (the one its group already has, else the first free one).
+    One query per distinct name, however many jobs share it (a hundred "notice" jobs scan nothing twice)."""
+    chosen: set[str] = set()
+    stored: dict[str, set[str]] = {}  # stem -> names starting with it in the store
+    next_number: dict[str, int] = {}  # stem + suffix -> the first number not yet tried
+
+    def first_free(stem: str, suffix: str) -> str:
+        if stem not in stored:
+            stored[stem] = set(session.scalars(select(Job.output_name).where(
+                Job.output_name.startswith(stem, autoescape=True))))
+        number = next_number.get(stem + suffix, 1)
+        while (found := _numbered(stem, suffix, number)) in chosen or found in stored[stem]:
+            number += 1
+        chosen.add(found)
+        next_number[stem + suffix] = number + 1
+        return found
+
+    folders: dict[str, str] = {}
+    for item in new:
+        fmt, group = f".{item.job['format']}", item.job["group_id"]
+        if not isinstance(group, str):
+            item.job["output_name"] = first_free(item.stem, fmt)
+            continue
+        folder, chapter = item.stem.split("/", 1)
+        if group not in folders:
+            existing = session.scalar(select(Job.output_name).where(Job.group_id == group,
+                                                                    Job.output_name.is_not(None)).limit(1))
+            folders[group] = existing.split("/")[0] if existing else free_name(
+                folder, "", partial(_folder_taken, session, group, folders))
+        item.job["output_name"] = first_free(f"{folders[group]}/{chapter}", fmt)
+
+
+def _numbered(stem: str, suffix: str, number: int) -> str:
+    return stem + suffix if number == 1 else f"{stem} ({number}){suffix}"
+
+
+def _folder_taken(session: Session, group: str, folders: dict[str, str], folder: str) -> bool:
+    """Whether another book (in the store or in this submission) has `folder`, or a file its `.m4b` name."""
+    if any(f == folder for g, f in folders.items() if g != group):
+        return True
+    owners = session.scalars(select(Job.group_id).where(Job.output_name.startswith(folder + "/", autoescape=True)))
+    return any(owner != group for owner in owners) or session.scalar(
+        select(Job.id).where(Job.output_name == folder + ".m4b").limit(1)) is not None
 
 
 def _publish(new_ids: list[str], prepared: list[_Prepared], store: Store, publisher: Publisher) -> None:

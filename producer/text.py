@@ -15,9 +15,10 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
-from num2words import CONVERTER_CLASSES, num2words
-
+from producer import languages
 from producer.chunks import HEADING_END, LINE_BREAK, MIN_CHUNK_CHARS, TextChunk, split_chunks
+from producer.numbers import digits_words, int_words, num2words_lang, number_words, replace_numbers
+from producer.numbers import words as _words
 
 __all__ = ["MIN_CHUNK_CHARS", "Normalized", "TextChunk", "has_speakable", "normalize", "split_chunks"]
 
@@ -58,14 +59,15 @@ _SYMBOLS_EN = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "°C":
 _EMOJI_GLUE = {"\u200d", "\u20e3"} | {chr(c) for c in range(0xFE00, 0xFE10)}
 _UNSPEAKABLE_CATEGORIES = {"So", "Sk", "Sm", "Co", "Cn", "Cs", "Cc", "Cf"}
 _UNSPEAKABLE_ASCII = set("*_~^|\\`<>{}#")
-_MAX_CARDINAL_DIGITS = 15  # longer digit runs (ids, phone numbers) are read digit by digit
 
 
 def normalize(text: str, language: str = "en") -> Normalized:
     """Make `text` speakable for a voice of `language` (ISO code such as "en", "de", "en_US").
 
     English gets numbers, ordinals, years, dates, times, currency, percentages and abbreviations as
-    words; other languages supported by num2words get numbers as words. Characters nothing can speak
+    words; German, Spanish and French get dates, times, money, percentages and ordinals in their own
+    words and order (`producer.languages`); other languages num2words knows get numbers as words. A
+    language's rules only ever run for a voice of that language. Characters nothing can speak
     (emoji, symbols, control characters) are removed and listed in `warnings`. Whitespace is collapsed:
     spaces to one, blank-line runs to a paragraph ("\\n\\n") or chapter ("\\n\\n\\n") break.
     Never raises on any `str`.
@@ -73,65 +75,21 @@ def normalize(text: str, language: str = "en") -> Normalized:
     warnings: list[str] = []
     text = unicodedata.normalize("NFC", text).replace("\ufeff", "")
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    lang = _num2words_lang(language)
+    lang = num2words_lang(language)
     if lang is None:
         if any(ch.isdigit() for ch in text):
             warnings.append(f"numbers left as digits: no number words for language {language!r}")
     elif lang.startswith("en"):
         text = _normalize_english(text, lang)
+    elif lang in languages.RULES:
+        text = languages.normalize_dates_money(text, lang)
+        text = replace_numbers(text, lang)
     else:
-        text = _replace_numbers(text, lang)
+        text = replace_numbers(text, lang)
     text, dropped = _drop_unspeakable(text)
     if dropped:
         warnings.append("unspeakable characters dropped: " + " ".join(dropped))
     return Normalized(text=_collapse_whitespace(text), warnings=warnings)
-
-
-def _num2words_lang(language: str) -> str | None:
-    code = language.replace("-", "_")
-    for candidate in (code, code.split("_")[0].lower()):
-        if candidate in CONVERTER_CLASSES:
-            return candidate
-    return None
-
-
-def _words(number: int | float, lang: str = "en", to: str = "cardinal") -> str:
-    try:
-        return str(num2words(number, lang=lang, to=to))
-    except (OverflowError, NotImplementedError, TypeError, ValueError, KeyError):
-        # num2words gaps (a language without ordinals, huge numbers): say the digits, lose nothing
-        return " ".join(str(num2words(int(d), lang=lang)) for d in str(number) if d.isdigit())
-
-
-def _digits_words(digits: str, lang: str) -> str:
-    return " ".join(_words(int(d), lang) for d in digits)
-
-
-def _int_words(digits: str, lang: str = "en") -> str:
-    """Cardinal for a plain digit run; leading zeros and very long runs are read digit by digit."""
-    if len(digits) > _MAX_CARDINAL_DIGITS or (len(digits) > 1 and digits.startswith("0")):
-        return _digits_words(digits, lang)
-    return _words(int(digits), lang)
-
-
-def _number_words(raw: str, lang: str = "en") -> str:
-    """Words for "1,234", "3.14" or "42"; decimals are read digit by digit after the point."""
-    whole, _, frac = raw.replace(",", "").partition(".")
-    words = _int_words(whole, lang) if whole else _words(0, lang)
-    if frac:
-        point = "point" if lang.startswith("en") else _words(0.5, lang).split()[1]
-        words += f" {point} " + _digits_words(frac, lang)
-    return words
-
-
-def _replace_numbers(text: str, lang: str) -> str:
-    """Remaining digits as words. English: "1,234.5"; other languages: "1.234,5" or "1234,5"."""
-    if lang.startswith("en"):
-        text = re.sub(r"(?<![\w.,])-(?=\d)", " minus ", text)
-        number = r"\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d)|\d+\.\d+|\d+"
-        return re.sub(number, lambda m: _number_words(m[0], lang), text)
-    number = r"\d{1,3}(?:\.\d{3})+(?:,\d+)?(?!\d)|\d+,\d+|\d+"
-    return re.sub(number, lambda m: _number_words(m[0].replace(".", "").replace(",", "."), lang), text)
 
 
 def _digit_groups(m: re.Match[str]) -> str:
@@ -141,7 +99,7 @@ def _digit_groups(m: re.Match[str]) -> str:
         return f"{_year_words(groups[0])} to {_year_words(groups[1])}"
     if len(groups) == 2 and sum(map(len, groups)) < 7 and not any(g.startswith("0") for g in groups):
         return f"{_words(int(groups[0]))} to {_words(int(groups[1]))}"
-    return ", ".join(_digits_words(g, "en") for g in groups)
+    return ", ".join(digits_words(g, "en") for g in groups)
 
 
 def _year_words(digits: str) -> str:
@@ -155,7 +113,7 @@ def _normalize_english(text: str, lang: str) -> str:
     text = _times(text)
     text = _currency(text)
     text = _abbreviations(text)
-    text = re.sub(r"(\d+(?:\.\d+)?)\s?(?:%|percent\b)", lambda m: f"{_number_words(m[1])} percent", text)
+    text = re.sub(r"(\d+(?:\.\d+)?)\s?(?:%|percent\b)", lambda m: f"{number_words(m[1])} percent", text)
     text = re.sub(r"(?<=\d)\s?[–—]\s?(?=\d)", "-", text)
     text = re.sub(r"(?<![\w.,-])\d+(?:-\d+)+(?![\w-])", _digit_groups, text)
     text = re.sub(r"\b(\d{1,15})(?:st|nd|rd|th)\b", lambda m: _words(int(m[1]), to="ordinal"), text)
@@ -166,7 +124,7 @@ def _normalize_english(text: str, lang: str) -> str:
                 r"(1\d\d\d|20\d\d)\b(?![.,]\d)", lambda m: f"{m[1]}{m[2]}{_year_words(m[3])}", text,
                 flags=re.IGNORECASE)
     text = re.sub(r"#(?=\d)", "number ", text)
-    return _replace_numbers(text, lang)
+    return replace_numbers(text, lang)
 
 
 def _plural(words: str) -> str:
@@ -252,16 +210,16 @@ def _currency(text: str) -> str:
         one, many, sub_one, sub_many = _CURRENCIES[m["sym"]]
         amount = m["amount"].replace(",", "")
         if m["scale"]:
-            return f"{_number_words(amount)} {m['scale']} {many}"
+            return f"{number_words(amount)} {m['scale']} {many}"
         whole, _, frac = amount.partition(".")
         value = int(whole or "0")
-        words = f"{_int_words(whole or '0')} {one if value == 1 else many}"
+        words = f"{int_words(whole or '0')} {one if value == 1 else many}"
         if frac and len(frac) == 2 and int(frac):
             cents = int(frac)
             cents_words = f"{_words(cents)} {sub_one if cents == 1 else sub_many}"
             words = f"{words} and {cents_words}" if value else cents_words
         elif frac and int(frac) and len(frac) != 2:
-            words = f"{_number_words(amount)} {many}"
+            words = f"{number_words(amount)} {many}"
         return words
 
     return re.sub(r"(?P<sym>[$€£¥])\s?(?P<amount>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)"

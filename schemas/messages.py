@@ -24,6 +24,7 @@ MAX_TITLE_CHARS = 512
 MAX_SOURCE_CHARS = 1024
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MAX_LEXICON_ENTRIES = 10_000
+MAX_COVER_BYTES = 8 * 1024 * 1024  # a book's cover image travels in SQL with its first chapter
 
 
 def storable(value: str, what: str) -> str:
@@ -77,6 +78,8 @@ class JobRequest(BaseModel):
     title: str | None = None
     group_title: str | None = None
     group_index: int | None = None
+    author: str | None = None  # a book's author, for the .m4b's metadata
+    cover_image: bytes | None = Field(default=None, max_length=MAX_COVER_BYTES)  # a book's first job only
 
     @field_validator("text", "voice")
     @classmethod
@@ -102,7 +105,7 @@ class JobRequest(BaseModel):
                 raise ValueError(f"lexicon entry {word!r}: unbalanced [[ ]] in the replacement")
         return {w.strip(): r.strip() for w, r in value.items()}
 
-    @field_validator("title", "group_title")
+    @field_validator("title", "group_title", "author")
     @classmethod
     def _title_is_storable(cls, value: str | None, info: ValidationInfo) -> str | None:
         """Titles are display text: a long one (a markdown heading that is a paragraph) is shortened."""

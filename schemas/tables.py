@@ -82,6 +82,9 @@ class Job(Base):
     worker_id: Mapped[str | None] = mapped_column(String(128))
     error: Mapped[str | None] = mapped_column(Text)
     audio_path: Mapped[str | None] = mapped_column(String(1024))
+    # The audio file's path under the output folder, named after the input ("story.wav", "Book/01 - X.wav"),
+    # chosen once at submit; None for jobs stored before names existed (they are named by id).
+    output_name: Mapped[str | None] = mapped_column(String(1024), unique=True, index=True)
     audio_s: Mapped[float | None] = mapped_column(Float)
     sample_rate_hz: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -107,6 +110,8 @@ class Chunk(Base):
     text: Mapped[str] = mapped_column(Text)
     break_after: Mapped[BreakKind] = mapped_column(_enum(BreakKind), default=BreakKind.SENTENCE)
     chars: Mapped[int] = mapped_column(Integer)
+    # The voice that says this chunk when it is not the job's (dialogue spoken by a second voice)
+    voice: Mapped[str | None] = mapped_column(String(512))
     audio_path: Mapped[str | None] = mapped_column(String(1024))
     samples: Mapped[int | None] = mapped_column(Integer)
     audio_s: Mapped[float | None] = mapped_column(Float)

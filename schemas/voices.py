@@ -11,7 +11,7 @@ import importlib.util
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -71,6 +71,9 @@ class VoiceInfo:
     sample_rate_hz: int | None
     available: bool
     detail: str
+    speaker_id: int | None = None  # the speaker of a multi-speaker voice (`NAME#SPEAKER`); in `name` too
+    speakers: dict[str, int] = field(default_factory=dict)  # speaker names -> ids, where the voice names them
+    num_speakers: int = 1
 
 
 def _available_names() -> str:
@@ -169,9 +172,24 @@ def _folder_info(voice: str) -> VoiceInfo:
     piper = (folder / "piper_voice.json").is_file()
     rate = config.get("sampling_rate") if isinstance(config, dict) else None
     model_type = config.get("model_type", "?") if isinstance(config, dict) else "?"
+    count = config.get("num_speakers", 1) if isinstance(config, dict) else 1
     return VoiceInfo(name=str(folder.resolve()), kind=VoiceKind.FOLDER, language=_folder_language(folder),
                      sample_rate_hz=int(rate) if isinstance(rate, int) else None, available=True,
-                     detail=f"converted Piper voice ({model_type})" if piper else f"model folder ({model_type})")
+                     detail=f"converted Piper voice ({model_type})" if piper else f"model folder ({model_type})",
+                     speakers=_folder_speakers(folder), num_speakers=count if isinstance(count, int) else 1)
+
+
+def _folder_speakers(folder: Path) -> dict[str, int]:
+    """Speaker names of a multi-speaker folder voice: Piper's `speaker_id_map` (kept in `piper_voice.json`)
+    or the same map in `ttsfleet_voice.json`; empty when the voice names none."""
+    for file_name in ("piper_voice.json", "ttsfleet_voice.json"):
+        try:
+            found = json.loads((folder / file_name).read_text(encoding="utf-8")).get("speaker_id_map")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(found, dict):
+            return {str(k): int(v) for k, v in found.items() if isinstance(v, int)}
+    return {}
 
 
 def resolve_voice_name(name: str | None, default: str = DEFAULT_VOICE,
@@ -186,17 +204,45 @@ def resolve_voice_name(name: str | None, default: str = DEFAULT_VOICE,
     the voice directories. `hf:` ids are accepted when well formed even if not cached (a worker with hub
     access may load them).
     """
-    voice = (name or "").strip() or default
+    voice, speaker = split_speaker((name or "").strip() or default)
     if voice.startswith("piper:"):
-        return _piper_info(voice)
-    if voice.startswith("hf:"):
-        return _hf_info(voice)
-    info = _folder_info(voice)
-    if voice_dirs is not None and not any(Path(info.name).is_relative_to(d.resolve()) for d in voice_dirs):
-        shown = ", ".join(str(d) for d in voice_dirs) or "none configured"
-        raise UnknownVoice(f"voice folder {info.name[:200]} is outside the voice directories ({shown}); "
-                           f"move it into one or add its parent to TTSFLEET_VOICE_DIRS")
-    return info
+        info = _piper_info(voice)
+    elif voice.startswith("hf:"):
+        info = _hf_info(voice)
+    else:
+        info = _folder_info(voice)
+        if voice_dirs is not None and not any(Path(info.name).is_relative_to(d.resolve()) for d in voice_dirs):
+            shown = ", ".join(str(d) for d in voice_dirs) or "none configured"
+            raise UnknownVoice(f"voice folder {info.name[:200]} is outside the voice directories ({shown}); "
+                               f"move it into one or add its parent to TTSFLEET_VOICE_DIRS")
+    return info if speaker is None else _with_speaker(info, speaker)
+
+
+def split_speaker(name: str) -> tuple[str, str | None]:
+    """`("piper:NAME", "SPEAKER")` for `piper:NAME#SPEAKER`; `(name, None)` without a speaker. A `#` inside
+    a folder path is part of the path unless what follows it is a plain speaker name (no separator)."""
+    base, mark, speaker = name.rpartition("#")
+    if mark and base.strip() and re.fullmatch(r"[\w .'-]{1,64}", speaker) and speaker.strip():
+        return base.strip(), speaker.strip()
+    return name, None
+
+
+def voice_speaker(name: str) -> tuple[str, int | None]:
+    """A canonical voice name (as `resolve_voice_name` stores it) as its voice and speaker id."""
+    base, speaker = split_speaker(name)
+    return (base, int(speaker)) if speaker is not None and speaker.isdigit() else (name, None)
+
+
+def _with_speaker(info: VoiceInfo, speaker: str) -> VoiceInfo:
+    """`info` for one speaker, by number or by name; the canonical name carries the number."""
+    if info.num_speakers <= 1:
+        raise UnknownVoice(f"voice {info.name} has a single speaker: '#{speaker}' names none")
+    number = int(speaker) if speaker.isdigit() else info.speakers.get(speaker)
+    if number is None or number >= info.num_speakers:
+        known = ", ".join(f"{n} ({i})" for n, i in sorted(info.speakers.items(), key=lambda kv: kv[1])[:20])
+        raise UnknownVoice(f"voice {info.name} has no speaker '{speaker}'; it has {info.num_speakers} "
+                           f"(0-{info.num_speakers - 1}{': ' + known if known else ''})")
+    return replace(info, name=f"{info.name}#{number}", speaker_id=number)
 
 
 def _cached_hf_vits() -> list[VoiceInfo]:

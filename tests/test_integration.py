@@ -45,6 +45,7 @@ def test_jobs_through_redis_and_a_worker(fleet: Fleet) -> None:
 
     views = fleet.wait_done(ids)
     assert [v["status"] for v in views] == ["succeeded"] * 4
+    assert Path(views[-1]["audio_path"]).name == "chapter.wav"  # named after its input, not its id
     for view in views:
         assert view["chunks_done"] == view["chunks_total"] >= 1
         wav, rate = sf.read(view["audio_path"], dtype="float32")
@@ -71,6 +72,10 @@ def _a_book_becomes_chapter_files_subtitles_and_an_m4b(fleet: Fleet) -> None:
     assert len(ids) == 4  # the opening line ("A Short Journey"), then the chapters
     views = fleet.wait_done(ids)
     assert [v["title"] for v in views] == ["A Short Journey", "Arrival", "The Inn", "Departure"]
+    # Named at submit, written there by the Celery worker: the book's folder and its chapters' titles.
+    assert [Path(v["audio_path"]).relative_to(Path(v["audio_path"]).parents[1]).as_posix() for v in views] == [
+        "A Short Journey/01 - A Short Journey.wav", "A Short Journey/02 - Arrival.wav",
+        "A Short Journey/03 - The Inn.wav", "A Short Journey/04 - Departure.wav"]
     for view in views:
         audio = Path(view["audio_path"])
         assert audio.is_file() and audio.with_suffix(".srt").is_file() and audio.with_suffix(".vtt").is_file()
@@ -81,6 +86,7 @@ def _a_book_becomes_chapter_files_subtitles_and_an_m4b(fleet: Fleet) -> None:
         time.sleep(0.5)
         views = json.loads(fleet.cli("status", *ids, "--json").stdout)
     m4b = Path(views[-1]["book_path"])
+    assert m4b == Path(views[0]["audio_path"]).parents[1] / "A Short Journey.m4b"
     probe = json.loads(subprocess.run(
         ["ffprobe", "-v", "error", "-print_format", "json", "-show_chapters", "-show_format", str(m4b)],
         capture_output=True, text=True, check=True).stdout)

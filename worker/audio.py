@@ -28,8 +28,8 @@ import soundfile as sf
 from schemas.errors import PermanentError
 from schemas.status import AudioFormat, BreakKind
 
-__all__ = ["PAUSE_S", "AssembledAudio", "AssemblyPiece", "assemble", "build_book", "discard", "ffmpeg_available",
-           "publish", "read_chunk", "write_chunk"]
+__all__ = ["PAUSE_S", "AssembledAudio", "AssemblyPiece", "Tags", "assemble", "build_book", "discard",
+           "ffmpeg_available", "publish", "read_chunk", "write_chunk"]
 
 # Silence inserted after a chunk, by what follows it; nothing after the last chunk.
 PAUSE_S = {BreakKind.NONE: 0.08, BreakKind.LINE: 0.25, BreakKind.SENTENCE: 0.35, BreakKind.PARAGRAPH: 0.8,
@@ -142,9 +142,23 @@ def _loudness_gain(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, target_
     return min(gain, _PEAK_LIMIT / peak) if peak > 0 else gain
 
 
+@dataclass(frozen=True, slots=True)
+class Tags:
+    """What a job's audio file is tagged with: a book chapter's book (album), author (artist) and number."""
+
+    title: str | None = None
+    album: str | None = None
+    artist: str | None = None
+    track: int | None = None
+
+
 def assemble(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: AudioFormat, out_path: Path, *,
-             title: str | None = None, loudness_lufs: float | None = None) -> AssembledAudio:
+             title: str | None = None, loudness_lufs: float | None = None, job_id: str | None = None,
+             tags: Tags | None = None) -> AssembledAudio:
     """Stitch chunk files into `out_path` with pauses by break kind; write manifest and subtitles beside it.
+
+    The file is tagged with `title` and `tags` (WAV INFO, FLAC/Ogg Vorbis comments); `job_id` goes into
+    the manifest, which is how a file named after its input is traced back to its job.
 
     `loudness_lufs` (e.g. -18 for speech, -16 for podcasts) normalizes integrated loudness, capped so
     the peak stays below -0.2 dBFS. Side files: `out_path` with `.manifest.json`, `.srt` and `.vtt` suffixes.
@@ -163,8 +177,7 @@ def assemble(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: AudioFor
     with _atomic_path(out_path) as tmp:
         with sf.SoundFile(tmp, "w", samplerate=sample_rate_hz, channels=1, format=container,
                           subtype=subtype) as out:
-            if title:
-                out.title = title
+            _tag(out, tags or Tags(), title)
             frames = 0
             for piece, (samples, pause) in zip(pieces, _pieces_audio(pieces, sample_rate_hz), strict=True):
                 out.write(np.clip(samples * gain, -1.0, 1.0))
@@ -176,7 +189,7 @@ def assemble(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: AudioFor
                     frames += pause
         written = sf.info(str(tmp)).frames
     audio_s = written / sample_rate_hz
-    manifest = _manifest(out_path, cues, written, sample_rate_hz, fmt, title, gain)
+    manifest = {"job_id": job_id, **_manifest(out_path, cues, written, sample_rate_hz, fmt, title, gain)}
     paths = [out_path.with_suffix(s) for s in (".manifest.json", ".srt", ".vtt")]
     texts = [json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", to_srt(manifest["chunks"]),
              to_vtt(manifest["chunks"])]
@@ -184,6 +197,13 @@ def assemble(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: AudioFor
         with _atomic_path(path) as tmp:
             tmp.write_text(text, encoding="utf-8")
     return AssembledAudio(out_path, audio_s, sample_rate_hz, *paths)
+
+
+def _tag(out: sf.SoundFile, tags: Tags, title: str | None) -> None:
+    for name, value in (("title", tags.title or title), ("album", tags.album), ("artist", tags.artist),
+                        ("tracknumber", str(tags.track) if tags.track is not None else None)):
+        if value:
+            setattr(out, name, value)
 
 
 def publish(staged: AssembledAudio, out_path: Path) -> AssembledAudio:
@@ -275,11 +295,13 @@ def _meta_escape(value: str) -> str:
     return out
 
 
-def chapter_metadata(chapters: Sequence[tuple[str, Path]], book_title: str) -> str:
+def chapter_metadata(chapters: Sequence[tuple[str, Path]], book_title: str, author: str | None = None) -> str:
     """FFMETADATA1 text with one [CHAPTER] per file, in milliseconds from cumulative frame counts
     (so rounding never drifts across a long book)."""
     lines = [";FFMETADATA1", f"title={_meta_escape(book_title)}", f"album={_meta_escape(book_title)}",
              "genre=Audiobook"]
+    if author:
+        lines += [f"artist={_meta_escape(author)}", f"album_artist={_meta_escape(author)}"]
     elapsed_s = 0.0
     for title, path in chapters:
         info = sf.info(str(path))
@@ -290,8 +312,10 @@ def chapter_metadata(chapters: Sequence[tuple[str, Path]], book_title: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def build_book(chapters: Sequence[tuple[str, Path]], book_title: str, out_path: Path) -> Path | None:
-    """Join chapter files (in the order given) into one AAC `.m4b` with chapter marks and the book title.
+def build_book(chapters: Sequence[tuple[str, Path]], book_title: str, out_path: Path, *,
+               author: str | None = None, cover: bytes | None = None) -> Path | None:
+    """Join chapter files (in the order given) into one AAC `.m4b` with chapter marks, the book title,
+    its `author` (artist) and its `cover` image (JPEG or PNG bytes, an attached picture).
 
     Returns `out_path`, or None when ffmpeg is not installed (the caller says so; the chapter files
     are complete on their own).
@@ -306,14 +330,19 @@ def build_book(chapters: Sequence[tuple[str, Path]], book_title: str, out_path: 
         return None
     with tempfile.TemporaryDirectory(prefix="ttsfleet-book-") as work_dir:
         work = Path(work_dir)
-        (work / "meta.txt").write_text(chapter_metadata(chapters, book_title), encoding="utf-8")
+        (work / "meta.txt").write_text(chapter_metadata(chapters, book_title, author), encoding="utf-8")
+        picture: list[str] = []
+        if cover:
+            (work / "cover").write_bytes(cover)
+            picture = ["-i", str(work / "cover"), "-map", "2:v", "-c:v", "copy", "-disposition:v:0", "attached_pic"]
         listing = "".join("file '" + str(p.resolve()).replace("'", "'\\''") + "'\n" for _, p in chapters)
         (work / "list.txt").write_text(listing, encoding="utf-8")
         with _atomic_path(out_path) as tmp:
             command = ["ffmpeg", "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
                        "-f", "concat", "-safe", "0", "-i", str(work / "list.txt"),
-                       "-i", str(work / "meta.txt"), "-map", "0:a", "-map_metadata", "1", "-map_chapters", "1",
-                       "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", "-f", "mp4", str(tmp)]
+                       "-i", str(work / "meta.txt"), *picture[:2], "-map", "0:a", *picture[2:],
+                       "-map_metadata", "1", "-map_chapters", "1", "-c:a", "aac", "-b:a", "64k",
+                       "-movflags", "+faststart", "-f", "mp4", str(tmp)]
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 reason = (done.stderr.strip().splitlines() or ["no message"])[-1]

@@ -47,6 +47,7 @@ class ChunkInput:
     text: str
     seed: int
     speed: float = 1.0
+    speaker_id: int | None = None  # a multi-speaker voice's speaker; chunks of one speaker share batches
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,12 +178,13 @@ class Engine:
         """Run `items` in batches planned at the token budget. On out-of-memory the budget is lowered and
         what is left re-planned, so later batches do not run out again; one chunk alone that does not fit
         raises SynthesisFailed."""
-        pending = deque(plan_batches(items, self.token_budget, self.max_batch_items))
+        pending = self._plan(items, chunks)
         while pending:
             batch = pending.popleft()
             keys = [item.key for item in batch]
+            first = chunks[keys[0]]
             waves, batch_s = self.forward([encoded[k][0] for k in keys], self._seed(chunks, keys),
-                                          speed=chunks[keys[0]].speed)
+                                          speed=first.speed, speaker_id=first.speaker_id)
             if waves is None:  # out of memory, already freed
                 counts.oom_retries += 1
                 if len(batch) == 1:
@@ -191,7 +193,7 @@ class Engine:
                 self._lower_budget(batch)
                 # The failed batch holds the longest items left, so its first re-planned batch is smaller.
                 left = [*batch, *(item for queued in pending for item in queued)]
-                pending = deque(plan_batches(left, self.token_budget, self.max_batch_items))
+                pending = self._plan(left, chunks)
                 continue
             counts.batches += 1
             counts.max_batch_size = max(counts.max_batch_size, len(batch))
@@ -200,6 +202,13 @@ class Engine:
                 on_chunk(self._checked(chunks[key], encoded[key], wave, batch_s * len(wave) / total,
                                        len(batch), counts))
             del waves
+
+    def _plan(self, items: list[Item], chunks: Sequence[ChunkInput]) -> deque[list[Item]]:
+        """Batches at the token budget, one speaker per batch (a model call takes one speaker id)."""
+        speakers = dict.fromkeys(chunks[item.key].speaker_id for item in items)
+        return deque(batch for speaker in speakers
+                     for batch in plan_batches([i for i in items if chunks[i.key].speaker_id == speaker],
+                                               self.token_budget, self.max_batch_items))
 
     def _lower_budget(self, failed: list[Item]) -> None:
         """Lower the token budget below the `failed` batch's padded size, for good: device memory that ran
@@ -261,19 +270,19 @@ class Engine:
         return seed
 
     def forward(self, ids: list[list[int]], seed: int | None, fp32: bool = False,
-                speed: float = 1.0) -> tuple[list[np.ndarray] | None, float]:
+                speed: float = 1.0, speaker_id: int | None = None) -> tuple[list[np.ndarray] | None, float]:
         """Run one batch of token-id lists as it is (no planning, no guard): float32 waves and wall seconds,
         or (None, seconds) on out-of-memory, with memory freed outside the except block (the exception's
         frames hold the batch's tensors). `seed` seeds the noise (None: noise as configured); `fp32` runs
-        with autocast off; `speed` multiplies the voice's speaking rate. The canary, the memory probe and
-        benchmarks use it.
+        with autocast off; `speed` multiplies the voice's speaking rate; `speaker_id` picks a multi-speaker
+        voice's speaker. The canary, the memory probe and benchmarks use it.
 
         Raises:
             DeviceLost: a CUDA error other than out-of-memory.
         """
         started = time.perf_counter()
         try:
-            waves = self.runner.run(ids, seed=seed, fp32=fp32, speed=speed)
+            waves = self.runner.run(ids, seed=seed, fp32=fp32, speed=speed, speaker_id=speaker_id)
             self.runner.synchronize()
             return waves, time.perf_counter() - started
         except Exception as err:
@@ -295,7 +304,7 @@ class Engine:
             log.warning("chunk %d: %s under %s; redoing it in fp32", chunk.idx, problem, self.policy.dtype)
             counts.fp32_fallbacks += 1
             waves, redo_s = self.forward([encoded[0]], None if self.deterministic else chunk.seed, fp32=True,
-                                         speed=chunk.speed)
+                                         speed=chunk.speed, speaker_id=chunk.speaker_id)
             if waves is None:
                 raise SynthesisFailed(f"chunk {chunk.idx} does not fit in device memory for its fp32 redo")
             wave, synth_s = waves[0], synth_s + redo_s

@@ -6,6 +6,7 @@ Chunk audio is stored as each chunk finishes, so a crashed or redelivered job re
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import re
@@ -19,6 +20,7 @@ from schemas.db import Store
 from schemas.errors import JobInterrupted, PermanentError, RetryableError, SynthesisFailed, WorkerStopping
 from schemas.settings import WorkerSettings
 from schemas.status import AudioFormat, Backend, DType, JobStatus
+from schemas.voices import voice_speaker
 from worker import audio, lease
 from worker.events import JobFigures, JobOutcome, Listener, Listeners
 from worker.outputs import JobFiles
@@ -80,7 +82,7 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
 
 
 def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
-    engine = ctx.engine_for(held.voice)
+    engine = ctx.engine_for(voice_speaker(held.voice)[0])
     files = JobFiles(ctx.settings.output_location, held.job_id)
     pending = lease.pending_chunks(ctx.store, held.job_id)
     total = held.chunks_total
@@ -103,18 +105,51 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
         if ctx.should_stop():
             raise WorkerStopping(f"worker stopping: job {held.job_id} put back with {done[0]} of {total} chunks")
 
-    from worker.engine import ChunkInput
-
-    speed = float(held.options.get("speed") or 1.0)
-    inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx), speed) for c in pending]
-    try:
-        run = engine.synthesize(inputs, on_chunk=save) if inputs else None
-    finally:
-        engine.cleanup()
+    run = _synthesize(held, ctx, engine, pending, seed, save)
     warnings = list(held.warnings)
     if dropped:
         warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(dropped)))
     return _finish(held, ctx, engine, run, warnings, files)
+
+
+def _synthesize(held: lease.Claim, ctx: JobContext, engine: Engine, pending: list[lease.PendingChunk], seed: int,
+                save: Callable[[ChunkAudio], None]) -> EngineRun | None:
+    """Synthesize `pending` chunks, each voice's (narrator, dialogue) through its own engine and each
+    speaker in its own batches; returns the runs' figures combined (None when nothing was pending).
+
+    Raises:
+        PermanentError: a chunk's voice has another sample rate than the job's, or no such speaker.
+    """
+    from worker.engine import ChunkInput, EngineRun
+
+    speed = float(held.options.get("speed") or 1.0)
+    by_voice: dict[str, list[lease.PendingChunk]] = {}
+    for chunk in pending:
+        by_voice.setdefault(chunk.voice or held.voice, []).append(chunk)
+    runs: list[EngineRun] = []
+    for voice, chunks in by_voice.items():
+        name, speaker = voice_speaker(voice)
+        voice_engine = ctx.engine_for(name)
+        count = getattr(getattr(getattr(voice_engine, "voice", None), "model", None), "config", None)
+        count = getattr(count, "num_speakers", None)
+        if speaker is not None and isinstance(count, int) and speaker >= count:
+            raise PermanentError(f"voice {name} has {count} speaker(s): no speaker {speaker}")
+        if voice_engine.sample_rate_hz != engine.sample_rate_hz:
+            raise PermanentError(f"voice {name} speaks at {voice_engine.sample_rate_hz} Hz, the job's voice at "
+                                 f"{engine.sample_rate_hz} Hz: a job's voices must share one sample rate")
+        try:
+            inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx), speed=speed, speaker_id=speaker)
+                      for c in chunks]
+            runs.append(voice_engine.synthesize(inputs, on_chunk=save))
+        finally:
+            voice_engine.cleanup()
+    if not runs:
+        engine.cleanup()
+        return None
+    peaks = [r.peak_mem_bytes for r in runs if r.peak_mem_bytes is not None]
+    return EngineRun(synth_s=sum(r.synth_s for r in runs), peak_mem_bytes=max(peaks) if peaks else None,
+                     oom_retries=sum(r.oom_retries for r in runs), fp32_fallbacks=sum(r.fp32_fallbacks for r in runs),
+                     batches=sum(r.batches for r in runs), max_batch_size=max(r.max_batch_size for r in runs))
 
 
 def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun | None,
@@ -129,7 +164,7 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
     assembled = audio.assemble(
         [audio.AssemblyPiece(files.local_copy(str(c.audio_path)), c.text, c.break_after) for c in chunks],
         engine.sample_rate_hz, AudioFormat(held.format), staged, title=held.title,
-        loudness_lufs=held.options.get("loudness_lufs"),
+        loudness_lufs=held.options.get("loudness_lufs"), job_id=held.job_id, tags=_tags(held),
     )
     figures = JobFigures(
         card=engine.device.name, capability=engine.device.capability_str, backend=Backend(engine.device.backend),
@@ -179,12 +214,17 @@ def _build_book(ctx: JobContext, held: lease.Claim) -> None:
     ids = [j.id for j in chapters]
     book_title = held.group_title or "book"
     files = JobFiles(ctx.settings.output_location, held.job_id)
-    book_location = files.store.join(output_key(held).rsplit("/", 1)[0], f"{slug(book_title)}.m4b")
+    folder = output_key(held).rsplit("/", 1)[0] if "/" in output_key(held) else ""
+    # A named book's .m4b sits beside its chapters' folder (`Book.m4b`); older books' inside it.
+    book_key = f"{folder}.m4b" if held.output_name else f"{folder}/{slug(book_title)}.m4b".lstrip("/")
+    book_location = files.store.join(book_key)
+    cover_b64 = next((j.options.get("cover_b64") for j in chapters if (j.options or {}).get("cover_b64")), None)
     # ffmpeg needs local files: chapters fetched (when remote) and the book built in a scratch folder.
     with tempfile.TemporaryDirectory(prefix="ttsfleet-book-") as scratch:
         local = [(j.title or f"Chapter {i + 1}", files.store.fetch(str(j.audio_path), Path(scratch) / str(i)))
                  for i, j in enumerate(chapters)]
-        built = audio.build_book(local, book_title, Path(scratch) / "book.m4b")
+        built = audio.build_book(local, book_title, Path(scratch) / "book.m4b", author=held.options.get("author"),
+                                 cover=base64.b64decode(cover_b64) if cover_b64 else None)
         if built is None:
             message = "ffmpeg is not installed: no .m4b was made; the chapter files are complete"
             for job_id in ids:
@@ -195,12 +235,24 @@ def _build_book(ctx: JobContext, held: lease.Claim) -> None:
 
 
 def output_key(held: lease.Claim) -> str:
-    """`<job id>.<fmt>` under the output store; a book's chapters go to `<book>-<id>/<NN>-<chapter>.<fmt>`."""
+    """The job's audio under the output store: its output name (chosen at submit after its input:
+    `story.wav`, `Book/01 - Title.wav`); jobs stored before names existed: `<job id>.<fmt>`, a book's
+    chapters `<book>-<id>/<NN>-<chapter>.<fmt>`."""
+    if held.output_name:
+        return held.output_name
     if held.group_id is None:
         return f"{held.job_id}.{held.format}"
     folder = f"{slug(held.group_title or 'book')}-{held.group_id[:8]}"
     number = (held.group_index or 0) + 1
     return f"{folder}/{number:02d}-{slug(held.title or f'chapter {number}')}.{held.format}"
+
+
+def _tags(held: lease.Claim) -> audio.Tags:
+    """A book chapter is tagged with its book, author and track number; any job with its title."""
+    if held.group_id is None:
+        return audio.Tags(title=held.title)
+    return audio.Tags(title=held.title, album=held.group_title, artist=held.options.get("author"),
+                      track=(held.group_index or 0) + 1)
 
 
 def output_path(output_dir: Path, held: lease.Claim) -> Path:

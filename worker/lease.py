@@ -36,12 +36,14 @@ class Claim:
     options: dict[str, Any]
     warnings: list[str]
     chunks_total: int
+    output_name: str | None = None  # the audio's path under the output folder; None: named by id
 
 
 @dataclass(frozen=True, slots=True)
 class PendingChunk:
     idx: int
     text: str
+    voice: str | None = None  # None: the job's voice
 
 
 def claim(store: Store, job_id: str, owner: str, lease_s: float) -> Claim | None:
@@ -64,17 +66,18 @@ def claim(store: Store, job_id: str, owner: str, lease_s: float) -> Claim | None
             return None
         job = session.get_one(Job, job_id, populate_existing=True)
         return Claim(job.id, job.attempts, job.voice, job.format, job.title, job.group_id, job.group_title,
-                     job.group_index, dict(job.options or {}), list(job.warnings or []), job.chunks_total)
+                     job.group_index, dict(job.options or {}), list(job.warnings or []), job.chunks_total,
+                     job.output_name)
 
 
 def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
     """Chunks of `job_id` that have no audio yet, in order: where a resumed job starts."""
     with store.session() as session:
         rows = session.execute(
-            select(Chunk.idx, Chunk.text)
+            select(Chunk.idx, Chunk.text, Chunk.voice)
             .where(Chunk.job_id == job_id, Chunk.audio_path.is_(None)).order_by(Chunk.idx)
         ).all()
-    return [PendingChunk(idx, text) for idx, text in rows]
+    return [PendingChunk(idx, text, voice) for idx, text, voice in rows]
 
 
 def done_chunks(store: Store, job_id: str) -> list[Chunk]:

@@ -65,11 +65,13 @@ class ModelRunner:
                     module.forward = _fp32_island(module.forward, self.device_type)
 
     def run(self, ids: Sequence[Sequence[int]], *, seed: int | None = None,
-            fp32: bool = False, speed: float = 1.0) -> list[np.ndarray]:
+            fp32: bool = False, speed: float = 1.0, speaker_id: int | None = None) -> list[np.ndarray]:
         """Synthesize a batch of token-id lists; `seed` seeds the global torch RNG the VITS noise comes
         from; `fp32` runs this batch with autocast off; `speed` multiplies the model's speaking rate (its
-        length scale is divided by it). Returns float32 arrays, one per item, trimmed.
-        Raises whatever the model raises (torch.OutOfMemoryError included)."""
+        length scale is divided by it); `speaker_id` picks the speaker of a multi-speaker model (one per
+        batch). Returns float32 arrays, one per item, trimmed.
+        Raises whatever the model raises (torch.OutOfMemoryError included; ValueError for a speaker id
+        outside the model's)."""
         import torch
 
         input_ids, attention_mask = self._tensors(ids)
@@ -77,7 +79,8 @@ class ModelRunner:
             if seed is not None:
                 torch.manual_seed(seed)
             rate = float(getattr(self.model, "speaking_rate", 1.0)) * speed
-            out = self.model(input_ids=input_ids, attention_mask=attention_mask, speaking_rate=rate)
+            speaker = {"speaker_id": speaker_id} if speaker_id is not None else {}
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask, speaking_rate=rate, **speaker)
             lengths = [int(n) for n in out.sequence_lengths.tolist()]
             waveform = out.waveform.float().cpu().numpy()
         del out, input_ids, attention_mask

@@ -143,10 +143,11 @@ class OnnxRunner:
         self.policy = policy
 
     def run(self, ids: Sequence[Sequence[int]], *, seed: int | None = None,
-            fp32: bool = False, speed: float = 1.0) -> list[np.ndarray]:
+            fp32: bool = False, speed: float = 1.0, speaker_id: int | None = None) -> list[np.ndarray]:
         """Synthesize each token-id list on its own; float32 waves at the voice's rate, one per item.
-        `speed` divides the voice's length scale (2.0: half as long). `seed` and `fp32` are accepted for
-        the runner interface and have no effect (see module docstring)."""
+        `speed` divides the voice's length scale (2.0: half as long); `speaker_id` is Piper's `sid` input
+        of a multi-speaker voice (0 when None). `seed` and `fp32` are accepted for the runner interface and
+        have no effect (see module docstring)."""
         scales = self._scales.copy()
         scales[1] /= speed
         waves = []
@@ -154,7 +155,7 @@ class OnnxRunner:
             feed = {"input": np.asarray([item], dtype=np.int64),
                     "input_lengths": np.asarray([len(item)], dtype=np.int64), "scales": scales}
             if "sid" in self._inputs:
-                feed["sid"] = np.zeros(1, dtype=np.int64)
+                feed["sid"] = np.asarray([speaker_id or 0], dtype=np.int64)
             out = self.session.run(None, feed)[0]
             waves.append(np.ascontiguousarray(out.reshape(-1), dtype=np.float32))
         return waves

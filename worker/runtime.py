@@ -23,6 +23,7 @@ from schemas.db import Store, open_store
 from schemas.errors import RetryableError
 from schemas.settings import WorkerSettings
 from schemas.status import Runtime, WorkerState
+from schemas.voices import split_speaker
 from worker import lease, reaper, registry
 from worker.events import JobOutcome, Listener, Listeners
 from worker.job import JobContext, synthesize_job
@@ -88,7 +89,9 @@ class WorkerRuntime:
         return runtime
 
     def engine_for(self, voice: str) -> Engine:
-        """The engine for `voice`, loading it (and evicting the least recently used) if needed."""
+        """The engine for `voice`, loading it (and evicting the least recently used) if needed. A speaker
+        (`NAME#SPEAKER`) is chosen per chunk, so every speaker of a voice shares its one engine."""
+        voice = split_speaker(voice)[0]
         if voice in self._engines:
             self._engines.move_to_end(voice)
             return self._engines[voice]

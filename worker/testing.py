@@ -9,8 +9,12 @@ from pathlib import Path
 CHARS = list(" abcdefghijklmnopqrstuvwxyz'.,?!-")
 
 
-def build_tiny_vits(out_dir: Path, seed: int = 0) -> Path:
-    """Save a random `VitsModel` + char `VitsTokenizer` into `out_dir` (16 kHz); returns `out_dir`."""
+def build_tiny_vits(out_dir: Path, seed: int = 0, speakers: tuple[str, ...] = ()) -> Path:
+    """Save a random `VitsModel` + char `VitsTokenizer` into `out_dir` (16 kHz); returns `out_dir`.
+
+    `speakers` (two or more names) makes a multi-speaker model (speaker embeddings conditioning the
+    duration predictor, flow, posterior encoder and decoder, as in Piper's multi-speaker voices), with
+    the names in `ttsfleet_voice.json`'s `speaker_id_map`."""
     from transformers import VitsConfig, VitsModel, VitsTokenizer, set_seed
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -27,7 +31,11 @@ def build_tiny_vits(out_dir: Path, seed: int = 0) -> Path:
         prior_encoder_num_flows=1, prior_encoder_num_wavenet_layers=1, posterior_encoder_num_wavenet_layers=1,
         duration_predictor_num_flows=1, depth_separable_num_layers=1, duration_predictor_filter_channels=16,
         sampling_rate=16000, pad_token_id=0,
+        num_speakers=max(len(speakers), 1), speaker_embedding_size=8 if len(speakers) > 1 else 0,
     )
+    if len(speakers) > 1:
+        speaker_map = {name: i for i, name in enumerate(speakers)}
+        (out_dir / "ttsfleet_voice.json").write_text(json.dumps({"language": "en", "speaker_id_map": speaker_map}))
     set_seed(seed)
     VitsModel(config).save_pretrained(out_dir)
     return out_dir

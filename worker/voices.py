@@ -25,6 +25,7 @@ from schemas.voices import (
     VoiceKind,
     language_from_code,
     resolve_voice_name,
+    split_speaker,
 )
 from worker.loaded_voice import Encoded, LoadedVoice, load_folder_voice
 
@@ -47,7 +48,7 @@ def load_voice(name: str, cache_dir: Path | None = None, voice_dirs: Sequence[Pa
     Raises UnknownVoice for names that cannot be loaded here (including hub ids while offline),
     PermanentError when the `voice` extra is missing or the bundled voice fails its hash check.
     """
-    info = resolve_voice_name(name, voice_dirs=voice_dirs)
+    info = resolve_voice_name(split_speaker(name)[0], voice_dirs=voice_dirs)  # a speaker is chosen per batch
     if info.kind == VoiceKind.PIPER and onnx:
         return load_piper_onnx(info.name, cache_dir)
     if info.kind == VoiceKind.PIPER:

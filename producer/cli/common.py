@@ -22,7 +22,8 @@ OutputDirOpt = Annotated[
                                   "[default: ttsfleet-output]")]
 VoiceOpt = Annotated[
     str | None, typer.Option("--voice", envvar="TTSFLEET_VOICE", show_envvar=True,
-                             help="voice for jobs that name none [default: piper:joe]")]
+                             help="voice for jobs that name none; NAME#SPEAKER picks a multi-speaker voice's "
+                                  "speaker; narrator=A,dialogue=B speaks quoted text with B [default: piper:joe]")]
 VoiceDirsOpt = Annotated[
     str | None, typer.Option("--voice-dirs", envvar="TTSFLEET_VOICE_DIRS", show_envvar=True,
                              help="folders (':'-separated) whose voice folders jobs may use; no other folder is "

@@ -27,6 +27,7 @@ from producer.cli.common import (
     print_json,
     stdout_is_terminal,
 )
+from producer.dialogue import parse_voice_roles
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings
 from schemas.status import AudioFormat, JobStatus
@@ -183,7 +184,9 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
     from producer.cli.embedded import run_embedded
 
     env = environ()
-    settings = _settings(database_url=database_url, output_dir=output_dir, voice=voice, voice_dirs=voice_dirs)
+    roles = parse_voice_roles(voice)  # narrator=A,dialogue=B: the in-process worker starts with A's model
+    settings = _settings(database_url=database_url, output_dir=output_dir,
+                         voice=roles.narrator if roles else voice, voice_dirs=voice_dirs)
     book = BookOptions(matter, notes, captions)
     requests = _requests(inputs, voice, fmt, priority, loudness, book, lexicon, speed)
     views = run_embedded(requests, settings, env, device=device, precision=precision, inference_runtime=runtime,
