@@ -111,6 +111,9 @@ class WorkerSettings(Settings):
     # Inference runtime: "auto" (onnxruntime on a CPU for voices with an ONNX model, else torch), or forced.
     runtime: Literal["auto", "torch", "onnxruntime"] = "auto"
     threads: int | None = Field(default=None, ge=1)  # intra-op threads; None = the CPU cores this process may use
+    # A job of at least twice this many characters is split into segments of about this many (3,000
+    # characters: about 3 minutes of speech) that idle workers lease on their own; 0: never split.
+    segment_chars: int = Field(default=3000, ge=0)
 
     @classmethod
     def _derived_defaults(cls, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

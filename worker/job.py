@@ -17,15 +17,18 @@ from typing import TYPE_CHECKING, Any
 
 from schemas.db import Store
 from schemas.errors import JobInterrupted, PermanentError, RetryableError, SynthesisFailed, WorkerStopping
+from schemas.scheduling import fleet_speed
 from schemas.settings import WorkerSettings
 from schemas.status import AudioFormat, Backend, DType, JobStatus
-from worker import audio, lease
+from worker import audio, lease, segments
 from worker.events import JobFigures, JobOutcome, Listener, Listeners
+from worker.reaper import Republish
 
 if TYPE_CHECKING:
     from worker.engine import ChunkAudio, Engine, EngineRun
 
 log = logging.getLogger("ttsfleet.job")
+MAX_HELP = 64  # help deliveries one long job sends at most when it is cut into segments
 
 
 @dataclass
@@ -38,6 +41,9 @@ class JobContext:
     engine_for: Callable[[str], Engine]
     listeners: Listener = field(default_factory=Listeners)
     should_stop: Callable[[], bool] = lambda: False  # asked at every chunk boundary (SIGTERM)
+    # Sends a job id to the broker again: how a worker cutting a long job into segments calls for help.
+    republish: Callable[[Republish], None] = lambda _job: None
+    holding: Callable[[str | None], None] = lambda _job: None  # names the job whose lease the heartbeat renews
 
 
 def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
@@ -51,7 +57,7 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
     """
     held = lease.claim(ctx.store, job_id, ctx.worker_id, ctx.settings.lease_s)
     if held is None:
-        return JobOutcome(job_id, None, "not claimable: finished, cancelled or held by another worker")
+        return help_with_segments(job_id, ctx)
     if held.attempt > ctx.settings.max_attempts:
         return _poison(ctx, held)
     try:
@@ -71,17 +77,24 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
             _record_quietly(ctx, held, err)
         _release_quietly(ctx, job_id)
         raise
+    return _finished(ctx, held, outcome, figures)
+
+
+def _finished(ctx: JobContext, held: lease.Claim, outcome: JobOutcome, figures: JobFigures | None) -> JobOutcome:
     if held.group_id is not None and outcome.status == JobStatus.SUCCEEDED:
         _maybe_build_book(ctx, held)
-    ctx.listeners.job_finished(outcome, figures)
-    log.info("job %s: %s %s", job_id, outcome.status, outcome.detail)
+    if figures is not None:
+        ctx.listeners.job_finished(outcome, figures)
+    log.info("job %s: %s %s", held.job_id, outcome.status, outcome.detail)
     return outcome
 
 
-def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
+def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures | None]:
     engine = ctx.engine_for(held.voice)
     chunk_dir = _chunk_dir(ctx, held.job_id)
     pending = lease.pending_chunks(ctx.store, held.job_id)
+    if pending and segments.ensure_segments(ctx.store, held.job_id, ctx.settings.segment_chars):
+        return _run_segments(held, ctx, engine)
     total = held.chunks_total
     done = [total - len(pending)]
     seed = job_seed(held.job_id, held.options.get("seed"))
@@ -143,6 +156,113 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
         raise JobInterrupted(f"job {held.job_id} is no longer held by this worker (cancelled or taken over)")
     shutil.rmtree(_chunk_dir(ctx, held.job_id), ignore_errors=True)
     return JobOutcome(held.job_id, JobStatus.SUCCEEDED, str(out_path)), figures
+
+
+def _run_segments(held: lease.Claim, ctx: JobContext, engine: Engine) -> tuple[JobOutcome, JobFigures | None]:
+    """The lease holder of a long job: call idle workers for help (one delivery per free segment but
+    ours), then lease the job's free segments one after another. Whoever stores the last chunk assembles."""
+    wanted = segments.help_wanted(ctx.store, held.job_id)
+    for _ in range(min(segments.free_count(ctx.store, held.job_id) - 1, MAX_HELP)) if wanted else ():
+        ctx.republish(wanted)  # type: ignore[arg-type]
+    run: EngineRun | None = None
+    while (seg := segments.lease_segment(ctx.store, ctx.worker_id, ctx.settings.lease_s,
+                                         job_id=held.job_id)) is not None:
+        completed, run = _run_segment(seg, ctx, engine)
+        if completed:
+            return _assemble(ctx, held.job_id, engine, run)
+    return JobOutcome(held.job_id, JobStatus.RUNNING, "no segment left to take; the worker that stores the "
+                      "last chunk assembles"), None
+
+
+def help_with_segments(job_id: str, ctx: JobContext) -> JobOutcome:
+    """A delivery whose job this worker cannot claim (held by another worker, or ended): lease one free
+    segment of a live job instead, the one `schemas.scheduling.choose` gives this card, and ask for more
+    help while segments stay free. Raises as `synthesize_job` does."""
+    refused = JobOutcome(job_id, None, "not claimable: finished, cancelled or held by another worker")
+    if ctx.settings.segment_chars <= 0:
+        return refused
+    mine, typical = _speeds(ctx)
+    seg = segments.lease_segment(ctx.store, ctx.worker_id, ctx.settings.lease_s, my_speed=mine,
+                                 typical_speed=typical)
+    if seg is None:
+        return refused
+    ctx.holding(seg.job_id)
+    if seg.attempt > ctx.settings.max_attempts:
+        segments.fail_job(ctx.store, seg.job_id, f"gave up: segment {seg.idx} was taken {seg.attempt - 1} times "
+                          "without finishing")
+        return JobOutcome(seg.job_id, JobStatus.FAILED, "poison segment")
+    engine = ctx.engine_for(seg.voice)
+    try:
+        completed, run = _run_segment(seg, ctx, engine)
+        wanted = segments.help_wanted(ctx.store, seg.job_id)
+        if wanted is not None:
+            ctx.republish(wanted)
+        if not completed:
+            return JobOutcome(seg.job_id, JobStatus.RUNNING, f"segment {seg.idx} done")
+        outcome, figures = _assemble(ctx, seg.job_id, engine, run)
+    except JobInterrupted as err:
+        return JobOutcome(seg.job_id, lease.job_status(ctx.store, seg.job_id), str(err))
+    except PermanentError as err:
+        segments.fail_job(ctx.store, seg.job_id, str(err))
+        shutil.rmtree(_chunk_dir(ctx, seg.job_id), ignore_errors=True)
+        return _failed(ctx, JobOutcome(seg.job_id, JobStatus.FAILED, str(err)))
+    except BaseException:
+        segments.release_held(ctx.store, ctx.worker_id)
+        raise
+    held = lease.claim_of_job(ctx.store, seg.job_id)
+    return _finished(ctx, held, outcome, figures) if held is not None else outcome
+
+
+def _speeds(ctx: JobContext) -> tuple[float | None, float | None]:
+    """This card's measured speed for its default voice, and the fleet's typical one (None: unmeasured)."""
+    measured = segments.measured_speeds(ctx.store, ctx.settings.voice)
+    card = ctx.engine_for(ctx.settings.voice).device.name
+    mine = [speed for (name, _dtype), speed in measured.items() if name == card]
+    return (max(mine) if mine else None), fleet_speed(list(measured.values()))
+
+
+def _run_segment(seg: segments.SegmentClaim, ctx: JobContext, engine: Engine) -> tuple[bool, EngineRun | None]:
+    """Synthesize the segment's missing chunks under its lease; True when our chunk completed the job."""
+    chunk_dir = _chunk_dir(ctx, seg.job_id)
+    completed = [False]
+    dropped: set[str] = set()
+    seed = job_seed(seg.job_id, lease.job_options(ctx.store, seg.job_id).get("seed"))
+
+    def save(chunk: ChunkAudio) -> None:
+        # Segment and attempt in the name: a former holder still running cannot overwrite our file.
+        path = chunk_dir / f"{chunk.idx:06d}-s{seg.idx}a{seg.attempt}.wav"
+        audio.write_chunk(path, chunk.samples, engine.sample_rate_hz)
+        last, done, total = segments.save_chunk(
+            ctx.store, seg, ctx.worker_id, chunk.idx, ctx.settings.lease_s, audio_path=str(path),
+            samples=len(chunk.samples), audio_s=len(chunk.samples) / engine.sample_rate_hz, synth_s=chunk.synth_s,
+            batch_size=chunk.batch_size, attempt=seg.attempt, dtype=chunk.dtype, fp32_redo=chunk.fp32_redo)
+        completed[0] |= last
+        dropped.update(chunk.dropped)
+        ctx.listeners.chunk_done(seg.job_id, done, total)
+        if ctx.should_stop():
+            raise WorkerStopping(f"worker stopping: segment {seg.idx} of job {seg.job_id} put back")
+
+    from worker.engine import ChunkInput
+
+    inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx)) for c in segments.pending_chunks(ctx.store, seg)]
+    try:
+        run = engine.synthesize(inputs, on_chunk=save) if inputs else None
+    finally:
+        engine.cleanup()
+    if dropped:
+        lease.add_warning(ctx.store, seg.job_id,
+                          "characters the voice cannot speak were skipped: " + "".join(sorted(dropped)))
+    segments.finish_segment(ctx.store, seg, ctx.worker_id)
+    return completed[0], run
+
+
+def _assemble(ctx: JobContext, job_id: str, engine: Engine, run: EngineRun | None) -> tuple[JobOutcome, JobFigures]:
+    """Take the job's lease (ours alone: our chunk completed it) and assemble and finish it once."""
+    held = segments.take_for_assembly(ctx.store, job_id, ctx.worker_id, ctx.settings.lease_s)
+    if held is None:
+        raise JobInterrupted(f"job {job_id} was cancelled or ended before its assembly")
+    ctx.holding(job_id)
+    return _finish(held, ctx, engine, run, list(held.warnings))
 
 
 def _chunk_dir(ctx: JobContext, job_id: str) -> Path:
@@ -235,5 +355,6 @@ def _failed(ctx: JobContext, outcome: JobOutcome) -> JobOutcome:
 def _release_quietly(ctx: JobContext, job_id: str) -> None:
     try:
         lease.release(ctx.store, job_id, ctx.worker_id)
+        segments.release_held(ctx.store, ctx.worker_id)
     except RetryableError:
         log.warning("job %s: could not put it back (store down); its lease will expire", job_id)
