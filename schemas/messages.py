@@ -134,3 +134,7 @@ class JobView(BaseModel):
     finished_at: str | None = None
     book_path: str | None = None  # a book's .m4b, on each of its chapters once all are done
     attempt_errors: list[AttemptError] = Field(default_factory=list)  # oldest first
+    # A long job leased in segments: how many, how many finished, and the workers holding one now.
+    segments_total: int = 0
+    segments_done: int = 0
+    segment_holders: list[str] = Field(default_factory=list)

@@ -13,6 +13,7 @@ import soundfile as sf
 from sqlalchemy import func, select, update
 
 from producer.jobs import cancel_jobs, job_views
+from producer.segment_stats import segment_stats
 from producer.submit import submit
 from schemas.db import Store, open_store
 from schemas.messages import JobRequest
@@ -77,6 +78,9 @@ def test_helpers_share_a_long_job_and_the_last_chunk_assembles_once(settings, db
     count = len(_segments(db, job_id))
     a, engine_a, sent = make_ctx("a/cpu/1")
     b, engine_b, _ = make_ctx("b/cpu/2")
+    assert segments.lease_segment(db, "c/cpu/3", 60) is not None  # a third worker holds one, to be seen
+    assert job_views(db, [job_id])[0].segment_holders == ["c/cpu/3"]
+    segments.release_held(db, "c/cpu/3")
     outcomes = [synthesize_job(job_id, (a, b)[n % 2]) for n in range(count)]
     assert [o.status for o in outcomes] == [JobStatus.RUNNING] * (count - 1) + [JobStatus.SUCCEEDED]
     assert sent and all(r.job_id == job_id for r in sent)  # asked for help while segments were free
@@ -89,6 +93,11 @@ def test_helpers_share_a_long_job_and_the_last_chunk_assembles_once(settings, db
     with db.read() as s:
         assert s.scalar(select(func.count()).select_from(JobMetrics)) == 1
     assert synthesize_job(job_id, a).status is None  # a late help delivery finds nothing
+    assert view.segments_done == view.segments_total == count and view.segment_holders == []
+    rows = {r.worker: r for r in segment_stats(db)}
+    assert sorted(rows) == ["a/cpu/1", "b/cpu/2"]
+    assert sum(r.chunks for r in rows.values()) == view.chunks_total
+    assert sum(r.segments for r in rows.values()) == count
 
 
 def test_a_lease_holder_runs_every_segment_alone_and_calls_for_help(settings, db, make_ctx, tiny_vits_dir) -> None:
