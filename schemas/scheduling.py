@@ -49,6 +49,10 @@ def choose(candidates: list[Candidate], my_speed: float | None, typical_speed: f
     return min(tied, key=lambda c: (c.audio_s, c.order, c.key))
 
 
+# How many leasable pieces one choice looks at: the oldest of the highest priority (a worker's SQL read,
+# the simulator's window), so a choice costs the same whatever the backlog.
+CANDIDATES_WINDOW = 64
+
 # English speech runs at about 15 characters a second (docs/fleet.md): how audio is estimated from text
 # before any of it is made.
 CHARS_PER_AUDIO_S = 15.0

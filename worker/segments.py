@@ -19,14 +19,13 @@ from sqlalchemy.exc import IntegrityError
 
 from schemas.db import Store
 from schemas.errors import JobInterrupted
-from schemas.scheduling import CHARS_PER_AUDIO_S, Candidate, choose, plan_segments
+from schemas.scheduling import CANDIDATES_WINDOW, CHARS_PER_AUDIO_S, Candidate, choose, plan_segments
 from schemas.status import JobStatus
 from schemas.tables import Chunk, Job, JobMetrics, Segment, utcnow
 from worker.lease import Claim, PendingChunk, claim_of
 from worker.reaper import Republish
 
 ALIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
-CANDIDATES_READ = 200  # free segments read per choice: enough to see every running job's next piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +75,7 @@ def candidates(store: Store, owner: str, job_id: str | None = None) -> list[Cand
         rows = session.execute(
             select(Segment.job_id, Segment.idx, Segment.chars, Job.priority, Job.created_at)
             .join(Job, Job.id == Segment.job_id).where(*where)
-            .order_by(Job.priority.desc(), Job.created_at, Segment.idx).limit(CANDIDATES_READ)).all()
+            .order_by(Job.priority.desc(), Job.created_at, Segment.idx).limit(CANDIDATES_WINDOW)).all()
     left: dict[str, float] = {}
     for row in rows:
         left[row.job_id] = left.get(row.job_id, 0.0) + row.chars / CHARS_PER_AUDIO_S

@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from producer.cli import device, fleet, jobs, voices
+from producer.cli import device, fleet, jobs, simulate, voices
 from schemas.errors import TtsfleetError, first_line
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ app.command("worker")(device.worker)
 app.command("doctor")(device.doctor)
 app.command("workers")(fleet.workers)
 app.command("stats")(fleet.stats)
+app.command("simulate")(simulate.simulate)
 app.add_typer(voices.app, name="voices")
 
 
