@@ -145,13 +145,15 @@ def simulate(fleet: FleetSpec, workload: list[JobSpec], policy: Policy) -> Polic
         heapq.heappush(sim.events, (job.spec.arrival_s, next(sim.seq), "arrive", job.order))
     typical = fleet_speed([c.speed_x for c in cards])
     while sim.events:
-        sim.now, _, kind, ref = heapq.heappop(sim.events)
-        if kind == "arrive":
-            sim.waiting[ref] = jobs[ref]
-        elif kind == "done":
-            card, job = divmod(ref, len(jobs))
-            sim.idle.append(card)
-            _piece_done(sim, jobs[job])
+        sim.now = sim.events[0][0]
+        while sim.events and sim.events[0][0] == sim.now:  # everything at this instant, then the choices
+            _, _, kind, ref = heapq.heappop(sim.events)
+            if kind == "arrive":
+                sim.waiting[ref] = jobs[ref]
+            else:
+                card, job = divmod(ref, len(jobs))
+                sim.idle.append(card)
+                _piece_done(sim, jobs[job])
         _dispatch(sim, cards, jobs, typical)
     makespan = max((j.finished_s for j in jobs), default=0.0)
     return PolicyResult(str(policy), makespan, _p95_by_class(jobs), _utilisation(sim, cards, makespan))
@@ -164,8 +166,8 @@ def _piece_done(sim: _Sim, job: _Job) -> None:
 
 
 def _dispatch(sim: _Sim, cards: list[CardSpec], jobs: list[_Job], typical: float | None) -> None:
-    """Every idle card takes the piece `choose` gives it, fastest card asking first."""
-    sim.idle.sort(key=lambda c: -cards[c].speed_x)
+    """Every idle card takes the piece `choose` gives it, in the order the cards became idle (as workers
+    ask the broker: no card is favoured)."""
     while sim.idle and sim.waiting:
         card = sim.idle.pop(0)
         speed = cards[card].speed_x if sim.policy is Policy.CARD_AWARE else None

@@ -21,7 +21,8 @@ def simulate(fleet: FleetOpt, workload: WorkloadOpt, json_output: JsonOpt = Fals
     from rich.console import Console
     from rich.table import Table
 
-    from producer.simulate import Policy, load_fleet, load_workload, simulate as run
+    from producer.simulate import Policy, load_fleet, load_workload
+    from producer.simulate import simulate as run
 
     spec, jobs = load_fleet(fleet), load_workload(workload)
     results = [run(spec, jobs, policy) for policy in Policy]
