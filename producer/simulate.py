@@ -151,9 +151,9 @@ def simulate(fleet: FleetSpec, workload: list[JobSpec], policy: Policy) -> Polic
             if kind == "arrive":
                 sim.waiting[ref] = jobs[ref]
             else:
-                card, job = divmod(ref, len(jobs))
+                card, job_order = divmod(ref, len(jobs))
                 sim.idle.append(card)
-                _piece_done(sim, jobs[job])
+                _piece_done(sim, jobs[job_order])
         _dispatch(sim, cards, jobs, typical)
     makespan = max((j.finished_s for j in jobs), default=0.0)
     return PolicyResult(str(policy), makespan, _p95_by_class(jobs), _utilisation(sim, cards, makespan))
