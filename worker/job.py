@@ -136,7 +136,11 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
         raise SynthesisFailed(f"chunks {missing[:5]} have no audio after synthesis")
     out_path = output_path(ctx.settings.output_dir.resolve(), held)
     # Assembled into this attempt's own folder; moved into place only by `finish` once it has won.
-    staged = _chunk_dir(ctx, held.job_id) / f"a{held.attempt}" / out_path.name
+    # The worker in the name too: with segments, the worker completing the job and its lease holder (come
+    # back on a redelivery) may both assemble the same attempt; only one wins `finish`, the other's
+    # files must be its own to discard.
+    owner = hashlib.sha256(ctx.worker_id.encode()).hexdigest()[:8]
+    staged = _chunk_dir(ctx, held.job_id) / f"a{held.attempt}-{owner}" / out_path.name
     assembled = audio.assemble(
         [audio.AssemblyPiece(Path(str(c.audio_path)), c.text, c.break_after) for c in chunks],
         engine.sample_rate_hz, AudioFormat(held.format), staged, title=held.title,
