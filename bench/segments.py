@@ -118,13 +118,14 @@ def plan_workload(books: int, notices: int, seed: int = 7) -> list[JobSpec]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="tiny random voice, smaller planning workload")
-    parser.add_argument("--voice", default=None, help="voice of the measured runs [default: tiny random VITS]")
+    parser.add_argument("--quick", action="store_true", help="a lighter random voice, smaller planning workload")
+    parser.add_argument("--voice", default=None, help="voice of the measured runs [default: a random VITS "
+                        "of about a real voice's cost on a CPU]")
     parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ttsfleet-seg-") as tmp:
         workdir = Path(tmp)
-        voice = args.voice or _tiny_voice(workdir)
+        voice = args.voice or _random_voice(workdir, 128 if args.quick else 256)
         report = measure(workdir, voice, args.broker_url)
     report["plan_100_cards"] = plan(1000 if not args.quick else 200, 4000 if not args.quick else 1000)
     print(json.dumps(report))
@@ -184,10 +185,10 @@ def plan(books: int, notices: int) -> dict[str, Any]:
     return results
 
 
-def _tiny_voice(workdir: Path) -> str:
+def _random_voice(workdir: Path, width: int) -> str:
     from worker.testing import build_tiny_vits
 
-    return str(build_tiny_vits(workdir / "voices" / "tiny"))
+    return str(build_tiny_vits(workdir / "voices" / "random", width=width))
 
 
 if __name__ == "__main__":

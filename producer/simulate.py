@@ -93,7 +93,8 @@ class _Sim:
     policy: Policy
     now: float = 0.0
     events: list[tuple[float, int, str, int]] = field(default_factory=list)
-    waiting: dict[int, _Job] = field(default_factory=dict)  # jobs with pieces to take, oldest first
+    # jobs with pieces to take, per priority, oldest first
+    waiting: dict[int, dict[int, _Job]] = field(default_factory=lambda: defaultdict(dict))
     busy_s: dict[int, float] = field(default_factory=lambda: defaultdict(float))
     idle: list[int] = field(default_factory=list)
     seq: itertools.count[int] = field(default_factory=itertools.count)
@@ -149,7 +150,7 @@ def simulate(fleet: FleetSpec, workload: list[JobSpec], policy: Policy) -> Polic
         while sim.events and sim.events[0][0] == sim.now:  # everything at this instant, then the choices
             _, _, kind, ref = heapq.heappop(sim.events)
             if kind == "arrive":
-                sim.waiting[ref] = jobs[ref]
+                sim.waiting[jobs[ref].spec.priority][ref] = jobs[ref]
             else:
                 card, job_order = divmod(ref, len(jobs))
                 sim.idle.append(card)
@@ -168,17 +169,19 @@ def _piece_done(sim: _Sim, job: _Job) -> None:
 def _dispatch(sim: _Sim, cards: list[CardSpec], jobs: list[_Job], typical: float | None) -> None:
     """Every idle card takes the piece `choose` gives it, in the order the cards became idle (as workers
     ask the broker: no card is favoured)."""
-    while sim.idle and sim.waiting:
+    while sim.idle and any(sim.waiting.values()):
         card = sim.idle.pop(0)
         speed = cards[card].speed_x if sim.policy is Policy.CARD_AWARE else None
-        window = list(itertools.islice(sim.waiting.values(), CANDIDATES_WINDOW))
+        # as a worker's SQL read: the oldest pieces of the highest priority first, at most the window
+        window = list(itertools.islice(itertools.chain.from_iterable(
+            sim.waiting[p].values() for p in sorted(sim.waiting, reverse=True)), CANDIDATES_WINDOW))
         pick = choose([Candidate(str(j.order), j.spec.priority, j.order, j.pieces[0], sum(j.pieces))
                        for j in window], speed, typical)
         assert pick is not None
         job = jobs[int(pick.key)]
         audio_s = job.pieces.pop(0)
         if not job.pieces:
-            del sim.waiting[job.order]
+            del sim.waiting[job.spec.priority][job.order]
         took = sim.fleet.piece_overhead_s + audio_s / cards[card].speed_x
         sim.busy_s[card] += took
         heapq.heappush(sim.events, (sim.now + took, next(sim.seq), "done", card * len(jobs) + job.order))
