@@ -107,6 +107,10 @@ def retry_jobs(store: Store, job_ids: Sequence[str]) -> list[str]:
             .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, lease_owner=None,
                     lease_expires_at=None, published_at=utcnow())
         )
+        session.execute(  # a long job's unfinished segments are counted afresh too
+            update(Segment).where(Segment.job_id.in_(list(job_ids)), Segment.status != JobStatus.SUCCEEDED)
+            .values(status=JobStatus.QUEUED, attempts=0, lease_owner=None, lease_expires_at=None)
+        )
     return list(job_ids)
 
 

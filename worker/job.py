@@ -171,6 +171,8 @@ def _run_segments(held: lease.Claim, ctx: JobContext, engine: Engine) -> tuple[J
     run: EngineRun | None = None
     while (seg := segments.lease_segment(ctx.store, ctx.worker_id, ctx.settings.lease_s,
                                          job_id=held.job_id)) is not None:
+        if seg.attempt > ctx.settings.max_attempts:
+            raise PermanentError(f"gave up: segment {seg.idx} was taken {seg.attempt - 1} times without finishing")
         completed, run = _run_segment(seg, ctx, engine)
         if completed:
             return _assemble(ctx, held.job_id, engine, run)

@@ -63,12 +63,17 @@ def release_previous_incarnations(store: Store, slot: str, worker_id: str, host:
                 if (whost == host and not _pid_alive(pid)) or beat < now - timedelta(seconds=lease_s / 2)]
         if not dead:
             return []
-        rows = session.execute(
+        rows = list(session.execute(
             update(Job).where(Job.status == JobStatus.RUNNING, Job.lease_owner.in_(dead))
             .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None)
-            .returning(Job.id, Job.queue)).all()
+            .returning(Job.id, Job.queue)).all())
+        rows += session.execute(  # their segments too: the job is delivered again and a helper resumes them
+            update(Segment).where(Segment.status == JobStatus.RUNNING, Segment.lease_owner.in_(dead))
+            .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None)
+            .returning(Segment.job_id, select(Job.queue).where(Job.id == Segment.job_id).scalar_subquery())).all()
         session.execute(update(Worker).where(Worker.id.in_(dead)).values(state=WorkerState.STOPPED))
-    return [Republish(job_id, MAX_PRIORITY, queue) for job_id, queue in rows]
+    queues: dict[str, str] = {str(job_id): str(queue) for job_id, queue in rows}  # one delivery a job
+    return [Republish(job_id, MAX_PRIORITY, queue) for job_id, queue in queues.items()]
 
 
 def _pid_alive(pid: int) -> bool:

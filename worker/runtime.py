@@ -22,7 +22,7 @@ from schemas.db import Store, open_store
 from schemas.errors import RetryableError
 from schemas.settings import WorkerSettings
 from schemas.status import Runtime, WorkerState
-from worker import lease, reaper, registry
+from worker import lease, reaper, registry, segments
 from worker.events import JobOutcome, Listener, Listeners
 from worker.job import JobContext, synthesize_job
 from worker.reaper import Republish
@@ -144,6 +144,7 @@ class WorkerRuntime:
         """Put `job_id` back now if this worker still holds it, without waiting for a chunk boundary (a
         second SIGTERM, SIGQUIT, or a job that would not stop in time)."""
         lease.release(self.store, job_id, self.worker_id)
+        segments.release_held(self.store, self.worker_id)
 
     def registry_row(self) -> dict[str, Any]:
         """The workers-table row; `details.runtime` says which runtime runs the default voice. torch is not
