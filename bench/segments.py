@@ -139,11 +139,13 @@ def measure(workdir: Path, voice: str, broker_url: str) -> dict[str, Any]:
         t1, ids = run(one, voice, [(long_text, 5)])
         speed_x, audio_s, chunks = measured_speed(one, ids)
     with fleet(workdir, voice, broker_url, 2, segment_chars) as two:
-        t2, _ = run(two, voice, [(long_text, 5)])
+        t2, two_ids = run(two, voice, [(long_text, 5)])
         t_mix_seg, mix_ids = run(two, voice, [(long_text, 5), *notices])
         _, notice_audio_s, _ = measured_speed(two, mix_ids[1:])
+        speeds = {"two_workers_s": measured_speed(two, two_ids)[0], "mix_segments_s": measured_speed(two, mix_ids)[0]}
     with fleet(workdir, voice, broker_url, 2, 0) as fifo:
-        t_mix_fifo, _ = run(fifo, voice, [(long_text, 5), *notices])
+        t_mix_fifo, fifo_ids = run(fifo, voice, [(long_text, 5), *notices])
+        speeds["mix_fifo_s"] = measured_speed(fifo, fifo_ids)[0]
     # Calibrate on run 1 alone: its speed and the time it spent outside synthesis, per lease taken.
     pieces = 5
     overhead_s = max(0.0, (t1 - audio_s / speed_x) / pieces)
@@ -152,13 +154,16 @@ def measure(workdir: Path, voice: str, broker_url: str) -> dict[str, Any]:
     mix = [long_job, *[JobSpec.model_validate({"class": "notice", "audio_s": notice_audio_s / len(notices)})
                        for _ in notices]]
 
-    def predict(cards: int, jobs: list[JobSpec], policy: Policy) -> float:
-        spec = FleetSpec(card=[card.model_copy(update={"count": cards})], piece_overhead_s=overhead_s,
-                         segment_chars=int(audio_s * 15 / pieces))
+    def predict(key: str, jobs: list[JobSpec], policy: Policy) -> float:
+        # The card's speed as `stats` reports it for that run (audio over synthesis seconds of its chunks):
+        # on a shared machine two workers slow each other down, and that is what the run's stats show.
+        spec = FleetSpec(card=[card.model_copy(update={"count": 2, "speed_x": speeds[key]})],
+                         piece_overhead_s=overhead_s, segment_chars=int(audio_s * 15 / pieces))
         return simulate(spec, jobs, policy).makespan_s
 
-    predicted = {"two_workers_s": predict(2, [long_job], Policy.SEGMENTS),
-                 "mix_segments_s": predict(2, mix, Policy.SEGMENTS), "mix_fifo_s": predict(2, mix, Policy.FIFO)}
+    predicted = {"two_workers_s": predict("two_workers_s", [long_job], Policy.SEGMENTS),
+                 "mix_segments_s": predict("mix_segments_s", mix, Policy.SEGMENTS),
+                 "mix_fifo_s": predict("mix_fifo_s", mix, Policy.FIFO)}
     measured = {"one_worker_s": t1, "two_workers_s": t2, "mix_segments_s": t_mix_seg, "mix_fifo_s": t_mix_fifo}
     errors = {k: predicted[k] / measured[k] - 1 for k in predicted}
     print(f"40-chunk job ({chunks} chunks, {audio_s:.0f} s of audio, {speed_x:.1f}x real time on one thread): "
@@ -167,7 +172,9 @@ def measure(workdir: Path, voice: str, broker_url: str) -> dict[str, Any]:
           f"{t_mix_fifo / t_mix_seg:.2f}x")
     for key, err in errors.items():
         print(f"simulator {key}: predicted {predicted[key]:.1f} s, measured {measured[key]:.1f} s ({err:+.0%})")
+    print("speeds measured per run (x real time, per worker): " + ", ".join(f"{k} {v:.1f}" for k, v in speeds.items()))
     return {"measured": measured, "predicted": predicted, "prediction_error": errors, "speed_x": speed_x,
+            "speeds_x": speeds,
             "overhead_s_per_lease": overhead_s, "speedup_two_workers": t1 / t2,
             "mix_fifo_over_segments": t_mix_fifo / t_mix_seg}
 
