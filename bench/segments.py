@@ -107,6 +107,16 @@ def measured_speed(f: Fleet, ids: list[str]) -> tuple[float, float, int]:
     return float(audio) / float(synth), float(audio), int(chunks)
 
 
+def _segments(f: Fleet, ids: list[str]) -> int:
+    from sqlalchemy import func, select
+
+    from schemas.tables import Segment
+
+    with f.store.read() as session:
+        count = session.scalar(select(func.count()).select_from(Segment).where(Segment.job_id.in_(ids)))
+    return max(1, int(count or 0))
+
+
 def plan_workload(books: int, notices: int, seed: int = 7) -> list[JobSpec]:
     """A backlog of book chapter files (20 min to 12 h of audio each) waiting at once, and notices at a
     higher priority arriving one every 0.5 s."""
@@ -134,10 +144,11 @@ def main() -> None:
 def measure(workdir: Path, voice: str, broker_url: str) -> dict[str, Any]:
     long_text = ". ".join(f"{SENTENCE} number {n}" for n in range(40)) + "."
     notices = [(f"{NOTICE} Notice {n}.", 5) for n in range(50)]
-    segment_chars = 8 * len(SENTENCE)  # about 8 chunks a segment: 5 segments for 40 chunks
+    segment_chars = 8 * len(SENTENCE)  # about 8 chunks a segment: 5 or 6 segments for 40 chunks
     with fleet(workdir, voice, broker_url, 1, segment_chars) as one:
         t1, ids = run(one, voice, [(long_text, 5)])
         speed_x, audio_s, chunks = measured_speed(one, ids)
+        pieces = _segments(one, ids)
     with fleet(workdir, voice, broker_url, 2, segment_chars) as two:
         t2, two_ids = run(two, voice, [(long_text, 5)])
         t_mix_seg, mix_ids = run(two, voice, [(long_text, 5), *notices])
@@ -147,7 +158,6 @@ def measure(workdir: Path, voice: str, broker_url: str) -> dict[str, Any]:
         t_mix_fifo, fifo_ids = run(fifo, voice, [(long_text, 5), *notices])
         speeds["mix_fifo_s"] = measured_speed(fifo, fifo_ids)[0]
     # Calibrate on run 1 alone: its speed and the time it spent outside synthesis, per lease taken.
-    pieces = 5
     overhead_s = max(0.0, (t1 - audio_s / speed_x) / pieces)
     card = CardSpec(name="cpu 1 thread", speed_x=speed_x)
     long_job = JobSpec.model_validate({"class": "long", "audio_s": audio_s})
