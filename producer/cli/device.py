@@ -39,6 +39,9 @@ DeterministicOpt = Annotated[bool | None, typer.Option("--deterministic", envvar
                                                        show_envvar=True, help="noise off: same text, same audio")]
 TokenBudgetOpt = Annotated[int | None, typer.Option("--token-budget", envvar="TTSFLEET_TOKEN_BUDGET", show_envvar=True,
                                                     help="max input tokens per batch [default: from memory]")]
+SegmentCharsOpt = Annotated[int | None, typer.Option(
+    "--segment-chars", envvar="TTSFLEET_SEGMENT_CHARS", show_envvar=True,
+    help="cut jobs of twice this many characters into segments idle workers help with; 0: never [3000]")]
 SimulateOpt = Annotated[str | None, typer.Option(
     "--simulate", metavar="NAME:MAJOR.MINOR:MEMORY_GB",
     help="describe a card that is not here, e.g. 'Tesla T4:7.5:16', 'cpu::32' (no torch device used)")]
@@ -49,7 +52,7 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
            output_dir: OutputDirOpt = None, name: NameOpt = None, metrics_port: MetricsPortOpt = None,
            voices_cache_dir: CacheDirOpt = None, deterministic: DeterministicOpt = None,
            token_budget: TokenBudgetOpt = None, voice_dirs: VoiceDirsOpt = None, runtime: RuntimeOpt = None,
-           threads: ThreadsOpt = None,
+           threads: ThreadsOpt = None, segment_chars: SegmentCharsOpt = None,
            loglevel: Annotated[str, typer.Option(help="log level")] = "INFO") -> None:
     """Start one worker for one device: pin its precision, load the voice, take jobs from the broker."""
     from schemas.settings import WorkerSettings
@@ -59,7 +62,7 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
         environ(), device=device, precision=precision, queues=queues, voice=voice, broker_url=broker_url,
         database_url=database_url, output_dir=output_dir, worker_name=name, metrics_port=metrics_port,
         voices_cache_dir=voices_cache_dir, deterministic=deterministic, token_budget=token_budget,
-        voice_dirs=voice_dirs, runtime=runtime, threads=threads)
+        voice_dirs=voice_dirs, runtime=runtime, threads=threads, segment_chars=segment_chars)
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(settings, loglevel)
 
