@@ -30,7 +30,7 @@ from bench.fleet import _wait_done, _wait_ready
 from producer.simulate import CardSpec, FleetSpec, JobSpec, Policy, load_fleet, simulate
 
 SENTENCE = "The river rose slowly through the night, and by morning the lower road was under water"
-NOTICE = "The north gate closes at six tonight for repairs; use the east gate until Monday."
+NOTICE = "The north gate closes at six tonight."
 ROOT = Path(__file__).resolve().parent.parent
 
 
