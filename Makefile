@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 GPU_DEVICE ?= cuda:0
 GPU_OUT ?= gpu-check-out
 
-.PHONY: demo test test-fast services lint typecheck bench bench-quick gpu-wheels gpu-check gpu-check-small gpu-wer clean
+.PHONY: demo test test-fast services lint typecheck bench bench-quick bench-fleet gpu-wheels gpu-check gpu-check-small gpu-wer clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ BENCH_SPEED_ARGS ?=
 bench-quick: $(VENV)/.test
 	$(PY) -m bench.engine --quick --device $(BENCH_DEVICE)
 	$(PY) -m bench.speed --quick --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
+
+# Segment leases measured (1 vs 2 workers, long job + notices FIFO vs segments) beside the simulator's
+# predictions, then the 100-card plan (docs/fleet.md). BENCH_SPEED_ARGS picks the Redis, as for bench.
+bench-fleet: $(VENV)/.test
+	$(PY) -m bench.segments $(BENCH_SPEED_ARGS)
 
 bench: $(VENV)/.test
 	$(PY) -m bench.engine --device $(BENCH_DEVICE)

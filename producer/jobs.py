@@ -13,7 +13,7 @@ from schemas.db import Store
 from schemas.errors import InvalidInput, JobNotFound
 from schemas.messages import AttemptError, JobView
 from schemas.status import AudioFormat, JobStatus
-from schemas.tables import Job, JobError, utcnow
+from schemas.tables import Job, JobError, Segment, utcnow
 
 MAX_PAGE = 1000  # jobs one `status` call returns at most
 
@@ -29,7 +29,7 @@ class JobFilter:
     offset: int = 0
 
 
-def _view(job: Job, errors: Sequence[JobError] = ()) -> JobView:
+def _view(job: Job, errors: Sequence[JobError] = (), segments: Sequence[Segment] = ()) -> JobView:
     return JobView(
         id=job.id, status=job.status, chunks_done=job.chunks_done, chunks_total=job.chunks_total,
         audio_path=job.audio_path, audio_s=job.audio_s, error=job.error, voice=job.voice,
@@ -40,6 +40,8 @@ def _view(job: Job, errors: Sequence[JobError] = ()) -> JobView:
         audio_purged_at=_utc_iso(job.audio_purged_at) if job.audio_purged_at else None,
         attempt_errors=[AttemptError(attempt=e.attempt, worker_id=e.worker_id, at=_utc_iso(e.at), error=e.error)
                         for e in errors],
+        segments_total=len(segments), segments_done=sum(1 for s in segments if s.status == JobStatus.SUCCEEDED),
+        segment_holders=[str(s.lease_owner) for s in segments if s.status == JobStatus.RUNNING and s.lease_owner],
     )
 
 
@@ -68,7 +70,11 @@ def job_views(store: Store, job_ids: Sequence[str] = (), *, where: JobFilter | N
         for error in session.scalars(select(JobError).where(JobError.job_id.in_([j.id for j in jobs]))
                                      .order_by(JobError.id)):
             errors.setdefault(error.job_id, []).append(error)
-    return [_view(j, errors.get(j.id, ())) for j in jobs]
+        parts: dict[str, list[Segment]] = {}
+        for seg in session.scalars(select(Segment).where(Segment.job_id.in_([j.id for j in jobs]))
+                                   .order_by(Segment.idx)):
+            parts.setdefault(seg.job_id, []).append(seg)
+    return [_view(j, errors.get(j.id, ()), parts.get(j.id, ())) for j in jobs]
 
 
 def _select(where: JobFilter) -> Select[Job]:
@@ -101,6 +107,10 @@ def retry_jobs(store: Store, job_ids: Sequence[str]) -> list[str]:
             update(Job).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.FAILED)
             .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, lease_owner=None,
                     lease_expires_at=None, published_at=utcnow())
+        )
+        session.execute(  # a long job's unfinished segments are counted afresh too
+            update(Segment).where(Segment.job_id.in_(list(job_ids)), Segment.status != JobStatus.SUCCEEDED)
+            .values(status=JobStatus.QUEUED, attempts=0, lease_owner=None, lease_expires_at=None)
         )
     return list(job_ids)
 

@@ -24,7 +24,7 @@ from schemas.errors import InvalidInput, JobNotFound
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings
 from schemas.status import AudioFormat, JobStatus
-from schemas.tables import Chunk, Job, JobMetrics, utcnow
+from schemas.tables import Chunk, Job, JobMetrics, Segment, utcnow
 
 # The stored audio of a chunk, carried over to its new row when its spoken text is unchanged.
 _AUDIO_COLUMNS = ("audio_path", "samples", "audio_s", "synth_s", "batch_size", "attempt", "dtype", "fp32_redo",
@@ -149,3 +149,4 @@ def _requeue(store: Store, job: Job, values: dict[str, object], rows: list[dict[
         session.execute(delete(Chunk).where(Chunk.job_id == job.id))
         session.execute(insert(Chunk), rows)
         session.execute(delete(JobMetrics).where(JobMetrics.job_id == job.id))
+        session.execute(delete(Segment).where(Segment.job_id == job.id))  # cut afresh when it is leased again

@@ -163,3 +163,7 @@ class JobView(BaseModel):
     book_url: str | None = None
     audio_purged_at: str | None = None  # when the result TTL deleted the audio (`ttsfleet gc`)
     eta_s: float | None = None  # expected seconds to finish (producer/eta.py); None: not measured or not asked
+    # A long job leased in segments: how many, how many finished, and the workers holding one now.
+    segments_total: int = 0
+    segments_done: int = 0
+    segment_holders: list[str] = Field(default_factory=list)

@@ -137,6 +137,9 @@ class WorkerSettings(Settings):
     # Probe files for supervisors (Kubernetes): `ready` once the voice is loaded and its canary passed
     # (removed when stopping), `heartbeat` touched on every beat. None: no files.
     health_dir: Path | None = None
+    # A job of at least twice this many characters is split into segments of about this many (3,000
+    # characters: about 3 minutes of speech) that idle workers lease on their own; 0: never split.
+    segment_chars: int = Field(default=3000, ge=0)
 
     @classmethod
     def _derived_defaults(cls, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -123,6 +123,28 @@ class Chunk(Base):
     done_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+class Segment(Base):
+    """A run of consecutive chunks of a long job, leased on its own (same lease columns as a job), so idle
+    workers help finish the job; the chunks' rows still hold the audio."""
+
+    __tablename__ = "segments"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    idx: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_chunk: Mapped[int] = mapped_column(Integer)
+    end_chunk: Mapped[int] = mapped_column(Integer)  # exclusive
+    chars: Mapped[int] = mapped_column(Integer)
+    status: Mapped[JobStatus] = mapped_column(_enum(JobStatus), default=JobStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    worker_id: Mapped[str | None] = mapped_column(String(128))  # who holds it now, or finished it
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+    __table_args__ = (Index("ix_segments_status_lease", "status", "lease_expires_at"),)
+
+
 class Worker(Base):
     """A registered worker: one process bound to one device, with the precision policy it pinned."""
 

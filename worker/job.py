@@ -21,14 +21,16 @@ from schemas.errors import JobInterrupted, PermanentError, RetryableError, Synth
 from schemas.settings import WorkerSettings
 from schemas.status import AudioFormat, Backend, DType, JobStatus
 from schemas.voices import voice_speaker
-from worker import audio, lease
+from worker import audio, lease, segments
 from worker.events import JobFigures, JobOutcome, Listener, Listeners
 from worker.outputs import JobFiles
+from worker.reaper import Republish
 
 if TYPE_CHECKING:
     from worker.engine import ChunkAudio, Engine, EngineRun
 
 log = logging.getLogger("ttsfleet.job")
+MAX_HELP = 64  # help deliveries one long job sends at most when it is cut into segments
 
 
 @dataclass
@@ -41,6 +43,9 @@ class JobContext:
     engine_for: Callable[[str], Engine]
     listeners: Listener = field(default_factory=Listeners)
     should_stop: Callable[[], bool] = lambda: False  # asked at every chunk boundary (SIGTERM)
+    # Sends a job id to the broker again: how a worker cutting a long job into segments calls for help.
+    republish: Callable[[Republish], None] = lambda _job: None
+    holding: Callable[[str | None], None] = lambda _job: None  # names the job whose lease the heartbeat renews
 
 
 def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
@@ -54,7 +59,9 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
     """
     held = lease.claim(ctx.store, job_id, ctx.worker_id, ctx.settings.lease_s)
     if held is None:
-        return JobOutcome(job_id, None, "not claimable: finished, cancelled or held by another worker")
+        from worker.segment_run import help_with_segments  # it builds on this module: imported late
+
+        return help_with_segments(job_id, ctx)
     if held.attempt > ctx.settings.max_attempts:
         return _poison(ctx, held)
     try:
@@ -66,7 +73,7 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
         _record_quietly(ctx, held, err)
         lease.fail(ctx.store, job_id, ctx.worker_id, str(err))
         _discard_outputs(ctx, held)
-        return _failed(ctx, JobOutcome(job_id, JobStatus.FAILED, str(err)))
+        return failed(ctx, JobOutcome(job_id, JobStatus.FAILED, str(err)))
     except BaseException as err:
         # Retryable, device lost, a bug, a full disk, Ctrl-C: never leave the job `running` under a lease
         # this process will keep renewing; put it back with its chunks and let the caller decide.
@@ -74,17 +81,26 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
             _record_quietly(ctx, held, err)
         _release_quietly(ctx, job_id)
         raise
+    return finished(ctx, held, outcome, figures)
+
+
+def finished(ctx: JobContext, held: lease.Claim, outcome: JobOutcome, figures: JobFigures | None) -> JobOutcome:
     if held.group_id is not None and outcome.status == JobStatus.SUCCEEDED:
         _maybe_build_book(ctx, held)
-    ctx.listeners.job_finished(outcome, figures)
-    log.info("job %s: %s %s", job_id, outcome.status, outcome.detail)
+    if figures is not None:
+        ctx.listeners.job_finished(outcome, figures)
+    log.info("job %s: %s %s", held.job_id, outcome.status, outcome.detail)
     return outcome
 
 
-def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
+def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures | None]:
     engine = ctx.engine_for(voice_speaker(held.voice)[0])
     files = JobFiles(ctx.settings.output_location, held.job_id)
     pending = lease.pending_chunks(ctx.store, held.job_id)
+    if pending and segments.ensure_segments(ctx.store, held.job_id, ctx.settings.segment_chars):
+        from worker.segment_run import run_segments  # it builds on this module: imported late
+
+        return run_segments(held, ctx, engine)
     total = held.chunks_total
     done = [total - len(pending)]
     seed = job_seed(held.job_id, held.options.get("seed"))
@@ -92,7 +108,7 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
 
     def save(chunk: ChunkAudio) -> None:
         # The attempt in the name: a former holder still running cannot overwrite what we recorded.
-        location = files.save_chunk(f"{chunk.idx:06d}-{_attempt_tag(held)}.wav", chunk.samples,
+        location = files.save_chunk(f"{chunk.idx:06d}-{attempt_tag(held)}.wav", chunk.samples,
                                     engine.sample_rate_hz)
         lease.save_chunk(ctx.store, held.job_id, ctx.worker_id, chunk.idx, ctx.settings.lease_s,
                          audio_path=location, samples=len(chunk.samples),
@@ -105,14 +121,14 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures]:
         if ctx.should_stop():
             raise WorkerStopping(f"worker stopping: job {held.job_id} put back with {done[0]} of {total} chunks")
 
-    run = _synthesize(held, ctx, engine, pending, seed, save)
+    run = synthesize_chunks(held, ctx, engine, pending, seed, save)
     warnings = list(held.warnings)
     if dropped:
         warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(dropped)))
-    return _finish(held, ctx, engine, run, warnings, files)
+    return finish_job(held, ctx, engine, run, warnings, files)
 
 
-def _synthesize(held: lease.Claim, ctx: JobContext, engine: Engine, pending: list[lease.PendingChunk], seed: int,
+def synthesize_chunks(held: lease.Claim, ctx: JobContext, engine: Engine, pending: list[lease.PendingChunk], seed: int,
                 save: Callable[[ChunkAudio], None]) -> EngineRun | None:
     """Synthesize `pending` chunks, each voice's (narrator, dialogue) through its own engine and each
     speaker in its own batches; returns the runs' figures combined (None when nothing was pending).
@@ -152,7 +168,7 @@ def _synthesize(held: lease.Claim, ctx: JobContext, engine: Engine, pending: lis
                      batches=sum(r.batches for r in runs), max_batch_size=max(r.max_batch_size for r in runs))
 
 
-def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun | None,
+def finish_job(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun | None,
             warnings: list[str], files: JobFiles) -> tuple[JobOutcome, JobFigures]:
     chunks = lease.done_chunks(ctx.store, held.job_id)
     missing = [c.idx for c in chunks if c.audio_path is None]
@@ -160,7 +176,11 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
         raise SynthesisFailed(f"chunks {missing[:5]} have no audio after synthesis")
     out_location = files.store.join(output_key(held))
     # Assembled into this attempt's own folder; moved into place only by `finish` once it has won.
-    staged = files.staged(_attempt_tag(held), out_location.rsplit("/", 1)[-1])
+    # The worker in the name too: with segments, the worker completing the job and its lease holder (come
+    # back on a redelivery) may both assemble the same attempt; only one wins `finish`, the other's
+    # files must be its own to discard.
+    owner = hashlib.sha256(ctx.worker_id.encode()).hexdigest()[:8]
+    staged = files.staged(f"{attempt_tag(held)}-{owner}", out_location.rsplit("/", 1)[-1])
     assembled = audio.assemble(
         [audio.AssemblyPiece(files.local_copy(str(c.audio_path)), c.text, c.break_after) for c in chunks],
         engine.sample_rate_hz, AudioFormat(held.format), staged, title=held.title,
@@ -182,7 +202,7 @@ def _finish(held: lease.Claim, ctx: JobContext, engine: Engine, run: EngineRun |
     return JobOutcome(held.job_id, JobStatus.SUCCEEDED, out_location), figures
 
 
-def _attempt_tag(held: lease.Claim) -> str:
+def attempt_tag(held: lease.Claim) -> str:
     """`a<attempt>`, after a re-render `r<render>-a<attempt>`: attempts count afresh after a re-render, and
     its kept chunks' files must never be overwritten by a new attempt's."""
     render = int(held.options.get("render") or 0)
@@ -283,7 +303,7 @@ def _poison(ctx: JobContext, held: lease.Claim) -> JobOutcome:
     error = f"gave up after {held.attempt - 1} attempts that did not finish; {cause}"
     lease.fail(ctx.store, held.job_id, ctx.worker_id, error)
     _discard_outputs(ctx, held)
-    return _failed(ctx, JobOutcome(held.job_id, JobStatus.FAILED, f"poison: {error}"))
+    return failed(ctx, JobOutcome(held.job_id, JobStatus.FAILED, f"poison: {error}"))
 
 
 def _record_quietly(ctx: JobContext, held: lease.Claim, err: BaseException) -> None:
@@ -293,7 +313,7 @@ def _record_quietly(ctx: JobContext, held: lease.Claim, err: BaseException) -> N
         log.warning("job %s: could not record its error (store down): %s", held.job_id, err)
 
 
-def _failed(ctx: JobContext, outcome: JobOutcome) -> JobOutcome:
+def failed(ctx: JobContext, outcome: JobOutcome) -> JobOutcome:
     ctx.listeners.job_failed(outcome)
     log.info("job %s: %s %s", outcome.job_id, outcome.status, outcome.detail)
     return outcome
@@ -302,5 +322,6 @@ def _failed(ctx: JobContext, outcome: JobOutcome) -> JobOutcome:
 def _release_quietly(ctx: JobContext, job_id: str) -> None:
     try:
         lease.release(ctx.store, job_id, ctx.worker_id)
+        segments.release_held(ctx.store, ctx.worker_id)
     except RetryableError:
         log.warning("job %s: could not put it back (store down); its lease will expire", job_id)

@@ -64,10 +64,14 @@ def claim(store: Store, job_id: str, owner: str, lease_s: float) -> Claim | None
         )
         if updated.rowcount != 1:  # type: ignore[attr-defined]
             return None
-        job = session.get_one(Job, job_id, populate_existing=True)
-        return Claim(job.id, job.attempts, job.voice, job.format, job.title, job.group_id, job.group_title,
-                     job.group_index, dict(job.options or {}), list(job.warnings or []), job.chunks_total,
-                     job.output_name)
+        return claim_of(session.get_one(Job, job_id, populate_existing=True))
+
+
+def claim_of(job: Job) -> Claim:
+    """The `Claim` a held job row stands for."""
+    return Claim(job.id, job.attempts, job.voice, job.format, job.title, job.group_id, job.group_title,
+                 job.group_index, dict(job.options or {}), list(job.warnings or []), job.chunks_total,
+                 job.output_name)
 
 
 def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
@@ -200,6 +204,18 @@ def set_options(store: Store, job_ids: list[str], **values: Any) -> None:
     with store.session() as session:
         for job in session.scalars(select(Job).where(Job.id.in_(job_ids)).with_for_update()):
             job.options = {**(job.options or {}), **values}
+
+
+def job_options(store: Store, job_id: str) -> dict[str, Any]:
+    with store.read() as session:
+        return dict(session.scalar(select(Job.options).where(Job.id == job_id)) or {})
+
+
+def claim_of_job(store: Store, job_id: str) -> Claim | None:
+    """The job as a `Claim` (read only: for what follows a finish, such as building a book)."""
+    with store.read() as session:
+        job = session.get(Job, job_id)
+        return None if job is None else claim_of(job)
 
 
 def job_status(store: Store, job_id: str) -> JobStatus | None:

@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, select, update
 
 from schemas.db import Store
 from schemas.status import JobStatus
-from schemas.tables import Job, utcnow
+from schemas.tables import Job, Segment, utcnow
 
 REAP_LIMIT = 50  # jobs one reaper pass re-publishes at most
 
@@ -36,6 +36,14 @@ def orphaned_jobs(store: Store, *, lease_s: float, limit: int = REAP_LIMIT) -> l
                           Job.published_at < utcnow() - timedelta(seconds=lease_s)], limit)
 
 
+def orphaned_segments(store: Store, *, lease_s: float, limit: int = REAP_LIMIT) -> list[Republish]:
+    """Live jobs with a segment whose worker died (running, lease expired) while other workers keep the
+    job's own lease alive: a delivery of the job lets an idle worker take the segment over."""
+    stale = select(Segment.job_id).where(Segment.status == JobStatus.RUNNING, Segment.lease_expires_at < utcnow())
+    return _stamp(store, [Job.status.in_((JobStatus.QUEUED, JobStatus.RUNNING)), Job.id.in_(stale),
+                          Job.published_at < utcnow() - timedelta(seconds=lease_s)], limit)
+
+
 def stranded_jobs(store: Store, *, older_than_s: float, limit: int = REAP_LIMIT) -> list[Republish]:
     """Queued jobs published more than `older_than_s` ago and not claimed since, oldest first. Each is
     stamped as published now, so it is returned at most once per `older_than_s`."""
@@ -47,6 +55,7 @@ def due(store: Store, *, lease_s: float, limit: int = REAP_LIMIT) -> list[Republ
     """Everything one reaper pass re-publishes: orphans of dead workers first, then stranded queued jobs,
     at most `limit` in all."""
     orphans = orphaned_jobs(store, lease_s=lease_s, limit=limit)
+    orphans += orphaned_segments(store, lease_s=lease_s, limit=limit - len(orphans)) if len(orphans) < limit else []
     if len(orphans) >= limit:
         return orphans
     return orphans + stranded_jobs(store, older_than_s=lease_s, limit=limit - len(orphans))

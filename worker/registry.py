@@ -13,7 +13,7 @@ from sqlalchemy import func, select, update
 from schemas.broker import MAX_PRIORITY
 from schemas.db import Store
 from schemas.status import JobStatus, WorkerState
-from schemas.tables import Job, Worker, utcnow
+from schemas.tables import Job, Segment, Worker, utcnow
 from worker.reaper import Republish
 
 
@@ -38,10 +38,15 @@ def heartbeat(store: Store, worker_id: str, lease_s: float, job_id: str | None) 
     with store.session() as session:
         session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
         if job_id is not None:
-            session.execute(
-                update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_owner == worker_id)
-                .values(lease_expires_at=now + timedelta(seconds=lease_s))
-            )
+            until = now + timedelta(seconds=lease_s)
+            # A segment we hold of it keeps the job's lease alive too, whoever holds that.
+            held = session.execute(
+                update(Segment).where(Segment.job_id == job_id, Segment.status == JobStatus.RUNNING,
+                                      Segment.lease_owner == worker_id).values(lease_expires_at=until)
+            ).rowcount  # type: ignore[attr-defined]
+            guard = [Job.id == job_id, Job.status == JobStatus.RUNNING]
+            guard += [] if held else [Job.lease_owner == worker_id]
+            session.execute(update(Job).where(*guard).values(lease_expires_at=until))
 
 
 def release_previous_incarnations(store: Store, slot: str, worker_id: str, host: str,
@@ -58,12 +63,17 @@ def release_previous_incarnations(store: Store, slot: str, worker_id: str, host:
                 if (whost == host and not _pid_alive(pid)) or beat < now - timedelta(seconds=lease_s / 2)]
         if not dead:
             return []
-        rows = session.execute(
+        rows = list(session.execute(
             update(Job).where(Job.status == JobStatus.RUNNING, Job.lease_owner.in_(dead))
             .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None)
-            .returning(Job.id, Job.queue)).all()
+            .returning(Job.id, Job.queue)).all())
+        rows += session.execute(  # their segments too: the job is delivered again and a helper resumes them
+            update(Segment).where(Segment.status == JobStatus.RUNNING, Segment.lease_owner.in_(dead))
+            .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None)
+            .returning(Segment.job_id, select(Job.queue).where(Job.id == Segment.job_id).scalar_subquery())).all()
         session.execute(update(Worker).where(Worker.id.in_(dead)).values(state=WorkerState.STOPPED))
-    return [Republish(job_id, MAX_PRIORITY, queue) for job_id, queue in rows]
+    queues: dict[str, str] = {str(job_id): str(queue) for job_id, queue in rows}  # one delivery a job
+    return [Republish(job_id, MAX_PRIORITY, queue) for job_id, queue in queues.items()]
 
 
 def _pid_alive(pid: int) -> bool:

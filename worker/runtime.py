@@ -24,7 +24,7 @@ from schemas.errors import RetryableError
 from schemas.settings import WorkerSettings
 from schemas.status import Runtime, WorkerState
 from schemas.voices import split_speaker
-from worker import lease, reaper, registry
+from worker import lease, reaper, registry, segments
 from worker.events import JobOutcome, Listener, Listeners
 from worker.job import JobContext, synthesize_job
 from worker.reaper import Republish
@@ -57,6 +57,7 @@ class WorkerRuntime:
         self.current_job: str | None = None  # the job this process runs now: the only lease it renews
         self.listeners = Listeners()
         self.beat_hooks: list[Callable[[], None]] = []  # run after each heartbeat (metrics refresh)
+        self.republisher: Callable[[Republish], None] | None = None  # set with the heartbeat (a broker at hand)
 
     def add_listener(self, listener: Listener) -> None:
         """Hook `listener` into every job this runtime runs from now on (called in the order added)."""
@@ -127,7 +128,15 @@ class WorkerRuntime:
 
     def context(self) -> JobContext:
         return JobContext(store=self.store, settings=self.settings, worker_id=self.worker_id,
-                          engine_for=self.engine_for, listeners=self.listeners, should_stop=self._stopping.is_set)
+                          engine_for=self.engine_for, listeners=self.listeners, should_stop=self._stopping.is_set,
+                          republish=self._republish, holding=self._hold)
+
+    def _hold(self, job_id: str | None) -> None:
+        self.current_job = job_id
+
+    def _republish(self, job: Republish) -> None:
+        if self.republisher is not None:
+            self.republisher(job)
 
     def request_stop(self) -> bool:
         """Ask the running job to stop at its next chunk boundary (it is put back with its chunks).
@@ -142,6 +151,7 @@ class WorkerRuntime:
         """Put `job_id` back now if this worker still holds it, without waiting for a chunk boundary (a
         second SIGTERM, SIGQUIT, or a job that would not stop in time)."""
         lease.release(self.store, job_id, self.worker_id)
+        segments.release_held(self.store, self.worker_id)
 
     def registry_row(self) -> dict[str, Any]:
         """The workers-table row; `details.runtime` says which runtime runs the default voice. torch is not
@@ -167,6 +177,7 @@ class WorkerRuntime:
     def start_heartbeat(self, republish: Callable[[Republish], None] | None = None) -> None:
         """Beat every `heartbeat_s` (worker row + our job's lease); every few beats, re-publish jobs whose
         worker died and queued jobs nobody claimed for a lease period (`reap`)."""
+        self.republisher = republish
         self._thread = threading.Thread(target=self._beat, args=(republish,), daemon=True,
                                         name="ttsfleet-heartbeat")
         self._thread.start()

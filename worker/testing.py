@@ -9,12 +9,14 @@ from pathlib import Path
 CHARS = list(" abcdefghijklmnopqrstuvwxyz'.,?!-")
 
 
-def build_tiny_vits(out_dir: Path, seed: int = 0, speakers: tuple[str, ...] = ()) -> Path:
+def build_tiny_vits(out_dir: Path, seed: int = 0, speakers: tuple[str, ...] = (), width: int = 16) -> Path:
     """Save a random `VitsModel` + char `VitsTokenizer` into `out_dir` (16 kHz); returns `out_dir`.
 
     `speakers` (two or more names) makes a multi-speaker model (speaker embeddings conditioning the
     duration predictor, flow, posterior encoder and decoder, as in Piper's multi-speaker voices), with
-    the names in `ttsfleet_voice.json`'s `speaker_id_map`."""
+    the names in `ttsfleet_voice.json`'s `speaker_id_map`. `width` scales the hidden sizes: 16 is tiny
+    (tests); 256 runs near 8x real time on one CPU thread, the order of a real voice (benchmarks that need
+    synthesis, not overhead, to dominate)."""
     from transformers import VitsConfig, VitsModel, VitsTokenizer, set_seed
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -25,11 +27,11 @@ def build_tiny_vits(out_dir: Path, seed: int = 0, speakers: tuple[str, ...] = ()
     VitsTokenizer(str(vocab_file), pad_token="_", unk_token="<unk>", add_blank=True, normalize=True,
                   phonemize=False).save_pretrained(out_dir)
     config = VitsConfig(
-        vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, window_size=2,
-        ffn_dim=16, flow_size=8, spectrogram_bins=16, upsample_initial_channel=16, upsample_rates=[8, 8, 4],
+        vocab_size=len(vocab), hidden_size=width, num_hidden_layers=1, num_attention_heads=2, window_size=2,
+        ffn_dim=width, flow_size=8, spectrogram_bins=16, upsample_initial_channel=width, upsample_rates=[8, 8, 4],
         upsample_kernel_sizes=[16, 16, 8], resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3]],
         prior_encoder_num_flows=1, prior_encoder_num_wavenet_layers=1, posterior_encoder_num_wavenet_layers=1,
-        duration_predictor_num_flows=1, depth_separable_num_layers=1, duration_predictor_filter_channels=16,
+        duration_predictor_num_flows=1, depth_separable_num_layers=1, duration_predictor_filter_channels=width,
         sampling_rate=16000, pad_token_id=0,
         num_speakers=max(len(speakers), 1), speaker_embedding_size=8 if len(speakers) > 1 else 0,
     )

@@ -12,7 +12,7 @@ import traceback
 
 import typer
 
-from producer.cli import device, fleet, jobs, ops, rerender, service, voices
+from producer.cli import device, fleet, jobs, ops, rerender, service, simulate, voices
 from schemas.errors import TtsfleetError, first_line
 
 app = typer.Typer(
@@ -37,6 +37,7 @@ app.command("stats")(fleet.stats)
 app.command("backlog")(ops.backlog)
 app.command("gc")(ops.gc)
 app.command("migrate")(ops.migrate)
+app.command("simulate")(simulate.simulate)
 app.add_typer(voices.app, name="voices")
 app.command("serve")(service.serve)
 app.add_typer(service.keys_app, name="keys")

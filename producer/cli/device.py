@@ -42,6 +42,9 @@ TokenBudgetOpt = Annotated[int | None, typer.Option("--token-budget", envvar="TT
 HealthDirOpt = Annotated[Path | None, typer.Option(
     "--health-dir", envvar="TTSFLEET_HEALTH_DIR", show_envvar=True,
     help="write probe files here: `ready` once the voice passed its canary, `heartbeat` on every beat")]
+SegmentCharsOpt = Annotated[int | None, typer.Option(
+    "--segment-chars", envvar="TTSFLEET_SEGMENT_CHARS", show_envvar=True,
+    help="cut jobs of twice this many characters into segments idle workers help with; 0: never [3000]")]
 SimulateOpt = Annotated[str | None, typer.Option(
     "--simulate", metavar="NAME:MAJOR.MINOR:MEMORY_GB",
     help="describe a card that is not here, e.g. 'Tesla T4:7.5:16', 'cpu::32' (no torch device used)")]
@@ -52,7 +55,7 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
            output_dir: OutputDirOpt = None, name: NameOpt = None, metrics_port: MetricsPortOpt = None,
            voices_cache_dir: CacheDirOpt = None, deterministic: DeterministicOpt = None,
            token_budget: TokenBudgetOpt = None, voice_dirs: VoiceDirsOpt = None, runtime: RuntimeOpt = None,
-           threads: ThreadsOpt = None, health_dir: HealthDirOpt = None,
+           threads: ThreadsOpt = None, health_dir: HealthDirOpt = None, segment_chars: SegmentCharsOpt = None,
            loglevel: Annotated[str, typer.Option(help="log level")] = "INFO") -> None:
     """Start one worker for one device: pin its precision, load the voice, take jobs from the broker."""
     from schemas.settings import WorkerSettings
@@ -62,7 +65,8 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
         environ(), device=device, precision=precision, queues=queues, voice=voice, broker_url=broker_url,
         database_url=database_url, output_dir=output_dir, worker_name=name, metrics_port=metrics_port,
         voices_cache_dir=voices_cache_dir, deterministic=deterministic, token_budget=token_budget,
-        voice_dirs=voice_dirs, runtime=runtime, threads=threads, health_dir=health_dir)
+        voice_dirs=voice_dirs, runtime=runtime, threads=threads, health_dir=health_dir,
+        segment_chars=segment_chars)
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(settings, loglevel)
 

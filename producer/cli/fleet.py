@@ -30,7 +30,8 @@ class OutputFormat(StrEnum):
 
 
 ByOpt = Annotated[str, typer.Option(
-    "--by", help="comma-separated grouping keys: card, dtype, model, voice, worker, day; '' = whole fleet")]
+    "--by", help="comma-separated grouping keys: card, dtype, model, voice, worker, day; '' = whole fleet; "
+                 "'segment' alone: long jobs' segments per worker")]
 SinceOpt = Annotated[str | None, typer.Option(
     "--since", help="jobs finished at or after T: ISO date/time (UTC unless it has an offset) or an age: 24h, 7d")]
 UntilOpt = Annotated[str | None, typer.Option("--until", help="jobs finished before T (same forms as --since)")]
@@ -56,10 +57,13 @@ def stats(by: ByOpt = "card,dtype", since: SinceOpt = None, until: UntilOpt = No
     from producer import stats as fleet
     from schemas.tables import utcnow
 
-    keys = fleet.parse_by(by)
     now = utcnow()
     start = fleet.parse_time(since, now) if since else None
     end = fleet.parse_time(until, now) if until else None
+    if by.strip() == "segment":
+        _segment_stats(database_url, start, end, json_output or output_format is OutputFormat.JSON)
+        return
+    keys = fleet.parse_by(by)
     store = _open_store(database_url)
     try:
         rows = fleet.compute_stats(store, keys, start, end)
@@ -78,6 +82,30 @@ def stats(by: ByOpt = "card,dtype", since: SinceOpt = None, until: UntilOpt = No
 
         plot_stats(rows, points, plot, subtitle=_window_text(start, end))
         cli_common.err_console.print(f"plot written to {plot}")
+
+
+def _segment_stats(database_url: str | None, start: datetime | None, end: datetime | None, as_json: bool) -> None:
+    """`stats --by segment`: per worker, what it made of long jobs' segments."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from producer.segment_stats import segment_stats
+
+    store = _open_store(database_url)
+    try:
+        rows = segment_stats(store, start, end)
+    finally:
+        store.dispose()
+    if as_json:
+        cli_common.print_json([r.as_dict() for r in rows])
+        return
+    table = Table(title=f"segments of long jobs per worker, {_window_text(start, end)}")
+    for col in ("worker", "card", "dtype", "jobs", "segments", "chunks", "audio", "synth", "x realtime"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r.worker, r.card, r.dtype, str(r.jobs), str(r.segments), str(r.chunks), _duration(r.audio_s),
+                      _duration(r.synth_s), _num(r.throughput_x, "{:.1f}"))
+    Console().print(table)
 
 
 def _window_text(start: datetime | None, end: datetime | None) -> str:

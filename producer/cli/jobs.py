@@ -225,6 +225,9 @@ def status_table(views: list[JobView]) -> Table:
         detail = v.error if v.status == JobStatus.FAILED else (v.audio_path or "")
         if v.status != JobStatus.FAILED and v.attempt_errors:  # put back after an error: say which
             detail = f"{detail}\nlast error (attempt {v.attempt_errors[-1].attempt}): {v.attempt_errors[-1].error}"
+        if v.segments_total and v.status == JobStatus.RUNNING:  # who is helping with a long job right now
+            detail = (f"{detail}\nsegments {v.segments_done}/{v.segments_total}, held by "
+                      f"{', '.join(v.segment_holders) or 'nobody'}").strip()
         table.add_row(v.id, v.status.value, f"{v.chunks_done}/{v.chunks_total}",
                       f"{v.audio_s:.2f}" if v.audio_s is not None else "", detail or "")
     return table
