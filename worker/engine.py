@@ -46,8 +46,8 @@ class ChunkInput:
     idx: int
     text: str
     seed: int
-    speed: float = 1.0
     speaker_id: int | None = None  # a multi-speaker voice's speaker; chunks of one speaker share batches
+    speed: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
