@@ -4,7 +4,7 @@ CPU workers with one thread each, through Redis, Celery and a SQLite store:
   1. one 40-chunk job on one worker, then on two (segment leases): the speed-up;
   2. one long job and 50 notices on two workers, job-level FIFO (segments off) against segment leases;
   3. the simulator (`producer/simulate.py`), fed the speed measured in run 1, predicts runs 1 and 2.
-Then the simulator plans a 100-card mixed fleet (examples/fleet/fleet.toml) on a large generated backlog.
+Then the simulator plans a 100-card mixed fleet (bench/simulate/fleet.toml) on a large generated backlog.
 The last line printed is one JSON object with every figure.
 
     python -m bench.segments [--quick] [--voice VOICE] [--broker-url redis://127.0.0.1:6379/3]
@@ -190,7 +190,7 @@ def measure(workdir: Path, voice: str, broker_url: str) -> dict[str, Any]:
 
 
 def plan(books: int, notices: int) -> dict[str, Any]:
-    """The 100-card fleet of examples/fleet/fleet.toml on a generated backlog, for each policy."""
+    """The 100-card fleet of bench/simulate/fleet.toml on a generated backlog, for each policy."""
     spec = load_fleet(ROOT / "examples" / "fleet" / "fleet.toml")
     workload = plan_workload(books, notices)
     results = {str(p): simulate(spec, workload, p).__dict__ for p in Policy}

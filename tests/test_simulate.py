@@ -45,7 +45,7 @@ def test_a_bad_workload_line_is_one_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_simulate_command_reports_the_three_policies() -> None:
-    examples = ROOT / "examples" / "fleet"
+    examples = ROOT / "bench" / "simulate"
     done = subprocess.run([sys.executable, "-m", "producer.cli", "simulate", "--fleet", str(examples / "fleet.toml"),
                            "--workload", str(examples / "workload.jsonl"), "--json"],
                           capture_output=True, text=True, check=False, timeout=120)
