@@ -155,3 +155,18 @@ def tiny_vits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from worker.testing import build_tiny_vits
 
     return build_tiny_vits(tmp_path_factory.mktemp("tiny-vits"))
+
+
+# Under `pytest -n 2 --dist loadfile` (what `make test` runs) files go to the two workers in collection
+# order: the longest go first, so one of them is never left running alone at the end.
+LONGEST_FIRST = ("test_load.py", "test_integration.py", "test_faults.py", "test_gpu_check.py", "test_service.py",
+                 "test_segment_fleet.py", "test_netns.py", "test_storage.py", "test_intelligibility.py",
+                 "test_service_load.py", "test_rerender.py", "test_pronunciation.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: tests keep their order within a file
