@@ -40,7 +40,8 @@ _UPLOAD_BODY = {"requestBody": {"content": {
 def _request_from_json(body: JobCreate) -> JobRequest:
     try:
         return JobRequest(text=body.text, id=body.id, title=body.title, voice=body.voice, format=body.format,
-                          priority=body.priority, loudness_lufs=body.loudness_lufs, source="request")
+                          priority=body.priority, loudness_lufs=body.loudness_lufs, speed=body.speed,
+                          lexicon=body.lexicon, source="request")
     except ValidationError as err:
         raise InvalidInput(f"invalid job: {err.errors()[0]['msg']}") from err
 

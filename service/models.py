@@ -22,6 +22,8 @@ class JobCreate(BaseModel):
     format: AudioFormat = AudioFormat.WAV
     priority: int = Field(default=5, ge=0, le=9, description="0 (lowest) to 9 (most urgent)")
     loudness_lufs: float | None = Field(default=None, ge=-70, le=-5)
+    speed: float | None = Field(default=None, ge=0.25, le=4.0, description="2.0 speaks twice as fast")
+    lexicon: dict[str, str] | None = Field(default=None, description="word -> replacement text or [[ phonemes ]]")
     callback_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://[^\s]+$",
                                      description="POSTed a signed JSON body when the job ends")
 

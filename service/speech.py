@@ -37,14 +37,12 @@ POLL_S = 0.1
 
 
 def _job_request(body: SpeechRequest) -> JobRequest:
-    if body.speed != 1.0:
-        raise InvalidInput("speed other than 1.0 is not supported by ttsfleet's voices yet")
     if body.model not in MODELS:
         raise InvalidInput(f"unknown model {body.model[:64]!r}; GET /v1/models lists {', '.join(MODELS)}")
     voice = None if body.voice.lower() in OPENAI_VOICES else body.voice
     # Stored losslessly; the response format is made from the stored file.
     return JobRequest(text=body.input, voice=voice, format=AudioFormat.WAV, priority=TOP_PRIORITY,
-                      source="speech")
+                      speed=None if body.speed == 1.0 else body.speed, source="speech")
 
 
 def _status(ctx: Context, job_id: str) -> JobStatus:

@@ -11,13 +11,13 @@ from datetime import timedelta
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from producer.eta import fleet_throughput, job_eta
 from schemas.db import Store, open_store
 from schemas.settings import ServiceSettings
 from schemas.status import JobStatus
-from schemas.tables import Job, JobMetrics, utcnow
+from schemas.tables import Chunk, Job, JobMetrics, utcnow
 from service.app import create_app
 from service.keys import create_key
 from service.webhooks import WebhookSender, signature
@@ -184,4 +184,26 @@ def test_audio_in_an_object_store_is_served_with_ranges_and_side_files(sqlite_ur
         assert "Stored remotely." in client.get(f"/v1/jobs/{job_id}/subtitles").text
         output.remove(location)  # fetched once: the cached copy keeps serving the published result
         assert client.get(f"/v1/jobs/{job_id}/audio").content == local.read_bytes()
+    store.dispose()
+
+
+def test_speed_and_lexicon_reach_the_stored_job(sqlite_url: str, redis_url: str) -> None:
+    store = open_store(sqlite_url)
+    settings = _settings(sqlite_url, redis_url, speech_timeout_s=0.5)
+    with TestClient(create_app(settings, store, webhooks=False)) as client:
+        posted = client.post("/v1/jobs", json={"text": "Say GIF twice: GIF.", "speed": 1.5,
+                                               "lexicon": {"GIF": "jif"}})
+        assert posted.status_code == 202, posted.text
+        job_id = posted.json()[0]["id"]
+        assert client.post("/v1/jobs", json={"text": "x", "speed": 9}).status_code in (400, 422)
+        spoken = client.post("/v1/audio/speech", json={"model": "tts-1", "input": "Quickly now.", "voice": "alloy",
+                                                       "speed": 2.0})
+        assert spoken.status_code == 202, spoken.text  # no worker here: queued, answered with its URL
+    with store.read() as session:
+        job = session.get_one(Job, job_id)
+        assert job.options["speed"] == 1.5 and job.options["lexicon"] == [["GIF", "jif"]]
+        said = " ".join(session.scalars(select(Chunk.text).where(Chunk.job_id == job_id)))
+        assert "jif" in said and "GIF" not in said
+        speech = session.get_one(Job, spoken.json()["id"])
+        assert speech.options["speed"] == 2.0
     store.dispose()
