@@ -25,7 +25,7 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from bench.gpu_pack import pack_voice, trim_wheel
+from bench.gpu_pack import CACHE_FOLDER, pack_voice, trim_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIP_LIMIT_BYTES = 64 * 2**20
@@ -49,6 +49,8 @@ def main() -> None:
     for wheel in FOLDER.glob("*.whl"):
         if wheel_name(wheel) in {canonicalize_name(req.split("==")[0]) for req in sections.get("trim", [])}:
             print(f"trimmed {wheel.name}: {trim_wheel(wheel) / 2**20:.1f} MiB of unused data left out")
+    # Only the voices packed now travel (a local run of the check may have cached more there).
+    shutil.rmtree(FOLDER / CACHE_FOLDER, ignore_errors=True)
     packed = [pack_voice(name, FOLDER) for name in sections.get("voice", [])]
     shutil.rmtree(ROOT / ".gpu-voice", ignore_errors=True)  # the second trip of an older layout
     wheels = _prune(sorted(FOLDER.glob("*.whl")), {k: v for k, v in sections.items() if k != "voice"})
