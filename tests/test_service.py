@@ -95,7 +95,7 @@ def test_long_speech_input_is_answered_202_with_the_job(service: Service) -> Non
         service.wait_job(body["id"])
         assert client.get(body["audio_url"]).content.startswith(b"RIFF")
         assert client.post("/v1/audio/speech", json={"model": "tts-1", "voice": "alloy", "input": "x",
-                                                     "speed": 2}).status_code == 400
+                                                     "speed": 9}).status_code in (400, 422)  # 0.25..4.0
 
 
 def _check_signatures(calls: list[tuple[int, dict[str, str], bytes]]) -> dict[str, Any]:

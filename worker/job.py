@@ -68,6 +68,7 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
         outcome, figures = _run(held, ctx)
     except JobInterrupted as err:
         _discard_outputs(ctx, held)
+        _drop_strays(ctx, held)
         return JobOutcome(job_id, lease.job_status(ctx.store, job_id), str(err))
     except PermanentError as err:
         _record_quietly(ctx, held, err)
@@ -207,6 +208,17 @@ def attempt_tag(held: lease.Claim) -> str:
     its kept chunks' files must never be overwritten by a new attempt's."""
     render = int(held.options.get("render") or 0)
     return f"r{render}-a{held.attempt}" if render else f"a{held.attempt}"
+
+
+def _drop_strays(ctx: JobContext, held: lease.Claim) -> None:
+    """A worker that lost its job removes the chunk files of its attempt that no chunk row points to (those
+    it wrote after losing the lease); the rows' files, the successor's included, stay."""
+    try:
+        referenced = {str(c.audio_path).rsplit("/", 1)[-1] for c in lease.done_chunks(ctx.store, held.job_id)
+                      if c.audio_path is not None}
+        JobFiles(ctx.settings.output_location, held.job_id).remove_unreferenced(attempt_tag(held), referenced)
+    except (OSError, RetryableError) as err:
+        log.warning("job %s: could not remove this attempt's stray chunk files: %s", held.job_id, err)
 
 
 def _discard_outputs(ctx: JobContext, held: lease.Claim) -> None:

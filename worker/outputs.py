@@ -88,6 +88,14 @@ class JobFiles:
             elif entry.name not in names:
                 entry.unlink(missing_ok=True)
 
+    def remove_unreferenced(self, attempt_tag: str, referenced: set[str]) -> None:
+        """Remove chunk files of the attempt tagged `attempt_tag` (`*-a3.wav`) whose names are not in
+        `referenced` (what the job's chunk rows point to)."""
+        for location in self.store.list(self._chunk_root):
+            name = location.rsplit("/", 1)[-1]
+            if name.endswith(f"-{attempt_tag}.wav") and name not in referenced:
+                self.store.remove(location)
+
     def cleanup(self) -> None:
         """Remove the job's chunk audio and staging (the result, once published, stays)."""
         if not self.store.local:
