@@ -157,9 +157,8 @@ def tiny_vits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_vits(tmp_path_factory.mktemp("tiny-vits"))
 
 
-# Under `pytest -n 2 --dist loadfile --no-loadscope-reorder` (what `make test` runs) files go to the two
-# workers in collection order (xdist would otherwise put files with many tests first): the longest go
-# first, so neither worker is left running one long file alone at the end.
+# `make test` runs `pytest -n 2 --dist loadfile`: xdist hands out whole files, those with the most tests
+# first. Files with as many tests keep this order (longest first); a plain `pytest` run follows it too.
 LONGEST_FIRST = ("test_load.py", "test_integration.py", "test_faults.py", "test_gpu_check.py", "test_service.py",
                  "test_segment_fleet.py", "test_netns.py", "test_storage.py", "test_intelligibility.py",
                  "test_service_load.py", "test_rerender.py", "test_pronunciation.py")
