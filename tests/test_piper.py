@@ -1,7 +1,9 @@
-"""Piper -> transformers conversion: exactness against onnxruntime, clean loading, ResBlock2, text -> ids."""
+"""Piper -> transformers conversion: exactness against onnxruntime (single- and multi-speaker voices), clean
+loading, ResBlock2, text -> ids, speakers named and refused."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -14,6 +16,8 @@ import torch
 from producer.cli import main
 from schemas.errors import PermanentError
 from schemas.voices import BUNDLED_PIPER
+from tests.conftest import TEST_VOICE_DIRS
+from tests.piper_voices import SPEAKERS, PiperFiles, build_piper_multispeaker
 from worker.voices import verify_bundled
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.",
@@ -174,3 +178,154 @@ def test_convert_refuses_a_non_piper_onnx(tmp_path: Path, joe_files: tuple[Path,
 
     with pytest.raises(PermanentError, match="does not look like a Piper VITS voice"):
         convert_piper(tmp_path / "other.onnx", joe_files[1], tmp_path / "out")
+
+
+# --------------------------------------------------------------------------- multi-speaker Piper voices
+
+# Max absolute sample difference, converted PyTorch model vs Piper's ONNX (ONNX Runtime), noise off, on the
+# tiny multi-speaker voice: measured ~5e-8 per speaker (float32 summation order); its peaks are 0.03-0.1.
+MULTI_MAX_ABS_DIFF = 1e-5
+
+
+@pytest.fixture(scope="module")
+def multi_files(tmp_path_factory: pytest.TempPathFactory) -> PiperFiles:
+    return build_piper_multispeaker(tmp_path_factory.mktemp("piper-multi"), seed=3)
+
+
+@pytest.fixture(scope="module")
+def multi_folder(multi_files: PiperFiles, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny multi-speaker voice converted through the real CLI, inside the test voice directories."""
+    out = tmp_path_factory.mktemp("multi-imported") / "tiny"
+    assert out.resolve().is_relative_to(Path(TEST_VOICE_DIRS).resolve())  # pytest's temp dir is under it
+    main(["voices", "import-piper", str(multi_files.onnx_path), str(multi_files.config_path), str(out)])
+    return out
+
+
+@functools.cache
+def _onnx_session(onnx_path: Path) -> Any:
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+
+
+def _onnx_speaker_waveform(onnx_path: Path, ids: list[int], speaker_id: int) -> np.ndarray:
+    out = _onnx_session(onnx_path).run(None, {"input": np.array([ids], dtype=np.int64),
+                             "input_lengths": np.array([len(ids)], dtype=np.int64),
+                             "scales": np.array([0.0, 1.0, 0.0], dtype=np.float32),
+                             "sid": np.array([speaker_id], dtype=np.int64)})[0]
+    return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+def test_multispeaker_voice_converts_and_matches_onnx_per_speaker(multi_folder: Path,
+                                                                  multi_files: PiperFiles) -> None:
+    from worker.voices import load_piper_folder
+
+    voice = load_piper_folder(multi_folder)
+    assert (voice.model.config.num_speakers, voice.model.config.speaker_embedding_size) == (len(SPEAKERS), 8)
+    voice.model.noise_scale = voice.model.noise_scale_duration = 0.0
+    for text in TEXTS:
+        ids = voice.encode(text).ids
+        waves = {}
+        for speaker_id in SPEAKERS.values():
+            expected = _onnx_speaker_waveform(multi_files.onnx_path, ids, speaker_id)
+            with torch.inference_mode():
+                out = voice.model(input_ids=torch.tensor([ids]), speaker_id=speaker_id)
+            got = out.waveform[0, : out.sequence_lengths[0]].numpy()
+            assert got.shape == expected.shape, speaker_id
+            assert float(np.abs(got - expected).max()) < MULTI_MAX_ABS_DIFF, speaker_id
+            assert float(np.abs(got).max()) > 0.01  # not two silences agreeing
+            waves[speaker_id] = got
+        # every speaker sounds different: another length, or other samples over the common length
+        for a in waves:
+            for b in waves:
+                n = min(len(waves[a]), len(waves[b]))
+                assert a == b or len(waves[a]) != len(waves[b]) or \
+                    float(np.abs(waves[a][:n] - waves[b][:n]).max()) > 1e-3, (a, b)
+
+
+def test_multispeaker_folder_names_its_speakers_and_refuses_unknown_ones(
+        multi_folder: Path, multi_files: PiperFiles, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from schemas.voices import resolve_voice_name
+
+    main(["voices", "import-piper", str(multi_files.onnx_path), str(multi_files.config_path), str(tmp_path / "v")])
+    assert "3 speakers: p3922 (0), p8699 (1), narrator (2); pick one with" in capsys.readouterr().out
+    info = resolve_voice_name(f"{multi_folder}#p8699")
+    assert (info.speaker_id, info.num_speakers, info.speakers) == (1, 3, SPEAKERS)
+    assert resolve_voice_name(f"{multi_folder}#2").speaker_id == SPEAKERS["narrator"]
+    (tmp_path / "story.txt").write_text("Hello there.", encoding="utf-8")
+    monkeypatch.setenv("TTSFLEET_DATABASE_URL", f"sqlite:///{tmp_path / 'db.sqlite'}")
+    monkeypatch.setenv("TTSFLEET_OUTPUT_DIR", str(tmp_path / "out"))
+    for speaker in ("nobody", "3"):
+        with pytest.raises(SystemExit) as exited:
+            main(["submit", str(tmp_path / "story.txt"), "--voice", f"{multi_folder}#{speaker}"])
+        assert exited.value.code == 1
+        err = capsys.readouterr().err
+        assert f"no speaker '{speaker}'" in err and "p3922 (0), p8699 (1), narrator (2)" in err
+        assert err.count("\n") == 1
+
+
+def test_convert_refuses_a_speaker_map_that_does_not_fit_the_model(multi_files: PiperFiles, tmp_path: Path) -> None:
+    from worker.piper import convert_piper
+
+    config = json.loads(multi_files.config_path.read_text(encoding="utf-8"))
+    for change, message in (({"num_speakers": 5}, "num_speakers is 5 but the model has 3"),
+                            ({"speaker_id_map": {"x": 3}}, "speaker_id_map must map names to ids 0-2")):
+        bad = tmp_path / "bad.onnx.json"
+        bad.write_text(json.dumps({**config, **change}), encoding="utf-8")
+        with pytest.raises(PermanentError, match=message):
+            convert_piper(multi_files.onnx_path, bad, tmp_path / "out")
+
+
+def test_a_job_on_the_torch_runtime_speaks_the_named_speaker(multi_folder: Path, multi_files: PiperFiles,
+                                                             tmp_path: Path) -> None:
+    """`FOLDER#p8699` through submit and a worker forced onto torch: each chunk is what Piper's ONNX says
+    with `sid` 1, and a chunk without a speaker gets speaker 0, as Piper's ONNX does. One chunk per batch
+    (token budget 1): in a padded batch the decoder's bias and speaker offset reach a shorter item's last
+    frames, so only unbatched audio is sample-exact against a one-item ONNX run."""
+    from producer.submit import submit
+    from schemas.db import open_store
+    from schemas.messages import JobRequest
+    from schemas.settings import ProducerSettings, WorkerSettings
+    from schemas.status import JobStatus, Runtime
+    from worker.engine import ChunkAudio, ChunkInput
+    from worker.runtime import WorkerRuntime
+
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = open_store(url)
+    producer = ProducerSettings(database_url=url, output_dir=tmp_path / "out", voice_dirs=TEST_VOICE_DIRS,
+                                max_chunk_chars=40)
+    text = "The door opened. Who is there, asked the guard. Nobody answered at all."
+    [job] = submit([JobRequest(text=text, voice=f"{multi_folder}#p8699")], producer, store,
+                   publisher=None)
+    settings = WorkerSettings(database_url=url, output_dir=tmp_path / "out", device="cpu", runtime="torch",
+                              voice=str(multi_folder), deterministic=True, voices_cache_dir=tmp_path / "cache",
+                              voice_dirs=TEST_VOICE_DIRS, token_budget=1)
+    runtime = WorkerRuntime.start(settings)
+    engine = runtime.engine_for(str(multi_folder))
+    assert engine.runtime == Runtime.TORCH
+    said: list[tuple[ChunkInput, np.ndarray]] = []
+    original = engine.synthesize
+
+    def recording(chunks, on_chunk):  # type: ignore[no-untyped-def]
+        by_idx = {c.idx: c for c in chunks}
+
+        def keep(audio: ChunkAudio) -> object:
+            said.append((by_idx[audio.idx], audio.samples))
+            return on_chunk(audio)
+
+        return original(chunks, keep)
+
+    engine.synthesize = recording  # type: ignore[method-assign]
+    assert runtime.run_job(job.id).status == JobStatus.SUCCEEDED
+    assert len(said) >= 2 and {chunk.speaker_id for chunk, _ in said} == {1}
+    for chunk, samples in said:
+        expected = _onnx_speaker_waveform(multi_files.onnx_path, engine.voice.encode(chunk.text).ids, 1)
+        assert samples.shape == expected.shape
+        assert float(np.abs(samples - expected).max()) < MULTI_MAX_ABS_DIFF
+    ids = engine.voice.encode("Nobody answered.").ids
+    [default], _ = engine.forward([ids], None)
+    assert default is not None
+    np.testing.assert_allclose(default, _onnx_speaker_waveform(multi_files.onnx_path, ids, 0), atol=MULTI_MAX_ABS_DIFF)
+    del engine.synthesize
+    store.dispose()

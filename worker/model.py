@@ -69,7 +69,8 @@ class ModelRunner:
         """Synthesize a batch of token-id lists; `seed` seeds the global torch RNG the VITS noise comes
         from; `fp32` runs this batch with autocast off; `speed` multiplies the model's speaking rate (its
         length scale is divided by it); `speaker_id` picks the speaker of a multi-speaker model (one per
-        batch). Returns float32 arrays, one per item, trimmed.
+        batch; None means speaker 0, as in Piper and its ONNX `sid`, never the unconditioned model, which a
+        multi-speaker voice was not trained to be). Returns float32 arrays, one per item, trimmed.
         Raises whatever the model raises (torch.OutOfMemoryError included; ValueError for a speaker id
         outside the model's)."""
         import torch
@@ -79,6 +80,8 @@ class ModelRunner:
             if seed is not None:
                 torch.manual_seed(seed)
             rate = float(getattr(self.model, "speaking_rate", 1.0)) * speed
+            if speaker_id is None and int(getattr(self.model.config, "num_speakers", 1)) > 1:
+                speaker_id = 0
             speaker = {"speaker_id": speaker_id} if speaker_id is not None else {}
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, speaking_rate=rate, **speaker)
             lengths = [int(n) for n in out.sequence_lengths.tolist()]

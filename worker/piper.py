@@ -1,5 +1,6 @@
-"""Piper voices as transformers models: the ONNX -> `VitsModel` converter and the ResBlock2 decoder (the
-text encoder and config reader live in the torch-free `worker.phonemes`, re-exported here).
+"""Piper voices as transformers models: the ONNX -> `VitsModel` converter (single- and multi-speaker voices)
+and the ResBlock2 decoder (the text encoder and config reader live in the torch-free `worker.phonemes`,
+re-exported here).
 
 Piper is a fork of the original VITS, so its ONNX initializers keep the original module paths; the mapping
 to transformers names follows transformers' `convert_original_checkpoint.py` (research/models.md §4b, §7).
@@ -70,6 +71,12 @@ RULES: list[tuple[str, Callable[[re.Match[str]], str]]] = [
      lambda m: f"{_DP}.flows.{_dur(m)}.conv_dds.convs_pointwise.{m[2]}.{m[3]}"),
     (r"dp\.flows\.(\d+)\.convs\.norms_([12])\.(\d+)\.(gamma|beta)",
      lambda m: f"{_DP}.flows.{_dur(m)}.conv_dds.norms_{m[2]}.{m[3]}.{_LN[m[4]]}"),
+    # multi-speaker voices: the speaker embedding and the layers it conditions (VITS's `g`, Piper's `sid`)
+    (r"emb_g\.weight", lambda m: "embed_speaker.weight"),
+    (r"dp\.cond\.(weight|bias)", lambda m: f"{_DP}.cond.{m[1]}"),
+    (r"dec\.cond\.(weight|bias)", lambda m: f"decoder.cond.{m[1]}"),
+    (r"flow\.flows\.(\d+)\.enc\.cond_layer\.(weight|bias)",
+     lambda m: f"flow.flows.{_prior(m)}.wavenet.cond_layer.{m[2]}"),
 ]
 
 
@@ -142,9 +149,12 @@ def _first_consumers(graph: Any, names: set[str]) -> dict[str, str]:
 def onnx_state(onnx_path: Path) -> dict[str, np.ndarray]:
     """ONNX initializers keyed by original VITS module paths.
 
-    Three export quirks are resolved through the node that consumes the tensor: the text embedding is
-    called `sid`; the flow WaveNet convs are anonymous `onnx::Conv_N` (weight norm folded); and
-    `dp.flows.0.logs` was constant-folded to `exp(-logs)`.
+    Export quirks are resolved through the node that consumes the tensor: the text embedding may be
+    called `sid`; the flow WaveNet convs (their speaker `cond_layer` too) are anonymous `onnx::Conv_N`
+    (weight norm folded); `dp.flows.0.logs` is constant-folded either to `exp(-logs)` or to `-logs`
+    (an anonymous `onnx::Exp_N`), depending on the exporter version. A multi-speaker voice adds
+    `emb_g.weight` (read by the `sid` Gather) and the `cond` layers it feeds. Raises PermanentError for a
+    file that is not a Piper VITS graph (or has speaker-conditioned layers but no speaker embedding).
     """
     try:
         import onnx
@@ -164,20 +174,26 @@ def onnx_state(onnx_path: Path) -> dict[str, np.ndarray]:
             state[name] = arr
         elif node == "/enc_p/emb/Gather":
             state["enc_p.emb.weight"] = arr
+        elif node == "/emb_g/Gather":
+            state["emb_g.weight"] = arr
         elif name.startswith("onnx::Conv_") and (m := re.fullmatch(r"/(.*)/Conv", node)):
             state[m[1].replace("/", ".") + ".weight"] = arr
+        elif name.startswith("onnx::Exp_") and node == "/dp/flows.0/Exp":
+            state["dp.flows.0.neg_logs"] = arr  # the Exp's input, `-logs`, with the Neg folded in
         elif name == "/dp/flows.0/Exp_output_0":
             state["dp.flows.0.exp_neg_logs"] = arr
     if "enc_p.emb.weight" not in state or not any(k.startswith("dec.") for k in state):
         raise PermanentError(f"{onnx_path} does not look like a Piper VITS voice (no text embedding or decoder)")
-    if any(k.startswith(("emb_g", "enc_p.emb_g")) or ".cond." in k for k in state):
-        raise PermanentError(f"{onnx_path}: multi-speaker Piper voices are not supported")
+    if "emb_g.weight" not in state and any(".cond." in k or ".cond_layer." in k for k in state):
+        raise PermanentError(f"{onnx_path}: speaker-conditioned layers without a speaker embedding (emb_g); "
+                             f"not a Piper voice export this converter understands")
     return state
 
 
 def piper_vits_config(state: dict[str, np.ndarray], pcfg: dict[str, Any]) -> VitsConfig:
-    """A `VitsConfig` for the Piper voice: sizes from tensor shapes, upsampling/resblocks from Piper's
-    per-tier defaults (ResBlock2 -> low/medium, ResBlock1 -> high), sample rate and noise from the config."""
+    """A `VitsConfig` for the Piper voice: sizes from tensor shapes (speaker count and embedding size from
+    `emb_g`), upsampling/resblocks from Piper's per-tier defaults (ResBlock2 -> low/medium, ResBlock1 ->
+    high), sample rate and noise from the config."""
     def count(pattern: str) -> int:
         return len({m[1] for k in state if (m := re.fullmatch(pattern, k))})
 
@@ -191,6 +207,7 @@ def piper_vits_config(state: dict[str, np.ndarray], pcfg: dict[str, Any]) -> Vit
     rel_k = state["enc_p.encoder.attn_layers.0.emb_rel_k"]
     ffn = state["enc_p.encoder.ffn_layers.0.conv_1.weight"]
     inference = pcfg.get("inference", {})
+    num_speakers, speaker_size = state["emb_g.weight"].shape if "emb_g.weight" in state else (1, 0)
     config = VitsConfig(
         vocab_size=int(n_vocab), hidden_size=int(hidden), num_attention_heads=int(hidden // rel_k.shape[-1]),
         num_hidden_layers=count(r"enc_p\.encoder\.attn_layers\.(\d+)\.conv_q\.weight"),
@@ -206,6 +223,7 @@ def piper_vits_config(state: dict[str, np.ndarray], pcfg: dict[str, Any]) -> Vit
         noise_scale=float(inference.get("noise_scale", 0.667)),
         noise_scale_duration=float(inference.get("noise_w", 0.8)),
         speaking_rate=1.0 / float(inference.get("length_scale", 1.0)),
+        num_speakers=int(num_speakers), speaker_embedding_size=int(speaker_size),
         pad_token_id=0, layerdrop=0.0,
     )
     config.resblock_type = "2" if rb2 else "1"  # extra keys survive save/load in config.json
@@ -252,6 +270,7 @@ def convert_piper(onnx_path: Path, config_path: Path, out_dir: Path) -> Path:
     if max(id_map.values()) >= n_vocab:
         raise PermanentError(f"{config_path}: phoneme ids reach {max(id_map.values())} but the model has "
                              f"{n_vocab} symbols; config and ONNX do not belong together")
+    _check_speakers(pcfg, state, config_path)
     with torch.no_grad():
         model = PiperVitsModel(piper_vits_config(state, pcfg)).eval()
         unmapped = _load_state(model, state)
@@ -272,12 +291,31 @@ def convert_piper(onnx_path: Path, config_path: Path, out_dir: Path) -> Path:
     return out_dir
 
 
+def _check_speakers(pcfg: dict[str, Any], state: dict[str, np.ndarray], config_path: Path) -> None:
+    """The config's `num_speakers` and `speaker_id_map` must fit the model's speaker embedding (the map is
+    what `NAME#SPEAKER` names resolve through). Raises PermanentError when they do not."""
+    rows = int(state["emb_g.weight"].shape[0]) if "emb_g.weight" in state else 1
+    declared = pcfg.get("num_speakers", rows)
+    if declared != rows:
+        raise PermanentError(f"{config_path}: num_speakers is {declared} but the model has {rows} speaker "
+                             f"embeddings; config and ONNX do not belong together")
+    id_map = pcfg.get("speaker_id_map") or {}
+    bad = ({k: v for k, v in id_map.items() if not isinstance(v, int) or not 0 <= v < rows}
+           if isinstance(id_map, dict) else id_map)
+    if bad:
+        raise PermanentError(f"{config_path}: speaker_id_map must map names to ids 0-{rows - 1}, got "
+                             f"{str(bad)[:120]}")
+
+
 def _load_state(model: Any, state: dict[str, np.ndarray]) -> list[str]:
     """Copy the Piper tensors into `model`; returns the names no rule maps."""
     unmapped = []
     for name, arr in state.items():
         if name == "dp.flows.0.exp_neg_logs":  # reverse ElementwiseAffine computes (x - m) * exp(-logs)
             _set_param(model, f"{_DP}.flows.0.log_scale", -np.log(arr))
+            continue
+        if name == "dp.flows.0.neg_logs":
+            _set_param(model, f"{_DP}.flows.0.log_scale", -arr)
             continue
         for pattern, target in RULES:
             if m := re.fullmatch(pattern, name):

@@ -57,3 +57,10 @@ def import_piper(
     folder = convert_piper(onnx, config, out_dir)
     typer.echo(f"converted {onnx.name} -> {folder} (use it with --voice {folder}; its parent folder must be "
                f"one of the voice directories, TTSFLEET_VOICE_DIRS)")
+    from schemas.voices import resolve_voice_name
+
+    info = resolve_voice_name(str(folder))
+    if info.num_speakers > 1:
+        named = ", ".join(f"{n} ({i})" for n, i in sorted(info.speakers.items(), key=lambda kv: kv[1])[:20])
+        typer.echo(f"{info.num_speakers} speakers{': ' + named if named else ''}; pick one with "
+                   f"--voice {folder}#NAME or #NUMBER (speaker 0 when none is named)")
