@@ -140,6 +140,9 @@ class WorkerSettings(Settings):
     # A job of at least twice this many characters is split into segments of about this many (3,000
     # characters: about 3 minutes of speech) that idle workers lease on their own; 0: never split.
     segment_chars: int = Field(default=3000, ge=0)
+    # A short job (a notice: at most 4 chunks) is run together with up to this many minus one other queued
+    # short jobs of its voice, in one engine call that fills the CPU's lanes or the GPU's batches; 1: alone.
+    join_jobs: int = Field(default=8, ge=1)
 
     @classmethod
     def _derived_defaults(cls, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from schemas.status import Runtime
 from worker.device import parse_simulated
 from worker.engine import ChunkInput, start_engine
 from worker.loaded_voice import LoadedVoice, load_folder_voice
+from worker.onnx_runner import OnnxRunner
 from worker.precision import choose_policy
 
 SENTENCES = ["The quick brown fox jumps over the lazy dog.", "Yes.",
@@ -26,8 +27,8 @@ MAX_ABS_DIFF = 1e-3
 CPU = parse_simulated("cpu::8")
 
 
-def _waves(voice: LoadedVoice, runtime: str) -> tuple[list[np.ndarray], str, int]:
-    engine = start_engine(voice, CPU, choose_policy(CPU, runtime=runtime), deterministic=True)
+def _waves(voice: LoadedVoice, runtime: str, threads: int | None = None) -> tuple[list[np.ndarray], str, int]:
+    engine = start_engine(voice, CPU, choose_policy(CPU, runtime=runtime), deterministic=True, threads=threads)
     got: dict[int, np.ndarray] = {}
     run = engine.synthesize([ChunkInput(i, t, i) for i, t in enumerate(SENTENCES)],
                             lambda audio: got.__setitem__(audio.idx, audio.samples))
@@ -38,13 +39,32 @@ def _waves(voice: LoadedVoice, runtime: str) -> tuple[list[np.ndarray], str, int
 def test_onnxruntime_matches_pytorch_with_noise_off(tmp_path: Path) -> None:
     from worker.voices import load_voice
 
-    onnx_waves, onnx_runtime, onnx_batch = _waves(load_voice("piper:joe", tmp_path, onnx=True), "onnxruntime")
+    onnx_waves, onnx_runtime, onnx_batch = _waves(load_voice("piper:joe", tmp_path, onnx=True), "onnxruntime",
+                                                  threads=2)
     torch_waves, torch_runtime, _ = _waves(load_voice("piper:joe", tmp_path), "torch")
-    assert (onnx_runtime, torch_runtime, onnx_batch) == ("onnxruntime", "torch", 1)
+    # Two threads: two lanes, the sentences synthesized two at a time, each alone in its graph call.
+    assert (onnx_runtime, torch_runtime, onnx_batch) == ("onnxruntime", "torch", 2)
     for onnx_wave, torch_wave in zip(onnx_waves, torch_waves, strict=True):
         assert onnx_wave.dtype == np.float32 and len(onnx_wave) == len(torch_wave) > 10_000
         assert float(np.abs(onnx_wave - torch_wave).max()) < MAX_ABS_DIFF
         assert float(np.abs(torch_wave).max()) > 0.1  # not two silences agreeing
+
+
+@pytest.mark.slow
+def test_lanes_side_by_side_give_the_audio_of_one_item_at_a_time(tmp_path: Path) -> None:
+    from worker.voices import load_voice
+
+    voice = load_voice("piper:joe", tmp_path, onnx=True)
+    assert voice.onnx is not None
+    ids = [list(voice.encode(text).ids) for text in SENTENCES]
+    policy = choose_policy(CPU, runtime="onnxruntime")
+    lanes = OnnxRunner(voice.onnx, CPU, policy, noise_off=True, threads=2)
+    alone = OnnxRunner(voice.onnx, CPU, policy, noise_off=True, threads=1)
+    assert (lanes.lanes, alone.lanes) == (2, 1)
+    side_by_side, one_by_one = lanes.run(ids), alone.run(ids)
+    for wave, reference in zip(side_by_side, one_by_one, strict=True):  # in the order given
+        assert len(wave) == len(reference) > 10_000
+        assert float(np.abs(wave - reference).max()) < 1e-4
 
 
 @pytest.mark.slow

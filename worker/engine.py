@@ -21,7 +21,15 @@ import numpy as np
 
 from schemas.errors import DeviceLost, SynthesisFailed, first_line
 from schemas.status import DType, Runtime
-from worker.batching import CPU_TOKEN_BUDGET, Item, budget_from_memory, lowered_budget, padded_tokens, plan_batches
+from worker.batching import (
+    CPU_TOKEN_BUDGET,
+    MAX_TOKEN_BUDGET,
+    Item,
+    budget_from_memory,
+    lowered_budget,
+    padded_tokens,
+    plan_batches,
+)
 from worker.device import DeviceInfo
 from worker.loaded_voice import LoadedVoice
 from worker.model import ModelRunner, bad_audio, free_memory, peak_bytes, reset_peak
@@ -318,10 +326,11 @@ class Engine:
 def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, token_budget: int | None = None,
                  deterministic: bool = False, max_batch_items: int | None = None,
                  threads: int | None = None) -> Engine:
-    """Pick the runner (`make_runner`: onnxruntime or torch, as the policy says and the voice allows; one
-    chunk per call on onnxruntime), move `voice.model` to `device` under `policy`, run the canary (falling
-    back to `safer` policies, each fallback recorded in `engine.notes`), and size the token budget:
-    `token_budget` if given, else measured free memory / memory per token on CUDA, else CPU_TOKEN_BUDGET.
+    """Pick the runner (`make_runner`: onnxruntime or torch, as the policy says and the voice allows; on
+    onnxruntime a batch is one chunk per lane, run side by side), move `voice.model` to `device` under
+    `policy`, run the canary (falling back to `safer` policies, each fallback recorded in `engine.notes`),
+    and size the token budget: `token_budget` if given, else measured free memory / memory per token on
+    CUDA, else CPU_TOKEN_BUDGET (no limit on onnxruntime, which pads nothing).
 
     `deterministic` sets the model's noise to zero (identical audio for identical text, any batching);
     otherwise chunk seeds drive the noise, reproducible per chunk only at `max_batch_items=1`.
@@ -330,8 +339,12 @@ def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, toke
     """
     runner = make_runner(voice, device, policy, noise_off=deterministic, threads=threads)
     apply_process_settings(runner.policy, device)
-    if runner.runtime == Runtime.ONNXRUNTIME:
-        max_batch_items = 1  # Piper's graph returns no output lengths: one item per call
+    if isinstance(runner, OnnxRunner):
+        # Piper's graph returns no output lengths, so no padded batches: a "batch" is the items the runner
+        # synthesizes side by side, one per lane.
+        max_batch_items = runner.lanes
+        # No padding either: lanes hold one item each, so the budget that bounds padded batches does not apply.
+        token_budget = token_budget or MAX_TOKEN_BUDGET
     engine = Engine(voice=voice, device=device, runner=runner, token_budget=token_budget or CPU_TOKEN_BUDGET,
                     deterministic=deterministic, max_batch_items=max_batch_items)
     started = time.perf_counter()

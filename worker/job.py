@@ -21,7 +21,7 @@ from schemas.errors import JobInterrupted, PermanentError, RetryableError, Synth
 from schemas.settings import WorkerSettings
 from schemas.status import AudioFormat, Backend, DType, JobStatus
 from schemas.voices import voice_speaker
-from worker import audio, lease, segments
+from worker import audio, lease, segments, together
 from worker.events import JobFigures, JobOutcome, Listener, Listeners
 from worker.outputs import JobFiles
 from worker.reaper import Republish
@@ -46,6 +46,8 @@ class JobContext:
     # Sends a job id to the broker again: how a worker cutting a long job into segments calls for help.
     republish: Callable[[Republish], None] = lambda _job: None
     holding: Callable[[str | None], None] = lambda _job: None  # names the job whose lease the heartbeat renews
+    # Names the jobs run together with it (worker.together), whose leases the heartbeat renews too.
+    holding_together: Callable[[list[str]], None] = lambda _jobs: None
 
 
 def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
@@ -102,6 +104,10 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures | N
         from worker.segment_run import run_segments  # it builds on this module: imported late
 
         return run_segments(held, ctx, engine)
+    if together.companions_wanted(held, pending, ctx.settings.join_jobs):
+        others = together.claim_companions(ctx, held, ctx.settings.join_jobs - 1)
+        if others:
+            return together.run_together(held, others, ctx, engine, pending)
     total = held.chunks_total
     done = [total - len(pending)]
     seed = job_seed(held.job_id, held.options.get("seed"))
@@ -123,10 +129,15 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures | N
             raise WorkerStopping(f"worker stopping: job {held.job_id} put back with {done[0]} of {total} chunks")
 
     run = synthesize_chunks(held, ctx, engine, pending, seed, save)
+    return finish_job(held, ctx, engine, run, warnings_with(held, dropped), files)
+
+
+def warnings_with(held: lease.Claim, dropped: set[str]) -> list[str]:
+    """The job's warnings, plus one naming the characters its voice could not speak (if any)."""
     warnings = list(held.warnings)
     if dropped:
         warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(dropped)))
-    return finish_job(held, ctx, engine, run, warnings, files)
+    return warnings
 
 
 def synthesize_chunks(held: lease.Claim, ctx: JobContext, engine: Engine, pending: list[lease.PendingChunk], seed: int,

@@ -7,8 +7,13 @@ about 2.5x faster per sentence on this project's CPUs (docs/benchmarks.md). Impo
 transformers.
 
 Piper's graph takes a batch but returns no output lengths, so a padded item's tail cannot be cut off:
-items run one per call. Its noise comes from an unseeded RandomNormalLike, so per-chunk seeds are not
-honoured here; with noise off (`deterministic`) the audio is exactly reproducible, as on torch.
+items run one per graph call. Several items given together run side by side instead, one per "lane" (a
+thread calling a second session limited to one intra-op thread): on a CPU, VITS' small convolutions
+spread badly over cores, so two sentences at once on one core each make more audio per second than one
+sentence on two cores (docs/benchmarks.md). A lone item still gets every core.
+
+Its noise comes from an unseeded RandomNormalLike, so per-chunk seeds are not honoured here; with noise
+off (`deterministic`) the audio is exactly reproducible, as on torch.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 import platform
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -101,9 +107,11 @@ def _cpu_signature() -> str:
 class OnnxRunner:
     """The ONNX counterpart of `worker.model.ModelRunner`: same `run`/`synchronize`/`set_policy` interface.
 
-    `threads` is ONNX Runtime's intra-op thread count (None: `cores_available()`); inter-op is 1 (the
-    graph is one chain). The graph ONNX Runtime optimizes at load (~1 s on a 2-core CPU) is saved once in
-    `voice.cache_dir`, keyed by the model's content, the onnxruntime version and this CPU (the optimized
+    `threads` is ONNX Runtime's intra-op thread count for a lone item (None: `cores_available()`); inter-op
+    is 1 (the graph is one chain). `lanes` items of one `run` call are synthesized at once, each on one
+    thread of a second session (None: as many as `threads`; 1: one item after another, one session).
+    The graph ONNX Runtime optimizes at load (~1 s on a 2-core CPU) is saved once in `voice.cache_dir`,
+    keyed by the model's content, the onnxruntime version and this CPU (the optimized
     graph may use CPU-specific layouts), and loaded as it is afterwards.
     Raises PermanentError when onnxruntime is missing or the model cannot be loaded.
     """
@@ -113,7 +121,7 @@ class OnnxRunner:
     device_type = "cpu"
 
     def __init__(self, voice: OnnxVoice, device: DeviceInfo, policy: Policy, *, noise_off: bool = False,
-                 threads: int | None = None, pad_id: int = 0) -> None:
+                 threads: int | None = None, lanes: int | None = None, pad_id: int = 0) -> None:
         try:
             import onnxruntime
         except ImportError as err:
@@ -123,15 +131,15 @@ class OnnxRunner:
         self.policy = policy
         self.pad_id = pad_id
         self.threads = threads or cores_available()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = self.threads
-        options.inter_op_num_threads = 1
-        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
-        options.log_severity_level = 3  # errors only: Piper graphs warn about unused initializers
+        self.lanes = max(1, lanes or self.threads)
         try:
-            self.session: Any = _session(onnxruntime, voice, options)
+            self.session: Any = _session(onnxruntime, voice, _options(onnxruntime, self.threads))
+            # The lanes' own session: the same graph (weights loaded twice, ~60 MB for a medium voice).
+            self._lane_session: Any = (_session(onnxruntime, voice, _options(onnxruntime, 1))
+                                       if self.lanes > 1 else None)
         except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             raise PermanentError(f"cannot load the ONNX model {voice.path}: {first_line(err)}") from err
+        self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="ttsfleet-lane") if self.lanes > 1 else None
         noise, noise_w = (0.0, 0.0) if noise_off else (voice.noise_scale, voice.noise_w)
         self._scales = np.array([noise, voice.length_scale, noise_w], dtype=np.float32)
         self._inputs = {i.name for i in self.session.get_inputs()}
@@ -144,21 +152,18 @@ class OnnxRunner:
 
     def run(self, ids: Sequence[Sequence[int]], *, seed: int | None = None,
             fp32: bool = False, speed: float = 1.0, speaker_id: int | None = None) -> list[np.ndarray]:
-        """Synthesize each token-id list on its own; float32 waves at the voice's rate, one per item.
+        """Synthesize each token-id list on its own (up to `lanes` at once); float32 waves at the voice's
+        rate, one per item, in the order given.
         `speed` divides the voice's length scale (2.0: half as long); `speaker_id` is Piper's `sid` input
         of a multi-speaker voice (0 when None). `seed` and `fp32` are accepted for the runner interface and
         have no effect (see module docstring)."""
         scales = self._scales.copy()
         scales[1] /= speed
-        waves = []
-        for item in ids:
-            feed = {"input": np.asarray([item], dtype=np.int64),
-                    "input_lengths": np.asarray([len(item)], dtype=np.int64), "scales": scales}
-            if "sid" in self._inputs:
-                feed["sid"] = np.asarray([speaker_id or 0], dtype=np.int64)
-            out = self.session.run(None, feed)[0]
-            waves.append(np.ascontiguousarray(out.reshape(-1), dtype=np.float32))
-        return waves
+        sid = np.asarray([speaker_id or 0], dtype=np.int64) if "sid" in self._inputs else None
+        if len(ids) > 1 and self._pool is not None:
+            lane = self._lane_session
+            return list(self._pool.map(lambda item: _synthesize(lane, item, scales, sid), ids))
+        return [_synthesize(self.session, item, scales, sid) for item in ids]
 
     def synchronize(self) -> None:
         """Nothing to wait for: `run` returns when the audio exists."""
@@ -166,6 +171,24 @@ class OnnxRunner:
     def is_out_of_memory(self, err: BaseException) -> bool:
         """True for an allocation failure (MemoryError or ONNX Runtime's failed-allocation message)."""
         return isinstance(err, MemoryError) or "Failed to allocate memory" in str(err)
+
+
+def _options(onnxruntime: Any, threads: int) -> Any:
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.log_severity_level = 3  # errors only: Piper graphs warn about unused initializers
+    return options
+
+
+def _synthesize(session: Any, item: Sequence[int], scales: np.ndarray, sid: np.ndarray | None) -> np.ndarray:
+    """One item through `session` (ONNX Runtime releases the GIL while it runs, so lanes overlap)."""
+    feed = {"input": np.asarray([item], dtype=np.int64), "input_lengths": np.asarray([len(item)], dtype=np.int64),
+            "scales": scales}
+    if sid is not None:
+        feed["sid"] = sid
+    return np.ascontiguousarray(session.run(None, feed)[0].reshape(-1), dtype=np.float32)
 
 
 def make_runner(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, noise_off: bool = False,

@@ -5,6 +5,7 @@ predecessors of the same worker slot left running.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -47,6 +48,14 @@ def heartbeat(store: Store, worker_id: str, lease_s: float, job_id: str | None) 
             guard = [Job.id == job_id, Job.status == JobStatus.RUNNING]
             guard += [] if held else [Job.lease_owner == worker_id]
             session.execute(update(Job).where(*guard).values(lease_expires_at=until))
+
+
+def renew_leases(store: Store, worker_id: str, lease_s: float, job_ids: Sequence[str]) -> None:
+    """Extend the leases of `job_ids` that this worker still holds (jobs run together with its current one)."""
+    until = utcnow() + timedelta(seconds=lease_s)
+    with store.session() as session:
+        session.execute(update(Job).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.RUNNING,
+                                          Job.lease_owner == worker_id).values(lease_expires_at=until))
 
 
 def release_previous_incarnations(store: Store, slot: str, worker_id: str, host: str,

@@ -55,6 +55,7 @@ class WorkerRuntime:
         self._stopping = threading.Event()  # asked to stop: the running job stops at its next chunk
         self._thread: threading.Thread | None = None
         self.current_job: str | None = None  # the job this process runs now: the only lease it renews
+        self.together: tuple[str, ...] = ()  # ... besides those of the jobs running together with it
         self.listeners = Listeners()
         self.beat_hooks: list[Callable[[], None]] = []  # run after each heartbeat (metrics refresh)
         self.republisher: Callable[[Republish], None] | None = None  # set with the heartbeat (a broker at hand)
@@ -129,10 +130,13 @@ class WorkerRuntime:
     def context(self) -> JobContext:
         return JobContext(store=self.store, settings=self.settings, worker_id=self.worker_id,
                           engine_for=self.engine_for, listeners=self.listeners, should_stop=self._stopping.is_set,
-                          republish=self._republish, holding=self._hold)
+                          republish=self._republish, holding=self._hold, holding_together=self._hold_together)
 
     def _hold(self, job_id: str | None) -> None:
         self.current_job = job_id
+
+    def _hold_together(self, job_ids: list[str]) -> None:
+        self.together = tuple(job_ids)
 
     def _republish(self, job: Republish) -> None:
         if self.republisher is not None:
@@ -147,11 +151,15 @@ class WorkerRuntime:
             (self.settings.health_dir / "ready").unlink(missing_ok=True)
         return first
 
-    def abandon_job(self, job_id: str) -> None:
-        """Put `job_id` back now if this worker still holds it, without waiting for a chunk boundary (a
-        second SIGTERM, SIGQUIT, or a job that would not stop in time)."""
-        lease.release(self.store, job_id, self.worker_id)
+    def abandon_job(self, job_id: str) -> list[str]:
+        """Put `job_id`, and the jobs running together with it, back now if this worker still holds them,
+        without waiting for a chunk boundary (a second SIGTERM, SIGQUIT, or a job that would not stop in
+        time). Returns the ids put back."""
+        ids = [job_id, *self.together]
+        for held in ids:
+            lease.release(self.store, held, self.worker_id)
         segments.release_held(self.store, self.worker_id)
+        return ids
 
     def registry_row(self) -> dict[str, Any]:
         """The workers-table row; `details.runtime` says which runtime runs the default voice. torch is not
@@ -188,6 +196,8 @@ class WorkerRuntime:
             beats += 1
             try:
                 registry.heartbeat(self.store, self.worker_id, self.settings.lease_s, self.current_job)
+                if self.together:
+                    registry.renew_leases(self.store, self.worker_id, self.settings.lease_s, self.together)
                 self._touch_health("heartbeat")
                 for hook in self.beat_hooks:
                     hook()

@@ -113,9 +113,8 @@ def _abandon(runtime: WorkerRuntime, republish: Callable[[Republish], None], job
     from worker import reaper
 
     try:
-        if job_id is not None:
-            runtime.abandon_job(job_id)
-            route = reaper.route(runtime.store, job_id, MAX_PRIORITY)
+        for held in runtime.abandon_job(job_id) if job_id is not None else []:
+            route = reaper.route(runtime.store, held, MAX_PRIORITY)
             if route is not None:
                 republish(route)
         log.warning("%s: stopping now; job %s put back", why, job_id or "(none)")

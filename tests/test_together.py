@@ -1,0 +1,137 @@
+"""Short jobs run together: one claim takes queued notices of the same voice along, one engine call
+synthesizes them all, and each job still ends on its own (without Celery)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from sqlalchemy import select
+
+from producer.jobs import cancel_jobs, job_views
+from producer.submit import submit
+from schemas.db import Store, open_store
+from schemas.errors import WorkerStopping
+from schemas.messages import JobRequest
+from schemas.settings import ProducerSettings, WorkerSettings
+from schemas.status import JobStatus
+from schemas.tables import Job, JobMetrics
+from tests.conftest import TEST_VOICE_DIRS
+from tests.fakes import FakeEngine
+from worker.engine import ChunkAudio, ChunkInput, EngineRun
+from worker.job import JobContext, synthesize_job
+
+NOTICES = ["Water stops at noon.", "The gate is shut today.", "Bins go out on Monday.", "The pool opens at nine.",
+           "Parking is free on Sunday."]
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> ProducerSettings:
+    return ProducerSettings(database_url=db_url, output_dir=tmp_path / "out", voice_dirs=TEST_VOICE_DIRS)
+
+
+@pytest.fixture
+def db(settings: ProducerSettings) -> Store:
+    store = open_store(settings.database_url)
+    yield store  # type: ignore[misc]
+    store.dispose()
+
+
+class CountingEngine(FakeEngine):
+    """The fake engine, counting its calls and the chunks each call got."""
+
+    def __init__(self, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.calls: list[int] = []
+
+    def synthesize(self, chunks, on_chunk):  # type: ignore[no-untyped-def, override]
+        self.calls.append(len(chunks))
+        return super().synthesize(chunks, on_chunk)
+
+
+def _ctx(settings: ProducerSettings, db: Store, engine: FakeEngine, **overrides: object) -> JobContext:
+    ws = WorkerSettings(database_url=settings.database_url, output_dir=settings.output_dir, **overrides)
+    return JobContext(store=db, settings=ws, worker_id="host/cpu/0", engine_for=lambda _voice: engine)
+
+
+def _submit(settings: ProducerSettings, db: Store, voice: str, texts: list[str], **kw: object) -> list[str]:
+    jobs = submit([JobRequest(text=t, voice=voice, **kw) for t in texts], settings, db, publisher=None)  # type: ignore[arg-type]
+    return [j.id for j in jobs]
+
+
+def test_queued_notices_of_one_voice_run_in_one_engine_call_and_each_ends_on_its_own(
+        settings: ProducerSettings, db: Store, tiny_vits_dir: Path) -> None:
+    # Older than the notices, so only its length keeps it out of their company.
+    long_text = " ".join(["A sentence of the long job that is never run in company."] * 6)
+    long_job = _submit(settings.model_copy(update={"max_chunk_chars": 60}), db, str(tiny_vits_dir), [long_text])
+    ids = _submit(settings, db, str(tiny_vits_dir), NOTICES)
+    engine = CountingEngine()
+    outcome = synthesize_job(ids[0], _ctx(settings, db, engine, join_jobs=4))
+    assert outcome.status == JobStatus.SUCCEEDED
+    assert engine.calls == [4]  # the job and the next three queued ones, in one call
+    views = {v.id: v for v in job_views(db, ids + long_job)}
+    assert [views[i].status for i in ids] == [JobStatus.SUCCEEDED] * 4 + [JobStatus.QUEUED]
+    assert views[long_job[0]].status == JobStatus.QUEUED and views[long_job[0]].chunks_total > 4
+    for job_id, text in zip(ids[:4], NOTICES, strict=False):  # each job got its own chunk's audio
+        info = sf.info(str(views[job_id].audio_path))
+        assert info.frames == pytest.approx(0.05 * len(text) * 16_000, abs=2)
+    with db.read() as s:
+        assert s.scalar(select(JobMetrics.worker_id).where(JobMetrics.job_id == ids[2])) == "host/cpu/0"
+    # Their own messages arrive later: the claim refuses them, nothing runs twice.
+    later = synthesize_job(ids[1], _ctx(settings, db, engine, join_jobs=4, segment_chars=0))
+    assert later.status is None and engine.calls == [4]
+    assert synthesize_job(ids[4], _ctx(settings, db, engine, join_jobs=4)).status == JobStatus.SUCCEEDED
+    assert engine.calls == [4, 1]
+
+
+def test_join_jobs_1_runs_each_job_alone(settings: ProducerSettings, db: Store, tiny_vits_dir: Path) -> None:
+    ids = _submit(settings, db, str(tiny_vits_dir), NOTICES[:3])
+    engine = CountingEngine()
+    synthesize_job(ids[0], _ctx(settings, db, engine, join_jobs=1))
+    assert engine.calls == [1]
+    assert [v.status for v in job_views(db, ids)] == [JobStatus.SUCCEEDED, JobStatus.QUEUED, JobStatus.QUEUED]
+
+
+def test_a_companion_cancelled_mid_run_ends_cancelled_and_the_others_succeed(
+        settings: ProducerSettings, db: Store, tiny_vits_dir: Path) -> None:
+    ids = _submit(settings, db, str(tiny_vits_dir), NOTICES[:3])
+
+    class CancellingEngine(FakeEngine):
+        def synthesize(self, chunks: list[ChunkInput], on_chunk: Callable[[ChunkAudio], None]) -> EngineRun:
+            cancel_jobs(db, [ids[1]])
+            return super().synthesize(chunks, on_chunk)
+
+    outcome = synthesize_job(ids[0], _ctx(settings, db, CancellingEngine()))
+    assert outcome.status == JobStatus.SUCCEEDED
+    views = {v.id: v for v in job_views(db, ids)}
+    assert views[ids[1]].status == JobStatus.CANCELLED and views[ids[1]].audio_path is None
+    assert views[ids[2]].status == JobStatus.SUCCEEDED
+
+
+def test_a_stop_puts_every_job_of_the_group_back_with_its_chunks_and_sends_the_companions_again(
+        settings: ProducerSettings, db: Store, tiny_vits_dir: Path) -> None:
+    ids = _submit(settings, db, str(tiny_vits_dir), NOTICES[:3])
+    sent: list[str] = []
+    chunks_seen = [0]
+
+    def stop_after_two() -> bool:
+        chunks_seen[0] += 1
+        return chunks_seen[0] >= 2
+
+    ctx = _ctx(settings, db, FakeEngine())
+    ctx.should_stop = stop_after_two
+    ctx.republish = lambda route: sent.append(route.job_id)
+    with pytest.raises(WorkerStopping):
+        synthesize_job(ids[0], ctx)
+    with db.read() as s:
+        rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(ids)))}
+    assert {rows[i].status for i in ids} == {JobStatus.QUEUED}
+    assert sum(rows[i].chunks_done for i in ids) == 2  # what was stored stays stored
+    assert sorted(sent) == sorted(ids[1:])  # the primary's own message is the task's to resend
+    # Resumed, every job finishes without redoing a stored chunk.
+    engine = CountingEngine()
+    for job_id in ids:
+        synthesize_job(job_id, _ctx(settings, db, engine, join_jobs=1))
+    assert sum(engine.calls) == 1 and all(v.status == JobStatus.SUCCEEDED for v in job_views(db, ids))

@@ -1,0 +1,198 @@
+"""Short jobs run together: a worker that claims a short job also claims other queued short jobs of the
+same voice and synthesizes all their chunks in one engine call.
+
+A one-sentence notice gives the engine one chunk: a CPU worker's lanes (worker.onnx_runner) and a GPU's
+batches would run it nearly empty, one notice after another. Taking the next few queued notices with it
+fills them. Every companion is claimed by the same compare-and-set as any job (so no two workers hold
+one), its lease is renewed by the heartbeat, and each job is still finished, failed or put back on its
+own: a cancelled companion stops being saved, a companion that cannot be assembled fails alone. Their
+broker messages, delivered later, find the job taken or finished and are acknowledged as any duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, exists, select
+
+from schemas.errors import JobInterrupted, PermanentError, RetryableError, WorkerStopping
+from schemas.status import JobStatus
+from schemas.tables import Chunk, Job
+from schemas.voices import voice_speaker
+from worker import lease, reaper
+from worker.events import JobFigures, JobOutcome
+from worker.outputs import JobFiles
+
+if TYPE_CHECKING:
+    from worker.engine import ChunkAudio, Engine, EngineRun
+    from worker.job import JobContext
+
+log = logging.getLogger("ttsfleet.together")
+
+SHORT_JOB_CHUNKS = 4  # a job of at most this many chunks may run together with others
+RESEND_PRIORITY = 9  # a companion put back is sent again at top priority: it was next in line
+
+
+@dataclass
+class _Member:
+    """One job of the group: its claim, files, pending chunks and whether it is still ours."""
+
+    held: lease.Claim
+    files: JobFiles
+    pending: list[lease.PendingChunk]
+    done: int = 0
+    lost: str | None = None  # why it is no longer ours (cancelled, taken over)
+    dropped: set[str] = field(default_factory=set)
+
+
+def companions_wanted(held: lease.Claim, pending: Sequence[lease.PendingChunk], join_jobs: int) -> bool:
+    """Whether `held` may take companions: joining is on, it is short, and every chunk is in its own voice
+    (a job with a dialogue voice runs alone)."""
+    return (join_jobs > 1 and held.group_id is None and 0 < len(pending) <= held.chunks_total <= SHORT_JOB_CHUNKS
+            and all(c.voice is None for c in pending))
+
+
+def claim_companions(ctx: JobContext, held: lease.Claim, limit: int) -> list[lease.Claim]:
+    """Claim up to `limit` queued short jobs of `held`'s voice from this worker's queues, in the order the
+    broker would deliver them (priority, then age). A job another worker claims first is skipped."""
+    roles = exists().where(and_(Chunk.job_id == Job.id, Chunk.voice.is_not(None)))
+    query = (select(Job.id).where(Job.status == JobStatus.QUEUED, Job.voice == held.voice, Job.id != held.job_id,
+                                  Job.group_id.is_(None), Job.chunks_total.between(1, SHORT_JOB_CHUNKS),
+                                  Job.queue.in_(ctx.settings.queue_names), ~roles)
+             .order_by(Job.priority.desc(), Job.created_at).limit(limit * 2))
+    with ctx.store.read() as session:
+        candidates = list(session.scalars(query))
+    claimed: list[lease.Claim] = []
+    for job_id in candidates:
+        if len(claimed) >= limit:
+            break
+        other = lease.claim(ctx.store, job_id, ctx.worker_id, ctx.settings.lease_s)
+        if other is not None and other.attempt <= ctx.settings.max_attempts:
+            claimed.append(other)
+        elif other is not None:  # a poison job is not ours to run in company: back to its own delivery
+            lease.release(ctx.store, job_id, ctx.worker_id)
+    return claimed
+
+
+def run_together(held: lease.Claim, others: list[lease.Claim], ctx: JobContext, engine: Engine,
+                 pending: list[lease.PendingChunk]) -> tuple[JobOutcome, JobFigures | None]:
+    """Synthesize `held` and `others` in one engine call, then finish each. Returns `held`'s outcome and
+    figures; the companions' outcomes go to the listeners.
+
+    Raises as `worker.job.synthesize_job` does for `held` (which the caller puts back); the companions
+    are put back and sent again before anything propagates.
+    """
+    from worker.job import job_seed
+
+    members = [_Member(held, JobFiles(ctx.settings.output_location, held.job_id), pending)]
+    members += [_Member(o, JobFiles(ctx.settings.output_location, o.job_id), lease.pending_chunks(ctx.store, o.job_id))
+                for o in others]
+    ctx.holding_together([o.job_id for o in others])
+    try:
+        inputs, owners = _inputs(members, job_seed)
+        run = _synthesize(ctx, engine, members, inputs, owners)
+    except BaseException:
+        _put_back(ctx, others)
+        ctx.holding_together([])
+        raise
+    outcomes = [_finish(ctx, engine, member, run) for member in members[1:]]
+    ctx.holding_together([])
+    log.info("job %s ran with %d others (%d ended here)", held.job_id, len(others),
+             sum(o is not None for o in outcomes))
+    first = members[0]
+    if first.lost is not None:
+        raise JobInterrupted(first.lost)
+    from worker.job import finish_job, warnings_with
+
+    return finish_job(held, ctx, engine, run, warnings_with(held, first.dropped), first.files)
+
+
+def _inputs(members: list[_Member], job_seed: Callable[[str, object], int]) -> tuple[list, list[tuple[_Member, int]]]:
+    """Every pending chunk as one engine input (numbered across the group) and who owns each."""
+    from worker.engine import ChunkInput
+    from worker.job import chunk_seed
+
+    inputs: list[ChunkInput] = []
+    owners: list[tuple[_Member, int]] = []
+    for member in members:
+        seed = job_seed(member.held.job_id, member.held.options.get("seed"))
+        speed = float(member.held.options.get("speed") or 1.0)
+        speaker = voice_speaker(member.held.voice)[1]
+        for chunk in member.pending:
+            inputs.append(ChunkInput(len(inputs), chunk.text, chunk_seed(seed, chunk.idx), speed=speed,
+                                     speaker_id=speaker))
+            owners.append((member, chunk.idx))
+    return inputs, owners
+
+
+def _synthesize(ctx: JobContext, engine: Engine, members: list[_Member], inputs: list,
+                owners: list[tuple[_Member, int]]) -> EngineRun:
+    from worker.job import attempt_tag
+
+    def save(chunk: ChunkAudio) -> None:
+        member, idx = owners[chunk.idx]
+        if member.lost is None:
+            held = member.held
+            location = member.files.save_chunk(f"{idx:06d}-{attempt_tag(held)}.wav", chunk.samples,
+                                               engine.sample_rate_hz)
+            try:
+                lease.save_chunk(ctx.store, held.job_id, ctx.worker_id, idx, ctx.settings.lease_s,
+                                 audio_path=location, samples=len(chunk.samples),
+                                 audio_s=len(chunk.samples) / engine.sample_rate_hz, synth_s=chunk.synth_s,
+                                 batch_size=chunk.batch_size, attempt=held.attempt, dtype=chunk.dtype,
+                                 fp32_redo=chunk.fp32_redo)
+            except JobInterrupted as err:  # cancelled or taken over: the others go on
+                member.lost = str(err)
+            else:
+                member.dropped.update(chunk.dropped)
+                member.done += 1
+                ctx.listeners.chunk_done(held.job_id, held.chunks_total - len(member.pending) + member.done,
+                                         held.chunks_total)
+        if ctx.should_stop():
+            raise WorkerStopping(f"worker stopping: job {members[0].held.job_id} and {len(members) - 1} "
+                                 "jobs run with it put back")
+
+    try:
+        return engine.synthesize(inputs, on_chunk=save)
+    finally:
+        engine.cleanup()
+
+
+def _finish(ctx: JobContext, engine: Engine, member: _Member, run: EngineRun) -> JobOutcome | None:
+    """Finish one companion on its own; None when it is no longer ours (nothing to report here)."""
+    from worker.job import _drop_strays, failed, finish_job, finished, warnings_with
+
+    held = member.held
+    if member.lost is not None:
+        _drop_strays(ctx, held)
+        return None
+    try:
+        outcome, figures = finish_job(held, ctx, engine, run, warnings_with(held, member.dropped), member.files)
+    except JobInterrupted:
+        _drop_strays(ctx, held)
+        return None
+    except PermanentError as err:
+        lease.fail(ctx.store, held.job_id, ctx.worker_id, str(err))
+        member.files.cleanup()
+        return failed(ctx, JobOutcome(held.job_id, JobStatus.FAILED, str(err)))
+    except (RetryableError, OSError) as err:
+        log.warning("job %s (run with others) put back: %s", held.job_id, err)
+        _put_back(ctx, [held])
+        return None
+    return finished(ctx, held, outcome, figures)
+
+
+def _put_back(ctx: JobContext, claims: Sequence[lease.Claim]) -> None:
+    """Release `claims` (queued again, their stored chunks kept) and send each again: their own messages
+    may already have been taken and dropped by a worker that found them held."""
+    for held in claims:
+        try:
+            if lease.release(ctx.store, held.job_id, ctx.worker_id):
+                route = reaper.route(ctx.store, held.job_id, RESEND_PRIORITY)
+                if route is not None:
+                    ctx.republish(route)
+        except RetryableError as err:
+            log.warning("job %s: could not put it back (%s); its lease will expire", held.job_id, err)
