@@ -45,6 +45,9 @@ HealthDirOpt = Annotated[Path | None, typer.Option(
 SegmentCharsOpt = Annotated[int | None, typer.Option(
     "--segment-chars", envvar="TTSFLEET_SEGMENT_CHARS", show_envvar=True,
     help="cut jobs of twice this many characters into segments idle workers help with; 0: never [3000]")]
+JoinJobsOpt = Annotated[int | None, typer.Option(
+    "--join-jobs", envvar="TTSFLEET_JOIN_JOBS", show_envvar=True, min=1,
+    help="run a short job together with up to this many minus one queued short jobs of its voice; 1: alone [8]")]
 SimulateOpt = Annotated[str | None, typer.Option(
     "--simulate", metavar="NAME:MAJOR.MINOR:MEMORY_GB",
     help="describe a card that is not here, e.g. 'Tesla T4:7.5:16', 'cpu::32' (no torch device used)")]
@@ -56,7 +59,7 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
            voices_cache_dir: CacheDirOpt = None, deterministic: DeterministicOpt = None,
            token_budget: TokenBudgetOpt = None, voice_dirs: VoiceDirsOpt = None, runtime: RuntimeOpt = None,
            threads: ThreadsOpt = None, health_dir: HealthDirOpt = None, segment_chars: SegmentCharsOpt = None,
-           loglevel: Annotated[str, typer.Option(help="log level")] = "INFO") -> None:
+           join_jobs: JoinJobsOpt = None, loglevel: Annotated[str, typer.Option(help="log level")] = "INFO") -> None:
     """Start one worker for one device: pin its precision, load the voice, take jobs from the broker."""
     from schemas.settings import WorkerSettings
     from worker.serve import serve
@@ -66,7 +69,7 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
         database_url=database_url, output_dir=output_dir, worker_name=name, metrics_port=metrics_port,
         voices_cache_dir=voices_cache_dir, deterministic=deterministic, token_budget=token_budget,
         voice_dirs=voice_dirs, runtime=runtime, threads=threads, health_dir=health_dir,
-        segment_chars=segment_chars)
+        segment_chars=segment_chars, join_jobs=join_jobs)
     logging.basicConfig(level=loglevel.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     serve(settings, loglevel)
 
