@@ -99,7 +99,7 @@ def test_a_killed_worker_resumes_its_job_without_redoing_chunks(fleet: Fleet) ->
     # A lease far longer than the test: only the restarted slot taking its dead predecessor's job
     # back (not lease expiry and the reaper) can finish the job in time.
     fleet.env["TTSFLEET_LEASE_S"] = "3600"
-    long_text = " ".join(f"Sentence number {i} is read aloud slowly and clearly." for i in range(300))
+    long_text = " ".join(f"Sentence number {i} is read aloud slowly and clearly." for i in range(100))
     (fleet.tmp / "long.txt").write_text(long_text)
     worker = fleet.start_worker("--token-budget", "64")
     [job] = json.loads(fleet.cli("submit", str(fleet.tmp / "long.txt"), "--json").stdout)

@@ -252,6 +252,8 @@ class Engine:
             gc.collect()
             return
         try:
+            if isinstance(self.runner, OnnxRunner):
+                self.runner.release_memory()
             free_memory(self.runner.torch_device)
         except RuntimeError as err:
             lost = self._device_lost(err)

@@ -57,7 +57,9 @@ def companions_wanted(held: lease.Claim, pending: Sequence[lease.PendingChunk], 
 
 def claim_companions(ctx: JobContext, held: lease.Claim, limit: int) -> list[lease.Claim]:
     """Claim up to `limit` queued short jobs of `held`'s voice from this worker's queues, in the order the
-    broker would deliver them (priority, then age). A job another worker claims first is skipped."""
+    broker would deliver them (priority, then age), and never more than half of those waiting: the other
+    workers' share stays queued, so a small batch of notices still spreads over the fleet. A job another
+    worker claims first is skipped."""
     roles = exists().where(and_(Chunk.job_id == Job.id, Chunk.voice.is_not(None)))
     query = (select(Job.id).where(Job.status == JobStatus.QUEUED, Job.voice == held.voice, Job.id != held.job_id,
                                   Job.group_id.is_(None), Job.chunks_total.between(1, SHORT_JOB_CHUNKS),
@@ -65,6 +67,7 @@ def claim_companions(ctx: JobContext, held: lease.Claim, limit: int) -> list[lea
              .order_by(Job.priority.desc(), Job.created_at).limit(limit * 2))
     with ctx.store.read() as session:
         candidates = list(session.scalars(query))
+    limit = min(limit, (len(candidates) + 1) // 2)
     claimed: list[lease.Claim] = []
     for job_id in candidates:
         if len(claimed) >= limit:
