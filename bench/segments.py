@@ -1,19 +1,25 @@
 """Segment leases measured on this machine, side by side with what the fleet simulator predicts.
 
-CPU workers with one thread each, through Redis, Celery and a SQLite store:
+CPU workers as users run them: the bundled voice `piper:joe` on ONNX Runtime, one thread each (`--threads
+1`), one chunk per call, through Redis, Celery and a SQLite store. Three fleets start together (one worker;
+two with segment leases; two with segments off, job-level FIFO) and each round runs, side by side:
   1. one 40-chunk job on one worker, then on two (segment leases): the speed-up;
-  2. one long job and 50 notices on two workers, job-level FIFO (segments off) against segment leases;
-  3. the simulator (`producer/simulate.py`), fed the speed measured in run 1, predicts runs 1 and 2.
-Then the simulator plans a 100-card mixed fleet (bench/simulate/fleet.toml) on a large generated backlog.
-The last line printed is one JSON object with every figure.
+  2. one long job (80 chunks) and 50 one-sentence notices on two workers, job-level FIFO against segment
+     leases;
+  3. the simulator (`producer/simulate.py`), calibrated on the round's one-worker run, predicts the others.
+Each run notes the load average and the CPU its workers used ("cores used"): on a shared machine the
+speed-up is bounded by the cores the workers get. Then the simulator plans a 100-card mixed fleet
+(bench/simulate/fleet.toml) on a large generated backlog. The last line printed is one JSON object.
 
-    python -m bench.segments [--quick] [--voice VOICE] [--broker-url redis://127.0.0.1:6379/3]
+    python -m bench.segments [--quick] [--rounds 3] [--segment-chunks 4] [--voice VOICE]
+                             [--broker-url redis://127.0.0.1:6379/3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import subprocess
 import sys
@@ -24,13 +30,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from bench.fleet import _wait_done, _wait_ready
 from producer.simulate import CardSpec, FleetSpec, JobSpec, Policy, load_fleet, simulate
+from schemas.settings import DEFAULT_VOICE
 
 SENTENCE = "The river rose slowly through the night, and by morning the lower road was under water"
-NOTICE = "The north gate closes at six tonight."
+# A notice is one sentence, one chunk (about 2.5 s of audio): the long job, not the notices, sets FIFO's
+# makespan, the case segment leases are for (docs/fleet.md).
+NOTICE = "the north gate closes at six tonight"
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -74,8 +84,8 @@ def fleet(workdir: Path, voice: str, broker_url: str, workers: int, segment_char
         store.dispose()
 
 
-def run(f: Fleet, voice: str, texts: list[tuple[str, int]]) -> tuple[float, list[str]]:
-    """Submit `texts` (text, priority) at once; seconds from submit to the last job done, and the ids."""
+def run(f: Fleet, voice: str, texts: list[tuple[str, int]]) -> Run:
+    """Submit `texts` (text, priority) at once and wait for the last job: seconds, ids, load and CPU."""
     from producer.submit import submit
     from schemas.broker import Publisher
     from schemas.messages import JobRequest
@@ -84,6 +94,7 @@ def run(f: Fleet, voice: str, texts: list[tuple[str, int]]) -> tuple[float, list
     settings = ProducerSettings(database_url=f.url, output_dir=f.out, broker_url=f.broker_url, queue=f.queue,
                                 voice=voice, max_chunk_chars=120, voice_dirs=str(f.out.parent / "voices"))
     publisher = Publisher(f.broker_url, f.queue)
+    load, cpu_before = os.getloadavg()[0], _cpu_s(f.procs)
     started = time.perf_counter()
     try:
         jobs = submit([JobRequest(text=t, voice=voice, priority=p) for t, p in texts], settings, f.store,
@@ -92,7 +103,32 @@ def run(f: Fleet, voice: str, texts: list[tuple[str, int]]) -> tuple[float, list
         publisher.close()
     ids = [job.id for job in jobs]
     _wait_done(f.store, ids, f.procs)
-    return time.perf_counter() - started, ids
+    elapsed = time.perf_counter() - started
+    return Run(elapsed, ids, load, _cpu_s(f.procs) - cpu_before)
+
+
+@dataclass
+class Run:
+    """One measured run: seconds from submit to the last job done, its job ids, the 1-minute load average
+    when it started, and the CPU seconds its workers used (user + system; NaN where /proc cannot be read)."""
+
+    seconds: float
+    ids: list[str]
+    load: float
+    worker_cpu_s: float
+
+
+def _cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
+    """CPU seconds the worker processes have used so far (Linux /proc; NaN elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for proc in procs:
+        try:
+            fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def measured_speed(f: Fleet, ids: list[str]) -> tuple[float, float, int]:
@@ -128,70 +164,110 @@ def plan_workload(books: int, notices: int, seed: int = 7) -> list[JobSpec]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a lighter random voice, smaller planning workload")
-    parser.add_argument("--voice", default=None, help="voice of the measured runs [default: a random VITS "
-                        "of about a real voice's cost on a CPU]")
+    parser.add_argument("--quick", action="store_true", help="one round, smaller planning workload")
+    parser.add_argument("--voice", default=DEFAULT_VOICE, help="voice of the measured runs [%(default)s: the "
+                        "bundled Piper voice, on ONNX Runtime as a CPU worker runs it]")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the four runs, side by side [3]")
+    parser.add_argument("--segment-chunks", type=int, default=4, help="chunks per segment of the long job [4]")
     parser.add_argument("--broker-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ttsfleet-seg-") as tmp:
-        workdir = Path(tmp)
-        voice = args.voice or _random_voice(workdir, 128 if args.quick else 256)
-        report = measure(workdir, voice, args.broker_url)
+        report = measure(Path(tmp), args.voice, args.broker_url, 1 if args.quick else args.rounds,
+                         args.segment_chunks)
     report["plan_100_cards"] = plan(1000 if not args.quick else 200, 4000 if not args.quick else 1000)
     print(json.dumps(report))
 
 
-def measure(workdir: Path, voice: str, broker_url: str) -> dict[str, Any]:
-    long_text = ". ".join(f"{SENTENCE} number {n}" for n in range(40)) + "."
-    notices = [(f"{NOTICE} Notice {n}.", 5) for n in range(50)]
-    segment_chars = 8 * len(SENTENCE)  # about 8 chunks a segment: 5 or 6 segments for 40 chunks
-    with fleet(workdir, voice, broker_url, 1, segment_chars) as one:
-        t1, ids = run(one, voice, [(long_text, 5)])
-        speed_x, audio_s, chunks = measured_speed(one, ids)
-        pieces = _segments(one, ids)
-    with fleet(workdir, voice, broker_url, 2, segment_chars) as two:
-        t2, two_ids = run(two, voice, [(long_text, 5)])
-        t_mix_seg, mix_ids = run(two, voice, [(long_text, 5), *notices])
-        _, notice_audio_s, _ = measured_speed(two, mix_ids[1:])
-        speeds = {"two_workers_s": measured_speed(two, two_ids)[0], "mix_segments_s": measured_speed(two, mix_ids)[0]}
-    with fleet(workdir, voice, broker_url, 2, 0) as fifo:
-        t_mix_fifo, fifo_ids = run(fifo, voice, [(long_text, 5), *notices])
-        speeds["mix_fifo_s"] = measured_speed(fifo, fifo_ids)[0]
-    # Calibrate on run 1 alone: its speed and the time it spent outside synthesis, per lease taken.
-    overhead_s = max(0.0, (t1 - audio_s / speed_x) / pieces)
-    card = CardSpec(name="cpu 1 thread", speed_x=speed_x)
+def measure(workdir: Path, voice: str, broker_url: str, rounds: int, segment_chunks: int) -> dict[str, Any]:
+    """`rounds` rounds of the four runs on three fleets started together (idle workers block on the broker
+    and use no CPU), so each round's runs see about the same load; the order flips every round."""
+    long_text = _long_text(40)
+    # The mix's long job is twice as long, so that it, not the 50 notices, sets FIFO's makespan (with the
+    # 40-chunk job the notices' work about equals it and both policies tie: docs/fleet.md).
+    mix_text = _long_text(80)
+    notices = [(f"Notice {n}: {NOTICE}.", 5) for n in range(50)]
+    segment_chars = segment_chunks * len(SENTENCE)
+    with (fleet(workdir, voice, broker_url, 1, segment_chars) as one,
+          fleet(workdir, voice, broker_url, 2, segment_chars) as two,
+          fleet(workdir, voice, broker_url, 2, 0) as fifo):
+        steps = [("one_worker", one, [(long_text, 5)]), ("two_workers", two, [(long_text, 5)]),
+                 ("mix_fifo", fifo, [(mix_text, 5), *notices]), ("mix_segments", two, [(mix_text, 5), *notices])]
+        run(one, voice, [(f"{NOTICE}.", 5)])  # warm-up: first queries, file system, voice caches
+        run(two, voice, [(f"{NOTICE}.", 5)])
+        run(fifo, voice, [(f"{NOTICE}.", 5)])
+        results = []
+        for n in range(rounds):
+            runs = {key: run(f, voice, texts) for key, f, texts in (steps if n % 2 == 0 else steps[::-1])}
+            results.append(_round(n, runs, {"one_worker": one, "two_workers": two, "mix_fifo": fifo,
+                                            "mix_segments": two}, len(notices)))
+    return _summary(results)
+
+
+def _long_text(sentences: int) -> str:
+    """A long job of `sentences` chunks (one sentence of about 100 characters each)."""
+    return ". ".join(f"{SENTENCE} number {n}" for n in range(sentences)) + "."
+
+
+def _round(n: int, runs: dict[str, Run], fleets: dict[str, Fleet], notices: int) -> dict[str, Any]:
+    """One round's figures, and what the simulator predicts for it once calibrated on its one-worker run."""
+    one = runs["one_worker"]
+    speed_x, audio_s, chunks = measured_speed(fleets["one_worker"], one.ids)
+    pieces = _segments(fleets["one_worker"], one.ids)
+    # Calibrated on the one-worker run alone: its speed and the time it spent outside synthesis, per lease.
+    overhead_s = max(0.0, (one.seconds - audio_s / speed_x) / pieces)
+    speeds = {key: measured_speed(fleets[key], r.ids)[0] for key, r in runs.items()}
+    _, notice_audio_s, _ = measured_speed(fleets["mix_segments"], runs["mix_segments"].ids[1:])
+    _, mix_audio_s, _ = measured_speed(fleets["mix_segments"], runs["mix_segments"].ids[:1])
     long_job = JobSpec.model_validate({"class": "long", "audio_s": audio_s})
-    mix = [long_job, *[JobSpec.model_validate({"class": "notice", "audio_s": notice_audio_s / len(notices)})
-                       for _ in notices]]
+    notice = JobSpec.model_validate({"class": "notice", "audio_s": notice_audio_s / notices})
+    mix = [JobSpec.model_validate({"class": "long", "audio_s": mix_audio_s}), *[notice] * notices]
 
     def predict(key: str, jobs: list[JobSpec], policy: Policy) -> float:
         # The card's speed as `stats` reports it for that run (audio over synthesis seconds of its chunks):
         # on a shared machine two workers slow each other down, and that is what the run's stats show.
-        spec = FleetSpec(card=[card.model_copy(update={"count": 2, "speed_x": speeds[key]})],
-                         piece_overhead_s=overhead_s, segment_chars=int(audio_s * 15 / pieces))
+        card = CardSpec(name="cpu 1 thread", count=2, speed_x=speeds[key])
+        spec = FleetSpec(card=[card], piece_overhead_s=overhead_s, segment_chars=int(audio_s * 15 / pieces))
         return simulate(spec, jobs, policy).makespan_s
 
-    predicted = {"two_workers_s": predict("two_workers_s", [long_job], Policy.SEGMENTS),
-                 "mix_segments_s": predict("mix_segments_s", mix, Policy.SEGMENTS),
-                 "mix_fifo_s": predict("mix_fifo_s", mix, Policy.FIFO)}
-    measured = {"one_worker_s": t1, "two_workers_s": t2, "mix_segments_s": t_mix_seg, "mix_fifo_s": t_mix_fifo}
-    errors = {k: predicted[k] / measured[k] - 1 for k in predicted}
-    print(f"40-chunk job ({chunks} chunks, {audio_s:.0f} s of audio, {speed_x:.1f}x real time on one thread): "
-          f"1 worker {t1:.1f} s, 2 workers {t2:.1f} s: {t1 / t2:.2f}x faster")
-    print(f"long job + 50 notices on 2 workers: FIFO {t_mix_fifo:.1f} s, segments {t_mix_seg:.1f} s: "
-          f"{t_mix_fifo / t_mix_seg:.2f}x")
-    for key, err in errors.items():
-        print(f"simulator {key}: predicted {predicted[key]:.1f} s, measured {measured[key]:.1f} s ({err:+.0%})")
-    print("speeds measured per run (x real time, per worker): " + ", ".join(f"{k} {v:.1f}" for k, v in speeds.items()))
-    return {"measured": measured, "predicted": predicted, "prediction_error": errors, "speed_x": speed_x,
-            "speeds_x": speeds,
-            "overhead_s_per_lease": overhead_s, "speedup_two_workers": t1 / t2,
-            "mix_fifo_over_segments": t_mix_fifo / t_mix_seg}
+    predicted = {"two_workers": predict("two_workers", [long_job], Policy.SEGMENTS),
+                 "mix_segments": predict("mix_segments", mix, Policy.SEGMENTS),
+                 "mix_fifo": predict("mix_fifo", mix, Policy.FIFO)}
+    measured = {key: r.seconds for key, r in runs.items()}
+    figures = {
+        "measured_s": measured, "load": {k: r.load for k, r in runs.items()},
+        "cores_used": {k: r.worker_cpu_s / r.seconds for k, r in runs.items()}, "speeds_x": speeds,
+        "predicted_s": predicted, "prediction_error": {k: predicted[k] / measured[k] - 1 for k in predicted},
+        "speedup_two_workers": measured["one_worker"] / measured["two_workers"],
+        "mix_fifo_over_segments": measured["mix_fifo"] / measured["mix_segments"],
+        "overhead_s_per_lease": overhead_s, "segments": pieces, "chunks": chunks, "audio_s": audio_s,
+    }
+    loads = "/".join(f"{r.load:.1f}" for r in runs.values())
+    print(f"round {n + 1} (load {loads}): 40-chunk job ({chunks} chunks, {audio_s:.0f} s audio, {pieces} segments, "
+          f"{speed_x:.1f}x on one thread) 1 worker {measured['one_worker']:.1f} s, 2 workers "
+          f"{measured['two_workers']:.1f} s: {figures['speedup_two_workers']:.2f}x; mix FIFO "
+          f"{measured['mix_fifo']:.1f} s, segments {measured['mix_segments']:.1f} s: "
+          f"{figures['mix_fifo_over_segments']:.2f}x")
+    print("  cores used: " + ", ".join(f"{k} {v:.2f}" for k, v in figures["cores_used"].items())
+          + "; speed per worker: " + ", ".join(f"{k} {v:.1f}x" for k, v in speeds.items()))
+    print("  simulator: " + ", ".join(f"{k} {predicted[k]:.1f} s ({e:+.0%})"
+                                      for k, e in figures["prediction_error"].items()))
+    return figures
+
+
+def _summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    speedups = [r["speedup_two_workers"] for r in rounds]
+    mixes = [r["mix_fifo_over_segments"] for r in rounds]
+    worst = max(abs(e) for r in rounds for e in r["prediction_error"].values())
+    print(f"median of {len(rounds)} rounds: 2 workers {median(speedups):.2f}x faster than 1 "
+          f"(range {min(speedups):.2f}-{max(speedups):.2f}); mix FIFO / segments {median(mixes):.2f}x "
+          f"(range {min(mixes):.2f}-{max(mixes):.2f}); worst simulator error {worst:.0%}")
+    return {"rounds": rounds, "speedup_two_workers": median(speedups), "mix_fifo_over_segments": median(mixes),
+            "worst_prediction_error": worst}
 
 
 def plan(books: int, notices: int) -> dict[str, Any]:
     """The 100-card fleet of bench/simulate/fleet.toml on a generated backlog, for each policy."""
-    spec = load_fleet(ROOT / "examples" / "fleet" / "fleet.toml")
+    spec = load_fleet(ROOT / "bench" / "simulate" / "fleet.toml")
     workload = plan_workload(books, notices)
     results = {str(p): simulate(spec, workload, p).__dict__ for p in Policy}
     for name, r in results.items():
@@ -200,12 +276,6 @@ def plan(books: int, notices: int) -> dict[str, Any]:
               f"p95 notice {r['p95_latency_s']['notice']:.0f} s, utilisation "
               + ", ".join(f"{k} {v:.0%}" for k, v in r["utilisation"].items()))
     return results
-
-
-def _random_voice(workdir: Path, width: int) -> str:
-    from worker.testing import build_tiny_vits
-
-    return str(build_tiny_vits(workdir / "voices" / "random", width=width))
 
 
 if __name__ == "__main__":
