@@ -138,3 +138,26 @@ def test_a_stop_puts_every_job_of_the_group_back_with_its_chunks_and_sends_the_c
     for job_id in ids:
         synthesize_job(job_id, _ctx(settings, db, engine, join_jobs=1))
     assert sum(engine.calls) == 3 and all(v.status == JobStatus.SUCCEEDED for v in job_views(db, ids))
+
+
+def test_a_chunk_that_fails_the_group_fails_only_its_own_job(settings: ProducerSettings, db: Store,
+                                                             tiny_vits_dir: Path) -> None:
+    from schemas.errors import SynthesisFailed
+
+    ids = _submit(settings, db, str(tiny_vits_dir), NOTICES[:5])
+
+    class OneBadText(FakeEngine):  # NOTICES[1] cannot be said, in company or alone
+        def synthesize(self, chunks: list[ChunkInput], on_chunk: Callable[[ChunkAudio], None]) -> EngineRun:
+            if any(c.text == NOTICES[1] for c in chunks):
+                raise SynthesisFailed("this chunk cannot be said")
+            return super().synthesize(chunks, on_chunk)
+
+    engine = OneBadText()
+    sent: list[str] = []
+    ctx = _ctx(settings, db, engine)
+    ctx.republish = lambda route: sent.append(route.job_id)
+    assert synthesize_job(ids[0], ctx).status == JobStatus.SUCCEEDED  # ran alone after the group failed
+    assert sorted(sent) == sorted(ids[1:3])  # its companions went back to the queue, sent again
+    outcomes = {job_id: synthesize_job(job_id, _ctx(settings, db, engine, join_jobs=1)).status for job_id in ids[1:]}
+    assert outcomes == {ids[1]: JobStatus.FAILED, ids[2]: JobStatus.SUCCEEDED, ids[3]: JobStatus.SUCCEEDED,
+                        ids[4]: JobStatus.SUCCEEDED}

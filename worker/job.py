@@ -106,8 +106,10 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures | N
         return run_segments(held, ctx, engine)
     if together.companions_wanted(held, pending, ctx.settings.join_jobs):
         others = together.claim_companions(ctx, held, ctx.settings.join_jobs - 1)
-        if others:
-            return together.run_together(held, others, ctx, engine, pending)
+        result = together.run_together(held, others, ctx, engine, pending) if others else None
+        if result is not None:
+            return result
+        pending = lease.pending_chunks(ctx.store, held.job_id) if others else pending
     total = held.chunks_total
     done = [total - len(pending)]
     seed = job_seed(held.job_id, held.options.get("seed"))

@@ -81,9 +81,11 @@ def claim_companions(ctx: JobContext, held: lease.Claim, limit: int) -> list[lea
 
 
 def run_together(held: lease.Claim, others: list[lease.Claim], ctx: JobContext, engine: Engine,
-                 pending: list[lease.PendingChunk]) -> tuple[JobOutcome, JobFigures | None]:
+                 pending: list[lease.PendingChunk]) -> tuple[JobOutcome, JobFigures | None] | None:
     """Synthesize `held` and `others` in one engine call, then finish each. Returns `held`'s outcome and
-    figures; the companions' outcomes go to the listeners.
+    figures; the companions' outcomes go to the listeners. None when the group's synthesis failed for good
+    (a chunk that cannot be said, whoever's it is): the companions are put back and sent again, and `held`
+    is to run alone, its stored chunks kept, so no job fails for another's chunk.
 
     Raises as `worker.job.synthesize_job` does for `held` (which the caller puts back); the companions
     are put back and sent again before anything propagates.
@@ -97,6 +99,11 @@ def run_together(held: lease.Claim, others: list[lease.Claim], ctx: JobContext, 
     try:
         inputs, owners = _inputs(members, job_seed)
         run = _synthesize(ctx, engine, members, inputs, owners)
+    except PermanentError as err:
+        log.warning("job %s and %d others run together: %s; each runs alone now", held.job_id, len(others), err)
+        _put_back(ctx, others)
+        ctx.holding_together([])
+        return None
     except BaseException:
         _put_back(ctx, others)
         ctx.holding_together([])
