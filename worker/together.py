@@ -108,8 +108,15 @@ def run_together(held: lease.Claim, others: list[lease.Claim], ctx: JobContext, 
         _put_back(ctx, others)
         ctx.holding_together([])
         raise
-    outcomes = [_finish(ctx, engine, member, run) for member in members[1:]]
-    ctx.holding_together([])
+    outcomes: list[JobOutcome | None] = []
+    try:
+        for member in members[1:]:
+            outcomes.append(_finish(ctx, engine, member, run))
+    except BaseException:  # a bug or Ctrl-C: the companions not finished yet go back, none left held
+        _put_back(ctx, [member.held for member in members[1 + len(outcomes):]])
+        raise
+    finally:
+        ctx.holding_together([])
     log.info("job %s ran with %d others (%d ended here)", held.job_id, len(others),
              sum(o is not None for o in outcomes))
     first = members[0]
