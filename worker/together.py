@@ -14,13 +14,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, exists, select
 
+from schemas.db import Store
 from schemas.errors import JobInterrupted, PermanentError, RetryableError, WorkerStopping
-from schemas.status import JobStatus
-from schemas.tables import Chunk, Job
+from schemas.status import JobStatus, WorkerState
+from schemas.tables import Chunk, Job, Worker, utcnow
 from schemas.voices import voice_speaker
 from worker import lease, reaper
 from worker.events import JobFigures, JobOutcome
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ttsfleet.together")
 
 SHORT_JOB_CHUNKS = 4  # a job of at most this many chunks may run together with others
+MAX_CANDIDATES = 512  # queued jobs read to find companions and this worker's share of them
 RESEND_PRIORITY = 9  # a companion put back is sent again at top priority: it was next in line
 
 
@@ -57,17 +60,18 @@ def companions_wanted(held: lease.Claim, pending: Sequence[lease.PendingChunk], 
 
 def claim_companions(ctx: JobContext, held: lease.Claim, limit: int) -> list[lease.Claim]:
     """Claim up to `limit` queued short jobs of `held`'s voice from this worker's queues, in the order the
-    broker would deliver them (priority, then age), and never more than half of those waiting: the other
-    workers' share stays queued, so a small batch of notices still spreads over the fleet. A job another
-    worker claims first is skipped."""
+    broker would deliver them (priority, then age), and no more than this worker's share of those waiting
+    (divided among the live workers of its queues): a small batch of notices still spreads over the fleet.
+    A job another worker claims first is skipped."""
+    workers = live_workers(ctx.store, ctx.settings.queue_names, ctx.settings.heartbeat_s)
     roles = exists().where(and_(Chunk.job_id == Job.id, Chunk.voice.is_not(None)))
     query = (select(Job.id).where(Job.status == JobStatus.QUEUED, Job.voice == held.voice, Job.id != held.job_id,
                                   Job.group_id.is_(None), Job.chunks_total.between(1, SHORT_JOB_CHUNKS),
                                   Job.queue.in_(ctx.settings.queue_names), ~roles)
-             .order_by(Job.priority.desc(), Job.created_at).limit(limit * 2))
+             .order_by(Job.priority.desc(), Job.created_at).limit(min(limit * workers, MAX_CANDIDATES)))
     with ctx.store.read() as session:
         candidates = list(session.scalars(query))
-    limit = min(limit, (len(candidates) + 1) // 2)
+    limit = min(limit, -(-len(candidates) // workers))  # this worker's share, rounded up
     claimed: list[lease.Claim] = []
     for job_id in candidates:
         if len(claimed) >= limit:
@@ -78,6 +82,17 @@ def claim_companions(ctx: JobContext, held: lease.Claim, limit: int) -> list[lea
         elif other is not None:  # a poison job is not ours to run in company: back to its own delivery
             lease.release(ctx.store, job_id, ctx.worker_id)
     return claimed
+
+
+def live_workers(store: Store, queues: Sequence[str], heartbeat_s: float) -> int:
+    """Workers ready to take work from any of `queues` (heartbeat within three periods); at least 1, this
+    worker (an embedded `ttsfleet run` is not registered)."""
+    since = utcnow() - timedelta(seconds=3 * heartbeat_s)
+    with store.read() as session:
+        rows = session.scalars(select(Worker.queues).where(Worker.state == WorkerState.READY,
+                                                           Worker.heartbeat_at >= since))
+        wanted = set(queues)
+        return max(1, sum(1 for names in rows if wanted & {q.strip() for q in names.split(",")}))
 
 
 def run_together(held: lease.Claim, others: list[lease.Claim], ctx: JobContext, engine: Engine,
