@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
@@ -157,15 +157,7 @@ def plan_speech(text: str, voice_name: str | None, lexicon: Mapping[str, str] | 
     voice = resolve_voice_name(roles.narrator if roles else voice_name or settings.voice,
                                voice_dirs=settings.voice_dir_list)
     own = Lexicon(Entry(w, r) for w, r in (lexicon or {}).items())
-    spans: dict[str, VoiceInfo] = {}
-
-    def span_voice(name: str) -> VoiceInfo:
-        if name not in spans:
-            try:
-                spans[name] = resolve_voice_name(name, voice_dirs=settings.voice_dir_list)
-            except UnknownVoice as err:
-                raise UnknownVoice(f"{where}: SSML <voice name=\"{name}\">: {err}") from err
-        return spans[name]
+    span_voice = _span_voice_resolver(settings, where)
 
     def cut(info: VoiceInfo) -> Spoken:
         folder = Path(info.name) if info.kind == VoiceKind.FOLDER else None
@@ -193,6 +185,22 @@ def plan_speech(text: str, voice_name: str | None, lexicon: Mapping[str, str] | 
         options["lexicon"] = own.as_pairs()
     return SpeechPlan(voice=voice, spoken=spoken, options=options, dialogue=dialogue, quoted=quoted,
                       voices=_span_voices(spoken, voice, span_voice, where))
+
+
+def _span_voice_resolver(settings: ProducerSettings, where: str) -> Callable[[str], VoiceInfo]:
+    """Resolves an SSML `<voice name>` span's voice, each name once.
+
+    Raises:
+        UnknownVoice: the name cannot work (one line, naming the document and the tag).
+    """
+    @cache
+    def span_voice(name: str) -> VoiceInfo:
+        try:
+            return resolve_voice_name(name, voice_dirs=settings.voice_dir_list)
+        except UnknownVoice as err:
+            raise UnknownVoice(f"{where}: SSML <voice name=\"{name}\">: {err}") from err
+
+    return span_voice
 
 
 def _span_voices(spoken: Spoken, voice: VoiceInfo, span_voice: Callable[[str], VoiceInfo],
