@@ -18,7 +18,7 @@ import regex
 
 from schemas.status import BreakKind
 
-__all__ = ["HEADING_END", "LINE_BREAK", "MIN_CHUNK_CHARS", "TextChunk", "split_chunks"]
+__all__ = ["HEADING_END", "LINE_BREAK", "MIN_CHUNK_CHARS", "TextChunk", "gap_break", "split_chunks"]
 
 MIN_CHUNK_CHARS = 16  # below this a hard cap cannot keep whitespace attached to words
 LINE_BREAK = "\u2028"
@@ -74,6 +74,16 @@ def split_chunks(text: str, max_chars: int) -> list[TextChunk]:
         chunks.append(TextChunk(pieces[-1], _break_kind(pieces[-1])))
     chunks[-1] = TextChunk(chunks[-1].text, BreakKind.SENTENCE)
     return chunks
+
+
+def gap_break(said: str, gap: str) -> BreakKind:
+    """The pause after `said` when whitespace `gap` follows it: as `split_chunks` reads a chunk's trailing
+    whitespace, except that text without terminal punctuation before plain spaces (a sentence that goes
+    on) has none."""
+    kind = _break_kind(said.rstrip() + gap)
+    if kind == BreakKind.SENTENCE and not re.search(r"[.!?…。！？][\"”“»«')\]]*$", said.rstrip()):
+        return BreakKind.NONE
+    return kind
 
 
 def _break_kind(unit: str) -> BreakKind:

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from producer.jobs import job_views
+from producer.ssml import is_ssml
 from producer.submit import chunk_rows, job_key, plan_speech
 from schemas.db import Store
 from schemas.errors import InvalidInput, JobNotFound
@@ -67,14 +68,15 @@ def rerender(store: Store, job_id: str, settings: ProducerSettings, *, lexicon: 
         raise InvalidInput(f"{where}: text has {len(new_text):,} characters, above the limit of "
                            f"{settings.max_text_chars:,} (TTSFLEET_MAX_TEXT_CHARS)")
     old = _chunks(store, job_id)
-    if any(c.voice is not None for c in old):
+    if any(c.voice is not None for c in old) and not is_ssml(job.text):  # SSML spans name theirs in the text
         raise InvalidInput(f"job {job_id} speaks with narrator and dialogue voices: rerender keeps one voice a job "
                            "today; submit the corrected text again with --voice narrator=...,dialogue=...")
     plan = plan_speech(new_text, job.voice, request.lexicon, request.speed, settings, where)
     # A failed or cancelled job's chunk audio was removed when it stopped: only a succeeded one has any.
     rows = _aligned(old if job.status == JobStatus.SUCCEEDED else [], chunk_rows(job_id, plan))
     redone = sum(1 for row in rows if row.get("audio_path") is None)
-    unchanged = [(c.text, c.break_after) for c in old] == [(r["text"], r["break_after"]) for r in rows]
+    unchanged = [(c.text, c.break_after, c.voice, c.speed) for c in old] == \
+        [(r["text"], r["break_after"], r["voice"], r["speed"]) for r in rows]
     unchanged = unchanged and job.status == JobStatus.SUCCEEDED
     new_options = {k: v for k, v in options.items() if k not in ("lexicon", "book_path")} | plan.options
     shape = {"voice": job.voice, "format": job.format,
@@ -108,9 +110,11 @@ def _chunks(store: Store, job_id: str) -> list[Chunk]:
 
 
 def _aligned(old: list[Chunk], new: list[dict[str, object]]) -> list[dict[str, object]]:
-    """`new` rows, each carrying the stored audio of an old chunk with the same spoken text, matched in
-    order by difflib's longest common blocks (a changed, added or removed chunk shifts nothing else)."""
-    matcher = difflib.SequenceMatcher(None, [c.text for c in old], [str(r["text"]) for r in new], autojunk=False)
+    """`new` rows, each carrying the stored audio of an old chunk with the same spoken text, voice and speed
+    (SSML spans), matched in order by difflib's longest common blocks (a changed, added or removed chunk
+    shifts nothing else)."""
+    matcher = difflib.SequenceMatcher(None, [(c.text, c.voice, c.speed) for c in old],
+                                      [(r["text"], r["voice"], r["speed"]) for r in new], autojunk=False)
     for block in matcher.get_matching_blocks():
         for k in range(block.size):
             source = old[block.a + k]

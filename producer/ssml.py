@@ -4,8 +4,9 @@ and column of malformed input; entities are never expanded beyond XML's own five
 
 Supported: `speak`, `p`, `s`, `break` (time, strength), `sub` (alias), `say-as` (characters/spell-out,
 cardinal, ordinal, date, telephone), `phoneme` (IPA, given to the voice as Piper phonemes),
-`prosody rate` and `voice name` (for the whole document). Any other tag is a warning and its text is
-spoken. Whitespace inside the markup is collapsed: only `p`, `s` and `break` make pauses.
+`prosody rate` and `voice name` (for the whole document, or spans of it: `SsmlDocument.spans`). Any other
+tag is a warning and its text is spoken. Whitespace inside the markup is collapsed: only `p`, `s` and
+`break` make pauses.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from num2words import num2words
 from producer.chunks import HEADING_END, LINE_BREAK
 from schemas.errors import InvalidInput
 
-__all__ = ["SsmlDocument", "is_ssml", "parse_ssml"]
+__all__ = ["SsmlDocument", "SsmlSpan", "is_ssml", "parse_ssml"]
 
 _MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August", "September",
            "October", "November", "December"]
@@ -42,15 +43,28 @@ _STRENGTH = {"none": Pause.NONE, "x-weak": Pause.LINE, "weak": Pause.LINE, "medi
              "strong": Pause.PARAGRAPH, "x-strong": Pause.CHAPTER}
 
 
+@dataclass(frozen=True, slots=True)
+class SsmlSpan:
+    """A stretch of the spoken text said in one voice at one rate (None: the document's, else the job's).
+    A pause between two spans rides at the end of the first as its mark; whitespace around it is kept."""
+
+    text: str
+    voice: str | None = None
+    speed: float | None = None
+
+
 @dataclass
 class SsmlDocument:
     """What an SSML document says: the text (with break marks and `[[ ]]` phonemes), the speed and voice
-    it asks for as a whole (None: the job's own), and one-line warnings (unknown tags and the like)."""
+    it asks for as a whole (None: the job's own), one-line warnings (unknown tags and the like), and the
+    text cut where a voice or rate changes inside the document (`spans`: one span when none does; a
+    whole-document voice or rate is in `voice`/`speed`, not in the spans)."""
 
     text: str = ""
     speed: float | None = None
     voice: str | None = None
     warnings: list[str] = field(default_factory=list)
+    spans: list[SsmlSpan] = field(default_factory=list)
 
 
 def is_ssml(text: str) -> bool:
@@ -62,7 +76,7 @@ def is_ssml(text: str) -> bool:
 
 
 def parse_ssml(source: str, where: str, language: str = "en") -> SsmlDocument:
-    """The document's spoken text and whole-document settings.
+    """The document's spoken text, whole-document settings, and spans of other voices and rates.
 
     Raises:
         InvalidInput: malformed XML (`where:LINE:COLUMN: ...`), a root other than `<speak>`, a DTD or
@@ -80,10 +94,11 @@ def parse_ssml(source: str, where: str, language: str = "en") -> SsmlDocument:
     walker = _Walker(where, language)
     walker.children(root)
     doc = SsmlDocument(text=walker.render(), warnings=walker.warnings)
-    speed = walker.single("rate", "prosody rate")
+    speed = walker.single("rate")
     doc.speed = None if speed is None else float(str(speed))
-    voice = walker.single("voice", "voice name")
+    voice = walker.single("voice")
     doc.voice = None if voice is None else str(voice)
+    doc.spans = walker.spans(whole_voice=voice is not None, whole_rate=speed is not None)
     return doc
 
 
@@ -101,6 +116,7 @@ class _Walker:
     def __init__(self, where: str, language: str) -> None:
         self.where, self.language = where, language
         self.pieces: list[str | Pause] = []
+        self.keys: list[tuple[object, object]] = []  # per piece: the (voice, rate) it was said with
         self.warnings: list[str] = []
         self.settings: dict[str, list[object]] = {"rate": [], "voice": []}
         self._current: dict[str, object] = {"rate": None, "voice": None}
@@ -115,18 +131,23 @@ class _Walker:
     def text(self, text: str | None) -> None:
         if text:
             self.pieces.append(re.sub(r"\s+", " ", text))
+            self.keys.append((self._current["voice"], self._current["rate"]))
             if text.strip():
                 for key, value in self._current.items():
                     self.settings[key].append(value)
 
+    def pause(self, pause: Pause) -> None:
+        self.pieces.append(pause)
+        self.keys.append((None, None))  # a pause has no voice: it rides on the text before it
+
     def element(self, el: ET.Element) -> None:
         tag = _local(el.tag)
         if tag == "break":
-            self.pieces.append(self._break(el))
+            self.pause(self._break(el))
         elif tag in ("p", "s"):
-            self.pieces.append(Pause.PARAGRAPH if tag == "p" else Pause.LINE)
+            self.pause(Pause.PARAGRAPH if tag == "p" else Pause.LINE)
             self.children(el)
-            self.pieces.append(Pause.PARAGRAPH if tag == "p" else Pause.LINE)
+            self.pause(Pause.PARAGRAPH if tag == "p" else Pause.LINE)
         elif tag == "sub":
             self.text(el.get("alias", "".join(el.itertext())))
         elif tag == "say-as":
@@ -189,16 +210,36 @@ class _Walker:
                                  "that way: its text is spoken")
         return content
 
-    def single(self, key: str, what: str) -> object:
-        """The one value `key` had over all spoken text, or None; a warning when it changes midway."""
-        values = self.settings[key]
-        distinct = list(dict.fromkeys(values))
-        if len(distinct) == 1:
-            return distinct[0]
-        if len(distinct) > 1:
-            self.warnings.append(f"SSML {what} applies to a whole document only; it changes inside this "
-                                 "one, so it was ignored")
-        return None
+    def single(self, key: str) -> object:
+        """The one value `key` had over all spoken text, or None (none, or it changes midway: spans)."""
+        distinct = list(dict.fromkeys(self.settings[key]))
+        return distinct[0] if len(distinct) == 1 else None
+
+    def spans(self, *, whole_voice: bool, whole_rate: bool) -> list[SsmlSpan]:
+        """The rendered text cut where the voice or rate changes (a setting that covers the whole document
+        is left out: it is the document's). Pauses as `render` makes them; each pause and any whitespace
+        ride on the span before them, so every span starts with the first piece said in its voice and rate."""
+        parts: list[tuple[tuple[object, object], list[str]]] = []
+        pending = Pause.NONE
+        for piece, (voice, rate) in zip(self.pieces, self.keys, strict=True):
+            if isinstance(piece, Pause):
+                pending = max(pending, piece)
+                continue
+            if not piece.strip():
+                if parts:
+                    parts[-1][1].append(piece)
+                continue
+            if pending and parts:
+                parts[-1][1].append(_PAUSE_TEXT[pending])
+            pending = Pause.NONE
+            key = (None if whole_voice else voice, None if whole_rate else rate)
+            if parts and parts[-1][0] == key:
+                parts[-1][1].append(piece)
+            else:
+                parts.append((key, [piece]))
+        spans = [SsmlSpan(_tidy("".join(texts)), None if voice is None else str(voice),
+                          None if rate is None else float(str(rate))) for (voice, rate), texts in parts]
+        return spans if len(spans) > 1 else [SsmlSpan(self.render())] if spans else []
 
     def render(self) -> str:
         """Pieces joined; runs of pauses become the strongest of them; none at the ends."""
@@ -214,7 +255,12 @@ class _Walker:
             elif not out and not piece.strip():
                 continue
             out.append(piece)
-        return re.sub(r" *([\n\u2028\u2029]+) *", r"\1", "".join(out)).strip()
+        return _tidy("".join(out)).strip()
+
+
+def _tidy(text: str) -> str:
+    """No spaces around line and paragraph marks."""
+    return re.sub(r" *([\n\u2028\u2029]+) *", r"\1", text)
 
 
 def _seconds(value: str, where: str) -> float:

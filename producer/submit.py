@@ -10,9 +10,9 @@ import base64
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 from sqlalchemy import delete, insert, select, update
@@ -27,7 +27,7 @@ from producer.spoken import Spoken, spoken_chunks
 from producer.ssml import is_ssml
 from schemas.broker import Publisher
 from schemas.db import Store
-from schemas.errors import BrokerUnavailable, InvalidInput, RetryableError
+from schemas.errors import BrokerUnavailable, InvalidInput, RetryableError, UnknownVoice
 from schemas.messages import JobRequest
 from schemas.settings import ProducerSettings
 from schemas.status import JobStatus
@@ -115,45 +115,55 @@ def job_key(request: JobRequest, shape: Mapping[str, object]) -> str:
 
 
 def chunk_rows(job_id: str, plan: SpeechPlan) -> list[dict[str, object]]:
-    """The job's chunk rows; a chunk the dialogue voice says names it in `voice` (None: the job's voice)."""
+    """The job's chunk rows; a chunk the dialogue voice or an SSML `<voice>` span says names it in `voice`
+    (None: the job's voice); one in an SSML `<prosody rate>` span has its speed factor in `speed` (None: 1),
+    which the worker multiplies by the job's."""
     dialogue = plan.dialogue.name if plan.dialogue is not None else None
+    voices = plan.voices or (None,) * len(plan.spoken.chunks)
+    speeds = plan.spoken.speeds or (None,) * len(plan.spoken.chunks)
     return [{"job_id": job_id, "idx": i, "text": c.text, "break_after": c.break_after, "chars": len(c.text),
-             "voice": dialogue if quoted else None}
-            for i, (c, quoted) in enumerate(zip(plan.spoken.chunks, plan.quoted, strict=True))]
+             "voice": dialogue if quoted else voice, "speed": speed}
+            for i, (c, quoted, voice, speed) in enumerate(zip(plan.spoken.chunks, plan.quoted, voices, speeds,
+                                                               strict=True))]
 
 
 @dataclass(frozen=True, slots=True)
 class SpeechPlan:
     """A job's voice (the narrator's with roles), its spoken chunks, which of them the dialogue voice says
     (`quoted`, one flag per chunk; `dialogue` None without roles), and the options that store its lexicon
-    and speed."""
+    and speed. `voices`: per chunk, the canonical name of its SSML `<voice>` span's voice (None: the job's;
+    empty: all the job's)."""
 
     voice: VoiceInfo
     spoken: Spoken
     options: dict[str, object]
     dialogue: VoiceInfo | None = None
     quoted: tuple[bool, ...] = ()
+    voices: tuple[str | None, ...] = ()
 
 
 def plan_speech(text: str, voice_name: str | None, lexicon: Mapping[str, str] | None, speed: float | None,
                 settings: ProducerSettings, where: str) -> SpeechPlan:
-    """Resolve the voice (an SSML `<voice name>` when the job names none; `narrator=A,dialogue=B` for two
-    voices), apply the voice's default lexicon under the job's own, and cut the chunks.
+    """Resolve the voice (an SSML `<voice name>` around the whole document when the job names none;
+    `narrator=A,dialogue=B` for two voices), apply the voice's default lexicon under the job's own, and cut
+    the chunks (an SSML `<voice>` span's chunks in its voice, each checked as the job's is).
 
     Raises:
         InvalidInput: nothing to speak, malformed SSML, a bad lexicon file in the voice's folder, SSML with
-            two voices, or two voices whose sample rates differ.
-        UnknownVoice: the voice cannot be loaded.
+            narrator/dialogue voices, or two voices whose sample rates differ.
+        UnknownVoice: the voice, or an SSML span's, cannot be loaded.
     """
     roles = parse_voice_roles(voice_name or settings.voice)
     voice = resolve_voice_name(roles.narrator if roles else voice_name or settings.voice,
                                voice_dirs=settings.voice_dir_list)
     own = Lexicon(Entry(w, r) for w, r in (lexicon or {}).items())
+    span_voice = _span_voice_resolver(settings, where)
 
     def cut(info: VoiceInfo) -> Spoken:
         folder = Path(info.name) if info.kind == VoiceKind.FOLDER else None
         return spoken_chunks(text, language=info.language, lexicon=voice_lexicon(folder).merged(own),
-                             max_chunk_chars=settings.max_chunk_chars, where=where)
+                             max_chunk_chars=settings.max_chunk_chars, where=where,
+                             language_of=lambda name: span_voice(name).language)
 
     dialogue = None
     if roles is not None:
@@ -173,7 +183,41 @@ def plan_speech(text: str, voice_name: str | None, lexicon: Mapping[str, str] | 
         options["speed"] = effective_speed
     if own:
         options["lexicon"] = own.as_pairs()
-    return SpeechPlan(voice=voice, spoken=spoken, options=options, dialogue=dialogue, quoted=quoted)
+    return SpeechPlan(voice=voice, spoken=spoken, options=options, dialogue=dialogue, quoted=quoted,
+                      voices=_span_voices(spoken, voice, span_voice, where))
+
+
+def _span_voice_resolver(settings: ProducerSettings, where: str) -> Callable[[str], VoiceInfo]:
+    """Resolves an SSML `<voice name>` span's voice, each name once.
+
+    Raises:
+        UnknownVoice: the name cannot work (one line, naming the document and the tag).
+    """
+    @cache
+    def span_voice(name: str) -> VoiceInfo:
+        try:
+            return resolve_voice_name(name, voice_dirs=settings.voice_dir_list)
+        except UnknownVoice as err:
+            raise UnknownVoice(f"{where}: SSML <voice name=\"{name}\">: {err}") from err
+
+    return span_voice
+
+
+def _span_voices(spoken: Spoken, voice: VoiceInfo, span_voice: Callable[[str], VoiceInfo],
+                 where: str) -> tuple[str | None, ...]:
+    """Per chunk, the canonical name of its SSML span's voice (None: the job's own).
+
+    Raises:
+        InvalidInput: a span's voice speaks at another sample rate than the job's.
+    """
+    names: list[str | None] = []
+    for name in spoken.voices:
+        info = span_voice(name) if name is not None else voice
+        if voice.sample_rate_hz is not None and info.sample_rate_hz not in (None, voice.sample_rate_hz):
+            raise InvalidInput(f"{where}: SSML <voice name=\"{name}\"> speaks at {info.sample_rate_hz} Hz and the "
+                               f"job's voice at {voice.sample_rate_hz} Hz; a job's voices must share one sample rate")
+        names.append(None if info.name == voice.name else info.name)
+    return tuple(names) if any(n is not None for n in names) else ()
 
 
 def _with_roles(text: str, narrator: VoiceInfo, dialogue: VoiceInfo, own: Lexicon, max_chars: int,

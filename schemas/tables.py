@@ -112,6 +112,8 @@ class Chunk(Base):
     chars: Mapped[int] = mapped_column(Integer)
     # The voice that says this chunk when it is not the job's (dialogue spoken by a second voice)
     voice: Mapped[str | None] = mapped_column(String(512))
+    # This chunk's speed factor (an SSML prosody rate span), times the job's speed; None: 1
+    speed: Mapped[float | None] = mapped_column(Float)
     audio_path: Mapped[str | None] = mapped_column(String(1024))
     samples: Mapped[int | None] = mapped_column(Integer)
     audio_s: Mapped[float | None] = mapped_column(Float)

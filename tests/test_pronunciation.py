@@ -120,14 +120,14 @@ def test_ssml_tags_become_text_pauses_and_phonemes() -> None:
     ]
 
 
-def test_ssml_whole_document_rate_and_voice_partial_ones_warned() -> None:
+def test_ssml_whole_document_rate_and_voice_partial_ones_are_spans() -> None:
     whole = parse_ssml('<speak><prosody rate="150%"><voice name="piper:joe">Fast.</voice></prosody></speak>', "t")
     assert (whole.speed, whole.voice, whole.warnings) == (1.5, "piper:joe", [])
+    assert [(s.voice, s.speed) for s in whole.spans] == [(None, None)]  # the document's, not a span's
     partial = parse_ssml('<speak>Slow <prosody rate="slow">and</prosody> <emphasis>loud</emphasis>.</speak>', "t")
     assert partial.speed is None and partial.text == "Slow and loud."
-    assert partial.warnings == ["SSML tag <emphasis> is not supported: its text is spoken as it is",
-                                "SSML prosody rate applies to a whole document only; it changes inside this one, "
-                                "so it was ignored"]
+    assert partial.warnings == ["SSML tag <emphasis> is not supported: its text is spoken as it is"]
+    assert [(s.text, s.speed) for s in partial.spans] == [("Slow ", None), ("and ", 0.75), ("loud.", None)]
 
 
 @pytest.mark.parametrize(("source", "message"), [
@@ -145,7 +145,9 @@ def test_malformed_ssml_is_one_line_with_line_and_column(source: str, message: s
 
 
 _PLAIN = st.text(alphabet=st.sampled_from(list("abcdefgh XYZ,.'?!\n\t&<>\"")), max_size=12)
-_WRAPPERS = st.sampled_from(["", "p", "s", "emphasis", "prosody", "mark", "break"])
+_WRAPPERS = st.sampled_from(["", "p", "s", "emphasis", "prosody", "mark", "break", "fast", "voice", "nested"])
+_OPEN = {"fast": ('<prosody rate="200%">', "</prosody>"), "voice": ('<voice name="piper:joe">', "</voice>"),
+         "nested": ('<voice name="piper:joe"><prosody rate="50%">', "</prosody></voice>")}
 
 
 @settings(max_examples=300, deadline=None)
@@ -157,6 +159,8 @@ def test_ssml_keeps_every_character_of_its_text(parts: list[tuple[str, str]]) ->
     for tag, text in parts:
         if tag == "break":
             body += f'<break time="1s"/>{escape(text)}'
+        elif tag in _OPEN:
+            body += _OPEN[tag][0] + escape(text) + _OPEN[tag][1]
         elif tag:
             body += f"<{tag}>{escape(text)}</{tag}>"
         else:
@@ -165,6 +169,25 @@ def test_ssml_keeps_every_character_of_its_text(parts: list[tuple[str, str]]) ->
     def squeeze(s: str) -> str:
         return re.sub(rf"[\s{LINE_BREAK}{HEADING_END}]+", "", s)
     assert squeeze(doc.text) == squeeze("".join(text for _, text in parts))
+    # Cut into voice and rate spans, the text is still all there once, in order; neighbours differ.
+    assert squeeze("".join(span.text for span in doc.spans)) == squeeze(doc.text)
+    assert all(span.text.strip() for span in doc.spans)
+    assert all((a.voice, a.speed) != (b.voice, b.speed) for a, b in zip(doc.spans, doc.spans[1:], strict=False))
+    # Each piece lies in a span of its wrapper's voice and rate (a setting the whole text shares is the
+    # document's, not a span's), neighbours of the same settings merged.
+    wanted = {"fast": (None, 2.0), "voice": ("piper:joe", None), "nested": ("piper:joe", 0.5)}
+    pieces = [(wanted.get(tag, (None, None)), squeeze(text)) for tag, text in parts if squeeze(text)]
+    whole_voice, whole_rate = (len({key[n] for key, _ in pieces}) == 1 for n in (0, 1))
+    expected: list[tuple[tuple[str | None, float | None], str]] = []
+    for (voice, rate), text in pieces:
+        key = (None if whole_voice else voice, None if whole_rate else rate)
+        if expected and expected[-1][0] == key:
+            expected[-1] = (key, expected[-1][1] + text)
+        else:
+            expected.append((key, text))
+    if len(expected) == 1:
+        expected = [((None, None), expected[0][1])]
+    assert [((span.voice, span.speed), squeeze(span.text)) for span in doc.spans] == expected
 
 
 def test_ssml_files_and_jsonl_lexicon_and_speed_are_read(tmp_path: Path) -> None:

@@ -109,6 +109,27 @@ def test_a_lease_holder_runs_every_segment_alone_and_calls_for_help(settings, db
     assert engine.seen == list(range(job_views(db, [job_id])[0].chunks_total))
 
 
+def test_helpers_say_each_chunk_at_its_ssml_rate_times_the_jobs_speed(settings, db, make_ctx,
+                                                                      tiny_vits_dir) -> None:
+    lines = [f"Line {i} of the chapter is read." for i in range(24)]
+    text = f'<speak>{" ".join(lines[:12])} <prosody rate="150%">{" ".join(lines[12:])}</prosody></speak>'
+    [job] = submit([JobRequest(text=text, voice=str(tiny_vits_dir), speed=2.0)], settings, db, publisher=None)
+    _held_by_a_worker_that_vanished(db, job.id)
+    ctx, engine, _ = make_ctx("a/cpu/1")
+    speeds: dict[int, float] = {}
+    original = engine.synthesize
+
+    def recording(chunks, on_chunk):  # type: ignore[no-untyped-def]
+        speeds.update((c.idx, c.speed) for c in chunks)
+        return original(chunks, on_chunk)
+
+    engine.synthesize = recording  # type: ignore[method-assign]
+    while synthesize_job(job.id, ctx).status == JobStatus.RUNNING:
+        pass
+    assert job_views(db, [job.id])[0].status == JobStatus.SUCCEEDED
+    assert [speeds[i] for i in range(24)] == [2.0] * 12 + [3.0] * 12
+
+
 def test_a_crashed_helper_s_segment_resumes_at_its_first_missing_chunk(settings, db, make_ctx, tiny_vits_dir) -> None:
     job_id = _submit(settings, db, tiny_vits_dir)
     _held_by_a_worker_that_vanished(db, job_id)

@@ -145,7 +145,8 @@ def warnings_with(held: lease.Claim, dropped: set[str]) -> list[str]:
 def synthesize_chunks(held: lease.Claim, ctx: JobContext, engine: Engine, pending: list[lease.PendingChunk], seed: int,
                 save: Callable[[ChunkAudio], None]) -> EngineRun | None:
     """Synthesize `pending` chunks, each voice's (narrator, dialogue) through its own engine and each
-    speaker in its own batches; returns the runs' figures combined (None when nothing was pending).
+    speaker in its own batches, each chunk at its own speed factor times the job's (the engine batches one
+    speed at a time); returns the runs' figures combined (None when nothing was pending).
 
     Raises:
         PermanentError: a chunk's voice has another sample rate than the job's, or no such speaker.
@@ -168,8 +169,8 @@ def synthesize_chunks(held: lease.Claim, ctx: JobContext, engine: Engine, pendin
             raise PermanentError(f"voice {name} speaks at {voice_engine.sample_rate_hz} Hz, the job's voice at "
                                  f"{engine.sample_rate_hz} Hz: a job's voices must share one sample rate")
         try:
-            inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx), speed=speed, speaker_id=speaker)
-                      for c in chunks]
+            inputs = [ChunkInput(c.idx, c.text, chunk_seed(seed, c.idx), speed=c.speed_with(speed),
+                                 speaker_id=speaker) for c in chunks]
             runs.append(voice_engine.synthesize(inputs, on_chunk=save))
         finally:
             voice_engine.cleanup()

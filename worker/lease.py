@@ -44,6 +44,11 @@ class PendingChunk:
     idx: int
     text: str
     voice: str | None = None  # None: the job's voice
+    speed: float | None = None  # a factor on the job's speed (an SSML prosody rate span); None: 1
+
+    def speed_with(self, job_speed: float) -> float:
+        """The speed this chunk is said at: its own factor times the job's."""
+        return job_speed * (self.speed if self.speed is not None else 1.0)
 
 
 def claim(store: Store, job_id: str, owner: str, lease_s: float) -> Claim | None:
@@ -78,10 +83,10 @@ def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
     """Chunks of `job_id` that have no audio yet, in order: where a resumed job starts."""
     with store.session() as session:
         rows = session.execute(
-            select(Chunk.idx, Chunk.text, Chunk.voice)
+            select(Chunk.idx, Chunk.text, Chunk.voice, Chunk.speed)
             .where(Chunk.job_id == job_id, Chunk.audio_path.is_(None)).order_by(Chunk.idx)
         ).all()
-    return [PendingChunk(idx, text, voice) for idx, text, voice in rows]
+    return [PendingChunk(idx, text, voice, speed) for idx, text, voice, speed in rows]
 
 
 def done_chunks(store: Store, job_id: str) -> list[Chunk]:

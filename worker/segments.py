@@ -117,10 +117,10 @@ def _take(store: Store, job_id: str, idx: int, owner: str, lease_s: float) -> Se
 def pending_chunks(store: Store, seg: SegmentClaim) -> list[PendingChunk]:
     """The segment's chunks without audio, in order: where a resumed segment starts."""
     with store.read() as session:
-        rows = session.execute(select(Chunk.idx, Chunk.text, Chunk.voice).where(
+        rows = session.execute(select(Chunk.idx, Chunk.text, Chunk.voice, Chunk.speed).where(
             Chunk.job_id == seg.job_id, Chunk.idx >= seg.first_chunk, Chunk.idx < seg.end_chunk,
             Chunk.audio_path.is_(None)).order_by(Chunk.idx)).all()
-    return [PendingChunk(idx, text, voice) for idx, text, voice in rows]
+    return [PendingChunk(idx, text, voice, speed) for idx, text, voice, speed in rows]
 
 
 def save_chunk(store: Store, seg: SegmentClaim, owner: str, idx: int, lease_s: float,

@@ -154,8 +154,8 @@ def _inputs(members: list[_Member], job_seed: Callable[[str, object], int]) -> t
         speed = float(member.held.options.get("speed") or 1.0)
         speaker = voice_speaker(member.held.voice)[1]
         for chunk in member.pending:
-            inputs.append(ChunkInput(len(inputs), chunk.text, chunk_seed(seed, chunk.idx), speed=speed,
-                                     speaker_id=speaker))
+            inputs.append(ChunkInput(len(inputs), chunk.text, chunk_seed(seed, chunk.idx),
+                                     speed=chunk.speed_with(speed), speaker_id=speaker))
             owners.append((member, chunk.idx))
     return inputs, owners
 
