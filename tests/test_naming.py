@@ -43,8 +43,9 @@ def _run_all(settings: ProducerSettings, db: Store, ids: list[str]) -> None:
     ctx = JobContext(store=db, settings=WorkerSettings(database_url=settings.database_url,
                                                        output_dir=settings.output_dir),
                      worker_id="host/cpu/1", engine_for=lambda _voice: FakeEngine())  # type: ignore[arg-type,return-value]
-    for job_id in ids:
-        assert synthesize_job(job_id, ctx).status == JobStatus.SUCCEEDED
+    for job_id in ids:  # a short job may already have run together with an earlier one
+        synthesize_job(job_id, ctx)
+    assert [v.status for v in job_views(db, ids)] == [JobStatus.SUCCEEDED] * len(ids)
 
 
 def _ffprobe(path: Path) -> dict:  # type: ignore[type-arg]

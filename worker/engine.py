@@ -25,25 +25,19 @@ from worker.batching import (
     CPU_TOKEN_BUDGET,
     MAX_TOKEN_BUDGET,
     Item,
-    budget_from_memory,
     lowered_budget,
     padded_tokens,
     plan_batches,
 )
+from worker.canary import measure_budget, run_canary
 from worker.device import DeviceInfo
 from worker.loaded_voice import LoadedVoice
 from worker.model import ModelRunner, bad_audio, free_memory, peak_bytes, reset_peak
 from worker.onnx_runner import OnnxRunner, make_runner
-from worker.precision import Policy, apply_process_settings, safer
+from worker.precision import Policy, apply_process_settings
 
 log = logging.getLogger(__name__)
 
-CANARY_TEXT = "The quick brown fox jumps over the lazy dog."
-CANARY_SEED = 20240229
-# Plausible speech: seconds per character of text (real voices say ~0.06-0.08).
-CANARY_S_PER_CHAR = (0.01, 1.0)
-# Padded input tokens of the batch that measures memory per token on CUDA.
-PROBE_ITEMS, PROBE_TOKENS = 4, 256
 UNSPEAKABLE_PAUSE_S = 0.3
 
 
@@ -350,69 +344,12 @@ def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, toke
     engine = Engine(voice=voice, device=device, runner=runner, token_budget=token_budget or CPU_TOKEN_BUDGET,
                     deterministic=deterministic, max_batch_items=max_batch_items)
     started = time.perf_counter()
-    _run_canary(engine)
+    run_canary(engine)
     engine.canary_s = time.perf_counter() - started
     if token_budget is None and runner.device_type == "cuda":
-        engine.bytes_per_token, engine.token_budget = _measure_budget(engine)
+        engine.bytes_per_token, engine.token_budget = measure_budget(engine)
     engine.free()  # unlike cleanup(), lets a dead device surface here as DeviceLost
     return engine
-
-
-def _run_canary(engine: Engine) -> None:
-    """Synthesize CANARY_TEXT; on NaN/inf, silence, an implausible duration or an error, switch to the next
-    safer policy and say why. Raises SynthesisFailed when nothing safer is left."""
-    ids = engine.voice.encode(CANARY_TEXT).ids
-    while True:
-        problem = _canary_problem(engine, ids)
-        if problem is None:
-            return
-        policy = engine.policy
-        fallback = safer(policy)
-        if fallback is None:
-            raise SynthesisFailed(f"canary failed on {engine.device.name} under {_label(policy)}: {problem}")
-        note = f"canary failed under {_label(policy)} ({problem}); falling back to {_label(fallback)}"
-        log.warning("%s", note)
-        engine.notes.append(note)
-        apply_process_settings(fallback, engine.device)
-        engine.runner.set_policy(fallback)
-
-
-def _canary_problem(engine: Engine, ids: list[int]) -> str | None:
-    problem: str | None = None
-    try:
-        waves, _ = engine.forward([ids], None if engine.deterministic else CANARY_SEED)
-    except DeviceLost:
-        raise
-    except Exception as err:  # a dtype mismatch under autocast is a failed canary, not a crash
-        problem, waves = f"{type(err).__name__}: {first_line(err)}", None
-    if problem is not None or waves is None:
-        engine.free()
-        return problem or "out of memory"
-    audio_s = len(waves[0]) / engine.sample_rate_hz
-    low, high = (bound * len(CANARY_TEXT) for bound in CANARY_S_PER_CHAR)
-    problem = bad_audio(waves[0])
-    if problem is None and not low <= audio_s <= high:
-        problem = f"implausible duration {audio_s:.2f} s for {len(CANARY_TEXT)} characters"
-    return problem
-
-
-def _measure_budget(engine: Engine) -> tuple[float | None, int]:
-    """(bytes per input token, token budget) measured on CUDA with a padded probe batch."""
-    import torch
-
-    ids = engine.voice.encode(CANARY_TEXT).ids
-    probe = [(ids * (PROBE_TOKENS // max(len(ids), 1) + 1))[:PROBE_TOKENS]] * PROBE_ITEMS
-    where = engine.runner.torch_device
-    engine.free()
-    baseline = torch.cuda.memory_allocated(where)
-    torch.cuda.reset_peak_memory_stats(where)
-    waves, _ = engine.forward(probe, 0)
-    free_bytes, _total = torch.cuda.mem_get_info(where)
-    if waves is None:
-        engine.notes.append("memory probe ran out of memory; using the smallest token budget")
-        return None, budget_from_memory(0, 1.0)
-    bytes_per_token = max(torch.cuda.max_memory_allocated(where) - baseline, 1) / (PROBE_ITEMS * PROBE_TOKENS)
-    return bytes_per_token, budget_from_memory(free_bytes, bytes_per_token)
 
 
 def _is_device_error(err: RuntimeError, device_type: str) -> bool:
@@ -425,7 +362,3 @@ def _is_device_error(err: RuntimeError, device_type: str) -> bool:
     text = str(err)
     markers = ("CUDA error", "device-side assert", "illegal memory access", "cuDNN error")
     return device_type == "cuda" and any(marker in text for marker in markers)
-
-
-def _label(policy: Policy) -> str:
-    return policy.dtype + (" with TF32" if policy.tf32 else "")
