@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import io
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -206,6 +207,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
 
+def _screenshot_dir(tmp_path: Path) -> Path:
+    """Where the dashboard test saves its screenshots: docs/ only when asked (TTSFLEET_UPDATE_SCREENSHOTS=1),
+    so a test run never rewrites tracked files."""
+    return DOCS if os.environ.get("TTSFLEET_UPDATE_SCREENSHOTS") == "1" else tmp_path
+
+
 def test_the_dashboard_in_a_real_browser(service: Service, tmp_path: Path) -> None:
     from playwright.sync_api import expect, sync_playwright
 
@@ -235,7 +242,7 @@ def test_the_dashboard_in_a_real_browser(service: Service, tmp_path: Path) -> No
         page.click("#chart-btn")
         expect(page.locator("#chart")).to_be_visible(timeout=20_000)
         page.wait_for_function("document.querySelector('#chart').naturalWidth > 0")
-        page.screenshot(path=str(DOCS / "dashboard.png"), full_page=True)
+        page.screenshot(path=str(_screenshot_dir(tmp_path) / "dashboard.png"), full_page=True)
         long_text = "The committee will now read the minutes of the previous meeting. " * 1500
         page.fill("#text", long_text)
         page.fill("#priority", "0")
@@ -244,7 +251,7 @@ def test_the_dashboard_in_a_real_browser(service: Service, tmp_path: Path) -> No
         long_id = page.locator("#submit-msg").inner_text().split()[-1]
         long_row = page.locator(f"tr[data-job='{long_id}']")
         expect(long_row.locator(".status")).to_have_text(re.compile("queued|running"), timeout=20_000)
-        page.locator("#jobs").screenshot(path=str(DOCS / "dashboard-running.png"))
+        page.locator("#jobs").screenshot(path=str(_screenshot_dir(tmp_path) / "dashboard-running.png"))
         long_row.locator("button.cancel").click(timeout=20_000)
         expect(long_row.locator(".status")).to_have_text("cancelled", timeout=20_000)
         browser.close()
