@@ -15,7 +15,14 @@ from producer.jobs import cancel_jobs, job_views
 from producer.submit import submit
 from schemas.broker import Publisher
 from schemas.db import Store, open_store
-from schemas.errors import BrokerUnavailable, DeviceLost, InvalidInput, StoreUnavailable, SynthesisFailed
+from schemas.errors import (
+    BrokerUnavailable,
+    DeviceLost,
+    InvalidInput,
+    StoreUnavailable,
+    SynthesisFailed,
+    WorkerStopping,
+)
 from schemas.messages import JobRequest
 from schemas.settings import ProducerSettings, WorkerSettings
 from schemas.status import JobStatus
@@ -466,3 +473,20 @@ def test_the_same_input_submitted_concurrently_is_one_job(settings, db, tiny_vit
     assert sum(r[0].created for r in results) == 1
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 1
+
+
+def test_a_stopping_worker_claims_no_new_job(settings, db, tiny_vits_dir) -> None:
+    """Once a stop is requested (SIGTERM, or SIGQUIT's put-back), a message that still reaches the worker is
+    not claimed: the job stays queued for the message to be sent again, never running under a dying lease."""
+    from worker.device import parse_simulated
+    from worker.precision import choose_policy
+    from worker.runtime import WorkerRuntime
+
+    job_id = _submit(settings, db, str(tiny_vits_dir))
+    device = parse_simulated("cpu::8")
+    runtime = WorkerRuntime(WorkerSettings(database_url=settings.database_url), db, device, choose_policy(device))
+    runtime.request_stop()
+    with pytest.raises(WorkerStopping, match="not started"):
+        runtime.run_job(job_id)
+    [view] = job_views(db, [job_id])
+    assert view.status == JobStatus.QUEUED and view.attempts == 0

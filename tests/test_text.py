@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from num2words import num2words
 
+from producer import text as text_module
 from producer.chunks import HEADING_END, LINE_BREAK, MIN_CHUNK_CHARS, split_chunks
 from producer.text import has_speakable, normalize
 from schemas.status import BreakKind
@@ -36,6 +37,9 @@ def _check_chunks(text: str, max_chars: int) -> None:
         assert chunk.text.strip(), f"whitespace-only chunk {chunk.text!r}"
     if chunks:
         assert chunks[-1].break_after == BreakKind.SENTENCE
+
+
+_ABBREVIATED = {word.lower() for word in text_module._ABBREVIATIONS}
 
 
 @_FAST
@@ -73,8 +77,10 @@ def test_english_normalization_leaves_no_digits(text: str) -> None:
 
 
 @_FAST
-@given(words=st.lists(st.from_regex(r"[a-z]{1,12}", fullmatch=True), min_size=1, max_size=30))
+@given(words=st.lists(st.from_regex(r"[a-z]{1,12}", fullmatch=True).filter(lambda w: w not in _ABBREVIATED),
+                      min_size=1, max_size=30))
 def test_plain_words_are_all_kept_in_order(words: list[str]) -> None:
+    # Words that are abbreviations ("vs." -> "versus.") are read out by design: test_abbreviations covers them.
     text = " ".join(words) + "."
     assert normalize(text).text == text
 

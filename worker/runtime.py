@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from schemas.db import Store, open_store
-from schemas.errors import RetryableError
+from schemas.errors import RetryableError, WorkerStopping
 from schemas.settings import WorkerSettings
 from schemas.status import Runtime, WorkerState
 from schemas.voices import split_speaker
@@ -115,7 +115,12 @@ class WorkerRuntime:
         return engine
 
     def run_job(self, job_id: str) -> JobOutcome:
-        """Run one job through `synthesize_job`, its lease kept alive by the heartbeat meanwhile."""
+        """Run one job through `synthesize_job`, its lease kept alive by the heartbeat meanwhile.
+
+        Raises WorkerStopping without claiming the job once a stop was requested: a worker on its way out
+        takes no new work (its caller sends the message again)."""
+        if self._stopping.is_set():
+            raise WorkerStopping(f"worker stopping: job {job_id} not started here")
         self.current_job = job_id
         try:
             return synthesize_job(job_id, self.context())

@@ -118,6 +118,7 @@ def _abandon(runtime: WorkerRuntime, republish: Callable[[Republish], None], job
     from worker import reaper
 
     try:
+        runtime.request_stop()  # before the job is put back: the main thread must not claim it (or any) again
         for held in runtime.abandon_job(job_id) if job_id is not None else []:
             route = reaper.route(runtime.store, held, MAX_PRIORITY)
             if route is not None:
