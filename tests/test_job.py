@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -377,7 +378,9 @@ def test_a_stalled_worker_never_touches_the_result_its_successor_published(setti
     for suffix in (".manifest.json", ".srt", ".vtt"):
         assert audio_path.with_suffix(suffix).is_file(), f"the loser deleted the winner's {suffix}"
     assert sf.info(str(audio_path)).duration == pytest.approx(view.audio_s, abs=0.01)
-    leftovers = [p for p in settings.output_dir.rglob("*") if p.is_file() and p.parent.name.startswith("a")]
+    # Staging folders are `a<attempt>-<worker hash>` (a job id may start with "a" too: not one of them).
+    leftovers = [p for p in settings.output_dir.rglob("*")
+                 if p.is_file() and re.fullmatch(r"(r\d+-)?a\d+-[0-9a-f]{8}", p.parent.name)]
     assert leftovers == [], "the loser left its own staged files behind"
 
 
