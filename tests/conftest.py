@@ -10,8 +10,13 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from schemas.db import Store
+    from schemas.settings import ProducerSettings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -97,6 +102,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = create_pg_database()
     yield url
     drop_pg_database(url)
+
+
+@pytest.fixture
+def db(settings: ProducerSettings) -> Iterator[Store]:
+    """The store at the test module's own `settings.database_url`, disposed after the test."""
+    from schemas.db import open_store
+
+    store = open_store(settings.database_url)
+    yield store
+    store.dispose()
 
 
 @pytest.fixture

@@ -89,3 +89,11 @@ def test_a_setting_that_does_not_parse_is_one_line_naming_it() -> None:
     assert "lease_s" in str(raised.value) and "TTSFLEET_LEASE_S" in str(raised.value)
     assert "\n" not in str(raised.value)
     assert WorkerSettings.from_env({"TTSFLEET_PRECISION": "bf16"}).precision == "bf16"
+
+
+@pytest.mark.parametrize("args, option", [(["worker", "--join-jobs", "0"], "--join-jobs"),
+                                          (["worker", "--threads", "0"], "--threads")])
+def test_an_option_out_of_range_is_a_usage_error_naming_the_option(args: list[str], option: str) -> None:
+    done = cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert f"Invalid value for '{option}'" in done.stderr and "Traceback" not in done.stderr

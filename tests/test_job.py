@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from producer.jobs import cancel_jobs, job_views
 from producer.submit import submit
 from schemas.broker import Publisher
-from schemas.db import Store, open_store
+from schemas.db import Store
 from schemas.errors import (
     BrokerUnavailable,
     DeviceLost,
@@ -43,13 +43,6 @@ def settings(db_url: str, tmp_path: Path) -> ProducerSettings:
     # Voice: the tiny folder model, so submit validates a real voice name without the bundled voice.
     return ProducerSettings(database_url=db_url, output_dir=tmp_path / "out", max_chunk_chars=40,
                             voice_dirs=TEST_VOICE_DIRS)
-
-
-@pytest.fixture
-def db(settings: ProducerSettings) -> Store:
-    store = open_store(settings.database_url)
-    yield store  # type: ignore[misc]
-    store.dispose()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from producer.inputs import read_inputs
 from producer.jobs import job_views
 from producer.naming import output_stem, safe_name
 from producer.submit import submit
-from schemas.db import Store, open_store
+from schemas.db import Store
 from schemas.messages import JobRequest
 from schemas.settings import ProducerSettings, WorkerSettings
 from schemas.status import AudioFormat, JobStatus
@@ -30,13 +30,6 @@ from worker.job import JobContext, synthesize_job
 def settings(sqlite_url: str, tmp_path: Path, tiny_vits_dir: Path) -> ProducerSettings:
     return ProducerSettings(database_url=sqlite_url, output_dir=tmp_path / "out", voice=str(tiny_vits_dir),
                             voice_dirs=TEST_VOICE_DIRS)
-
-
-@pytest.fixture
-def db(settings: ProducerSettings) -> Store:
-    store = open_store(settings.database_url)
-    yield store  # type: ignore[misc]
-    store.dispose()
 
 
 def _run_all(settings: ProducerSettings, db: Store, ids: list[str]) -> None:

@@ -15,7 +15,7 @@ from sqlalchemy import func, select, update
 from producer.jobs import cancel_jobs, job_views
 from producer.segment_stats import segment_stats
 from producer.submit import submit
-from schemas.db import Store, open_store
+from schemas.db import Store
 from schemas.messages import JobRequest
 from schemas.scheduling import Candidate, choose, plan_segments
 from schemas.settings import ProducerSettings, WorkerSettings
@@ -35,13 +35,6 @@ SEGMENT_CHARS = 120  # about 4 chunks a segment
 def settings(sqlite_url: str, tmp_path: Path) -> ProducerSettings:
     return ProducerSettings(database_url=sqlite_url, output_dir=tmp_path / "out", max_chunk_chars=40,
                             voice_dirs=TEST_VOICE_DIRS)
-
-
-@pytest.fixture
-def db(settings: ProducerSettings) -> Store:
-    store = open_store(settings.database_url)
-    yield store  # type: ignore[misc]
-    store.dispose()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from producer.jobs import cancel_jobs, job_views
 from producer.submit import submit
-from schemas.db import Store, open_store
+from schemas.db import Store
 from schemas.errors import WorkerStopping
 from schemas.messages import JobRequest
 from schemas.settings import DEFAULT_QUEUE, ProducerSettings, WorkerSettings
@@ -32,13 +32,6 @@ NOTICES = ["Water stops at noon.", "The gate is shut today.", "Bins go out on Mo
 @pytest.fixture
 def settings(db_url: str, tmp_path: Path) -> ProducerSettings:
     return ProducerSettings(database_url=db_url, output_dir=tmp_path / "out", voice_dirs=TEST_VOICE_DIRS)
-
-
-@pytest.fixture
-def db(settings: ProducerSettings) -> Store:
-    store = open_store(settings.database_url)
-    yield store  # type: ignore[misc]
-    store.dispose()
 
 
 class CountingEngine(FakeEngine):

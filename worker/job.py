@@ -70,7 +70,7 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
         outcome, figures = _run(held, ctx)
     except JobInterrupted as err:
         _discard_outputs(ctx, held)
-        _drop_strays(ctx, held)
+        drop_strays(ctx, held)
         return JobOutcome(job_id, lease.job_status(ctx.store, job_id), str(err))
     except PermanentError as err:
         _record_quietly(ctx, held, err)
@@ -120,10 +120,7 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures | N
         location = files.save_chunk(f"{chunk.idx:06d}-{attempt_tag(held)}.wav", chunk.samples,
                                     engine.sample_rate_hz)
         lease.save_chunk(ctx.store, held.job_id, ctx.worker_id, chunk.idx, ctx.settings.lease_s,
-                         audio_path=location, samples=len(chunk.samples),
-                         audio_s=len(chunk.samples) / engine.sample_rate_hz, synth_s=chunk.synth_s,
-                         batch_size=chunk.batch_size, attempt=held.attempt, dtype=chunk.dtype,
-                         fp32_redo=chunk.fp32_redo)
+                         **chunk_columns(chunk, location, engine.sample_rate_hz, held.attempt))
         dropped.update(chunk.dropped)
         done[0] += 1
         ctx.listeners.chunk_done(held.job_id, done[0], total)
@@ -132,6 +129,13 @@ def _run(held: lease.Claim, ctx: JobContext) -> tuple[JobOutcome, JobFigures | N
 
     run = synthesize_chunks(held, ctx, engine, pending, seed, save)
     return finish_job(held, ctx, engine, run, warnings_with(held, dropped), files)
+
+
+def chunk_columns(chunk: ChunkAudio, location: str, sample_rate_hz: int, attempt: int) -> dict[str, Any]:
+    """The chunk row's audio columns for `chunk`, stored at `location` by attempt `attempt`."""
+    return {"audio_path": location, "samples": len(chunk.samples), "audio_s": len(chunk.samples) / sample_rate_hz,
+            "synth_s": chunk.synth_s, "batch_size": chunk.batch_size, "attempt": attempt, "dtype": chunk.dtype,
+            "fp32_redo": chunk.fp32_redo}
 
 
 def warnings_with(held: lease.Claim, dropped: set[str]) -> list[str]:
@@ -224,7 +228,7 @@ def attempt_tag(held: lease.Claim) -> str:
     return f"r{render}-a{held.attempt}" if render else f"a{held.attempt}"
 
 
-def _drop_strays(ctx: JobContext, held: lease.Claim) -> None:
+def drop_strays(ctx: JobContext, held: lease.Claim) -> None:
     """A worker that lost its job removes the chunk files of its attempt that no chunk row points to (those
     it wrote after losing the lease); the rows' files, the successor's included, stay."""
     try:

@@ -17,6 +17,7 @@ from worker.events import JobFigures, JobOutcome
 from worker.job import (
     MAX_HELP,
     JobContext,
+    chunk_columns,
     failed,
     finish_job,
     finished,
@@ -108,10 +109,8 @@ def _run_segment(seg: segments.SegmentClaim, ctx: JobContext, engine: Engine) ->
     def save(chunk: ChunkAudio) -> None:
         # Segment and attempt in the name: a former holder still running cannot overwrite our file.
         location = files.save_chunk(f"{chunk.idx:06d}-{tag}.wav", chunk.samples, engine.sample_rate_hz)
-        last, done, total = segments.save_chunk(
-            ctx.store, seg, ctx.worker_id, chunk.idx, ctx.settings.lease_s, audio_path=location,
-            samples=len(chunk.samples), audio_s=len(chunk.samples) / engine.sample_rate_hz, synth_s=chunk.synth_s,
-            batch_size=chunk.batch_size, attempt=seg.attempt, dtype=chunk.dtype, fp32_redo=chunk.fp32_redo)
+        last, done, total = segments.save_chunk(ctx.store, seg, ctx.worker_id, chunk.idx, ctx.settings.lease_s,
+                                                **chunk_columns(chunk, location, engine.sample_rate_hz, seg.attempt))
         completed[0] |= last
         dropped.update(chunk.dropped)
         ctx.listeners.chunk_done(seg.job_id, done, total)

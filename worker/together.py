@@ -12,7 +12,7 @@ broker messages, delivered later, find the job taken or finished and are acknowl
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -29,7 +29,7 @@ from worker.events import JobFigures, JobOutcome
 from worker.outputs import JobFiles
 
 if TYPE_CHECKING:
-    from worker.engine import ChunkAudio, Engine, EngineRun
+    from worker.engine import ChunkAudio, ChunkInput, Engine, EngineRun
     from worker.job import JobContext
 
 log = logging.getLogger("ttsfleet.together")
@@ -105,14 +105,12 @@ def run_together(held: lease.Claim, others: list[lease.Claim], ctx: JobContext, 
     Raises as `worker.job.synthesize_job` does for `held` (which the caller puts back); the companions
     are put back and sent again before anything propagates.
     """
-    from worker.job import job_seed
-
     members = [_Member(held, JobFiles(ctx.settings.output_location, held.job_id), pending)]
     members += [_Member(o, JobFiles(ctx.settings.output_location, o.job_id), lease.pending_chunks(ctx.store, o.job_id))
                 for o in others]
     ctx.holding_together([o.job_id for o in others])
     try:
-        inputs, owners = _inputs(members, job_seed)
+        inputs, owners = _inputs(members)
         run = _synthesize(ctx, engine, members, inputs, owners)
     except PermanentError as err:
         log.warning("job %s and %d others run together: %s; each runs alone now", held.job_id, len(others), err)
@@ -142,10 +140,10 @@ def run_together(held: lease.Claim, others: list[lease.Claim], ctx: JobContext, 
     return finish_job(held, ctx, engine, run, warnings_with(held, first.dropped), first.files)
 
 
-def _inputs(members: list[_Member], job_seed: Callable[[str, object], int]) -> tuple[list, list[tuple[_Member, int]]]:
+def _inputs(members: list[_Member]) -> tuple[list[ChunkInput], list[tuple[_Member, int]]]:
     """Every pending chunk as one engine input (numbered across the group) and who owns each."""
     from worker.engine import ChunkInput
-    from worker.job import chunk_seed
+    from worker.job import chunk_seed, job_seed
 
     inputs: list[ChunkInput] = []
     owners: list[tuple[_Member, int]] = []
@@ -160,9 +158,9 @@ def _inputs(members: list[_Member], job_seed: Callable[[str, object], int]) -> t
     return inputs, owners
 
 
-def _synthesize(ctx: JobContext, engine: Engine, members: list[_Member], inputs: list,
+def _synthesize(ctx: JobContext, engine: Engine, members: list[_Member], inputs: list[ChunkInput],
                 owners: list[tuple[_Member, int]]) -> EngineRun:
-    from worker.job import attempt_tag
+    from worker.job import attempt_tag, chunk_columns
 
     def save(chunk: ChunkAudio) -> None:
         member, idx = owners[chunk.idx]
@@ -172,10 +170,7 @@ def _synthesize(ctx: JobContext, engine: Engine, members: list[_Member], inputs:
                                                engine.sample_rate_hz)
             try:
                 lease.save_chunk(ctx.store, held.job_id, ctx.worker_id, idx, ctx.settings.lease_s,
-                                 audio_path=location, samples=len(chunk.samples),
-                                 audio_s=len(chunk.samples) / engine.sample_rate_hz, synth_s=chunk.synth_s,
-                                 batch_size=chunk.batch_size, attempt=held.attempt, dtype=chunk.dtype,
-                                 fp32_redo=chunk.fp32_redo)
+                                 **chunk_columns(chunk, location, engine.sample_rate_hz, held.attempt))
             except JobInterrupted as err:  # cancelled or taken over: the others go on
                 member.lost = str(err)
             else:
@@ -195,16 +190,16 @@ def _synthesize(ctx: JobContext, engine: Engine, members: list[_Member], inputs:
 
 def _finish(ctx: JobContext, engine: Engine, member: _Member, run: EngineRun) -> JobOutcome | None:
     """Finish one companion on its own; None when it is no longer ours (nothing to report here)."""
-    from worker.job import _drop_strays, failed, finish_job, finished, warnings_with
+    from worker.job import drop_strays, failed, finish_job, finished, warnings_with
 
     held = member.held
     if member.lost is not None:
-        _drop_strays(ctx, held)
+        drop_strays(ctx, held)
         return None
     try:
         outcome, figures = finish_job(held, ctx, engine, run, warnings_with(held, member.dropped), member.files)
     except JobInterrupted:
-        _drop_strays(ctx, held)
+        drop_strays(ctx, held)
         return None
     except PermanentError as err:
         lease.fail(ctx.store, held.job_id, ctx.worker_id, str(err))

@@ -63,9 +63,10 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as err:  # the outermost boundary: one line unless --debug
         import click
 
-        if isinstance(err, click.ClickException):
+        # typer raises its own ClickException copy (typer._click), not click's: both name the option.
+        if isinstance(err, click.ClickException | typer.TyperException) and hasattr(err, "show"):
             err.show()
-            sys.exit(err.exit_code)
+            sys.exit(getattr(err, "exit_code", 2))
         _fail(err, debug)
 
 
