@@ -70,7 +70,11 @@ def test_a_stop_signal_puts_the_running_job_back_with_its_chunks(fleet: Fleet, s
         os.kill(worker.pid, sig)
         time.sleep(0.05)
     took_s = _exits_within(worker, 40)
-    assert worker.returncode == 0, fleet.logs()
+    # A second SIGTERM that lands while the interpreter is already exiting (the first one put the job back
+    # within milliseconds) meets Python's restored default handler and ends the process by that signal:
+    # nothing is lost either way, which is what the status below checks.
+    allowed = {0, -signal.SIGTERM} if signals == [signal.SIGTERM, signal.SIGTERM] else {0}
+    assert worker.returncode in allowed, fleet.logs()
     view = _status(fleet, job["id"])
     assert view["status"] == "queued", fleet.logs()  # put back, not left running under a lease
     kept = view["chunks_done"]
