@@ -56,8 +56,10 @@ class _MemoryProbe:
 
 def memory_creep(texts: list[str], workdir: Path, device: str, runtime_name: str = "auto") -> Memory:
     """`texts` as jobs through `ttsfleet run`'s pipeline in this process (fresh SQLite store; claim,
-    synthesize, store, assemble, finish per job), reading memory after each job. The timing covers jobs 2
-    to the last (from the first job's end), so start-up is not in it."""
+    synthesize, store, assemble, finish per job), reading memory after each job. Each job runs alone
+    (`TTSFLEET_JOIN_JOBS=1`): its own engine call and cleanup, so the creep is what 100 cleanups leave
+    behind (jobs run together finish during their group's call, when the arenas are at their peak). The
+    timing covers jobs 2 to the last (from the first job's end), so start-up is not in it."""
     from producer.cli.embedded import run_embedded
     from schemas.messages import JobRequest
     from schemas.settings import ProducerSettings
@@ -65,8 +67,8 @@ def memory_creep(texts: list[str], workdir: Path, device: str, runtime_name: str
     url, out = f"sqlite:///{workdir / 'memory.db'}", workdir / "memory-out"
     probe = _MemoryProbe(device)
     run_embedded([JobRequest(text=text) for text in texts], ProducerSettings(database_url=url, output_dir=out),
-                 {"TTSFLEET_DEVICE": device}, device=device, precision=None, force=True, show_progress=False,
-                 quiet=True, inference_runtime=runtime_name, listeners=[probe])
+                 {"TTSFLEET_DEVICE": device, "TTSFLEET_JOIN_JOBS": "1"}, device=device, precision=None, force=True,
+                 show_progress=False, quiet=True, inference_runtime=runtime_name, listeners=[probe])
     if len(probe.finished_at) > 1:
         probe.memory.timing = Timing(sum(probe.audio_s[1:]), probe.finished_at[-1] - probe.finished_at[0],
                                      len(probe.audio_s) - 1)

@@ -137,6 +137,8 @@ def _system(args: argparse.Namespace, workdir: Path, env: dict[str, str], engine
         timing = fleet.queue(notices, workdir, env, workers=workers, threads=threads, broker_url=args.broker_url,
                              device=args.device)
         _best(speeds, label, timing)
+        if label == "queue_1_worker":  # the engine's best of two, either side of the queue: a fair ratio
+            _best(speeds, "engine_on_notices", c.engine_alone(engine, notices))
     result["queue_vs_engine_ratio"] = speeds["queue_1_worker"] / speeds["engine_on_notices"]
     result["queue_vs_piper_per_notice_x"] = speeds["queue_1_worker"] / speeds["piper_cli_per_notice"]
     result["two_workers_vs_one_x"] = speeds["queue_2_workers_1_thread"] / speeds["queue_1_worker_1_thread"]

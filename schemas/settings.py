@@ -142,7 +142,7 @@ class WorkerSettings(Settings):
     segment_chars: int = Field(default=3000, ge=0)
     # A short job (a notice: at most 4 chunks) is run together with up to this many minus one other queued
     # short jobs of its voice, in one engine call that fills the CPU's lanes or the GPU's batches; 1: alone.
-    join_jobs: int = Field(default=8, ge=1)
+    join_jobs: int = Field(default=32, ge=1)
 
     @classmethod
     def _derived_defaults(cls, values: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -134,9 +134,10 @@ def test_a_stop_puts_every_job_of_the_group_back_with_its_chunks_and_sends_the_c
         synthesize_job(ids[0], ctx)
     with db.read() as s:
         rows = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(ids)))}
-    assert {rows[i].status for i in ids} == {JobStatus.QUEUED}
-    assert sum(rows[i].chunks_done for i in ids) == 2  # what was stored stays stored
-    assert sorted(sent) == sorted(ids[1:])  # the primary's own message is the task's to resend
+    # A job whose chunks were all stored before the stop was finished then; the others are queued again.
+    assert [rows[i].status for i in ids] == [JobStatus.SUCCEEDED] * 2 + [JobStatus.QUEUED] * 3
+    assert sum(rows[i].chunks_done for i in ids) == 2 and Path(str(rows[ids[1]].audio_path)).is_file()
+    assert sorted(sent) == sorted(ids[2:])  # the companions put back are sent again
     # Resumed, every job finishes without redoing a stored chunk.
     engine = CountingEngine()
     for job_id in ids:
@@ -165,3 +166,62 @@ def test_a_chunk_that_fails_the_group_fails_only_its_own_job(settings: ProducerS
     outcomes = {job_id: synthesize_job(job_id, _ctx(settings, db, engine, join_jobs=1)).status for job_id in ids[1:]}
     assert outcomes == {ids[1]: JobStatus.FAILED, ids[2]: JobStatus.SUCCEEDED, ids[3]: JobStatus.SUCCEEDED,
                         ids[4]: JobStatus.SUCCEEDED}
+
+
+def test_each_job_ends_as_soon_as_its_chunks_are_stored_while_the_call_runs_on(
+        settings: ProducerSettings, db: Store, tiny_vits_dir: Path) -> None:
+    ids = _submit(settings, db, str(tiny_vits_dir), NOTICES[:4])
+    before_last: list[JobStatus] = []
+
+    class Watching(FakeEngine):  # what the store says just before the call's last chunk is said
+        def synthesize(self, chunks: list[ChunkInput], on_chunk: Callable[[ChunkAudio], None]) -> EngineRun:
+            def watch(audio: ChunkAudio) -> None:
+                if len(self.seen) == len(chunks):
+                    before_last.extend(v.status for v in job_views(db, ids))
+                on_chunk(audio)
+            return super().synthesize(chunks, watch)
+
+    assert synthesize_job(ids[0], _ctx(settings, db, Watching())).status == JobStatus.SUCCEEDED
+    assert before_last == [JobStatus.SUCCEEDED] * 3 + [JobStatus.RUNNING]
+    assert {v.status for v in job_views(db, ids)} == {JobStatus.SUCCEEDED}
+
+
+def test_a_group_failing_after_some_jobs_ended_keeps_them_and_sends_the_rest_back(
+        settings: ProducerSettings, db: Store, tiny_vits_dir: Path) -> None:
+    from schemas.errors import SynthesisFailed
+
+    ids = _submit(settings, db, str(tiny_vits_dir), NOTICES[:5])
+
+    class FailsAtFourth(FakeEngine):  # NOTICES[3] cannot be said; the chunks before it were stored
+        def synthesize(self, chunks: list[ChunkInput], on_chunk: Callable[[ChunkAudio], None]) -> EngineRun:
+            def guard(audio: ChunkAudio) -> None:
+                if chunks[len(self.seen) - 1].text == NOTICES[3]:
+                    raise SynthesisFailed("this chunk cannot be said")
+                on_chunk(audio)
+            return super().synthesize(chunks, guard)
+
+    sent: list[str] = []
+    ctx = _ctx(settings, db, FailsAtFourth())
+    ctx.republish = lambda route: sent.append(route.job_id)
+    assert synthesize_job(ids[0], ctx).status == JobStatus.SUCCEEDED  # finished before the failure
+    assert [v.status for v in job_views(db, ids)] == [JobStatus.SUCCEEDED] * 3 + [JobStatus.QUEUED] * 2
+    assert sorted(sent) == sorted(ids[3:])
+
+
+def test_a_companions_own_delivery_is_acknowledged_without_a_claim_unless_it_was_rerendered(
+        settings: ProducerSettings, db: Store, tiny_vits_dir: Path) -> None:
+    from producer.rerender import rerender
+
+    ids = _submit(settings, db, str(tiny_vits_dir), NOTICES[:3])
+    engine = CountingEngine()
+    ctx = _ctx(settings, db, engine, segment_chars=0)
+    synthesize_job(ids[0], ctx)
+    assert ctx.ended_together == set(ids[1:]) and engine.calls == [3]
+    later = synthesize_job(ids[1], ctx)
+    assert (later.status, later.detail) == (JobStatus.SUCCEEDED, "ended already, run together with another job")
+    with db.read() as s:
+        assert s.scalar(select(Job.attempts).where(Job.id == ids[1])) == 1  # no claim was made
+    # Re-rendered before its delivery came: it is queued again, so the delivery runs it.
+    rerender(db, ids[2], settings, text="Bins go out on Tuesday.")
+    assert synthesize_job(ids[2], ctx).status == JobStatus.SUCCEEDED and engine.calls == [3, 1]
+    assert not ctx.ended_together

@@ -33,7 +33,7 @@ from worker.canary import measure_budget, run_canary
 from worker.device import DeviceInfo
 from worker.loaded_voice import LoadedVoice
 from worker.model import ModelRunner, bad_audio, free_memory, peak_bytes, reset_peak
-from worker.onnx_runner import OnnxRunner, make_runner
+from worker.onnx_runner import LaneItem, OnnxRunner, make_runner
 from worker.precision import Policy, apply_process_settings
 
 log = logging.getLogger(__name__)
@@ -148,9 +148,12 @@ class Engine:
         started = time.perf_counter()
         try:
             reset_peak(torch_device)
-            for speed in sorted({chunks[item.key].speed for item in items}):  # one speed per batch
-                self._run_batches(chunks, encoded, [i for i in items if chunks[i.key].speed == speed],
-                                  on_chunk, counts)
+            if isinstance(self.runner, OnnxRunner) and self.runner.lanes > 1 and len(items) > 1:
+                self._run_lanes(self.runner, chunks, encoded, items, on_chunk, counts)
+            else:
+                for speed in sorted({chunks[item.key].speed for item in items}):  # one speed per batch
+                    self._run_batches(chunks, encoded, [i for i in items if chunks[i.key].speed == speed],
+                                      on_chunk, counts)
             self.runner.synchronize()
             peak_mem_bytes = peak_bytes(torch_device)
         except BaseException as err:
@@ -204,6 +207,35 @@ class Engine:
                 on_chunk(self._checked(chunks[key], encoded[key], wave, batch_s * len(wave) / total,
                                        len(batch), counts))
             del waves
+
+    def _run_lanes(self, runner: OnnxRunner, chunks: Sequence[ChunkInput], encoded: list[tuple[list[int], str]],
+                   items: list[Item], on_chunk: Callable[[ChunkAudio], object], counts: _Counts) -> None:
+        """Run every item on the runner's lanes as one stream, longest first (the last to start are the
+        shortest, so the lanes finish close together), storing each through `on_chunk` while the lanes run
+        on: no lane waits for another, nor for the store. An item that runs out of memory
+        is redone alone on the all-core session; one that fails again raises SynthesisFailed."""
+        order = sorted(items, key=lambda item: -item.n_tokens)
+        side_by_side = min(runner.lanes, len(order))
+        stream = runner.stream([LaneItem(encoded[i.key][0], chunks[i.key].speed, chunks[i.key].speaker_id)
+                                for i in order])
+        try:
+            for pos, wave, lane_s in stream:
+                chunk = chunks[order[pos].key]
+                if isinstance(wave, Exception):
+                    if not runner.is_out_of_memory(wave):
+                        raise wave
+                    counts.oom_retries += 1
+                    waves, lane_s = self.forward([encoded[order[pos].key][0]], None, speed=chunk.speed,
+                                                 speaker_id=chunk.speaker_id)
+                    if waves is None:
+                        raise SynthesisFailed(f"chunk {chunk.idx} does not fit in memory even alone "
+                                              f"({order[pos].n_tokens} tokens)") from wave
+                    wave = waves[0]
+                counts.batches += 1
+                on_chunk(self._checked(chunk, encoded[order[pos].key], wave, lane_s, side_by_side, counts))
+        finally:
+            stream.close()
+        counts.max_batch_size = max(counts.max_batch_size, side_by_side)
 
     def _plan(self, items: list[Item], chunks: Sequence[ChunkInput]) -> deque[list[Item]]:
         """Batches at the token budget, one speaker per batch (a model call takes one speaker id)."""

@@ -48,6 +48,9 @@ class JobContext:
     holding: Callable[[str | None], None] = lambda _job: None  # names the job whose lease the heartbeat renews
     # Names the jobs run together with it (worker.together), whose leases the heartbeat renews too.
     holding_together: Callable[[list[str]], None] = lambda _jobs: None
+    # Jobs this process ended as companions (worker.together): their own deliveries, which come later,
+    # are acknowledged after one status read instead of a claim and a search for segments to help with.
+    ended_together: set[str] = field(default_factory=set)
 
 
 def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
@@ -59,6 +62,11 @@ def synthesize_job(job_id: str, ctx: JobContext) -> JobOutcome:
         DeviceLost: CUDA is unusable; the job was put back and this process must exit.
         Anything unexpected (or Ctrl-C) is re-raised after the job was put back, its stored chunks kept.
     """
+    if job_id in ctx.ended_together:
+        ctx.ended_together.discard(job_id)
+        status = lease.job_status(ctx.store, job_id)
+        if status is not None and status.is_terminal:  # not re-rendered since: nothing to do
+            return JobOutcome(job_id, status, "ended already, run together with another job")
     held = lease.claim(ctx.store, job_id, ctx.worker_id, ctx.settings.lease_s)
     if held is None:
         from worker.segment_run import help_with_segments  # it builds on this module: imported late

@@ -22,8 +22,9 @@ import hashlib
 import os
 import platform
 import tempfile
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Generator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,15 @@ def _cpu_signature() -> str:
         return f"{platform.machine()} {platform.processor()}"
 
 
+@dataclass(frozen=True, slots=True)
+class LaneItem:
+    """One item for `OnnxRunner.stream`: token ids, speed factor (2.0: half as long), speaker (None: 0)."""
+
+    ids: Sequence[int]
+    speed: float = 1.0
+    speaker_id: int | None = None
+
+
 class OnnxRunner:
     """The ONNX counterpart of `worker.model.ModelRunner`: same `run`/`synchronize`/`set_policy` interface.
 
@@ -144,6 +154,7 @@ class OnnxRunner:
         self._scales = np.array([noise, voice.length_scale, noise_w], dtype=np.float32)
         self._inputs = {i.name for i in self.session.get_inputs()}
         self._onnxruntime = onnxruntime
+        self._grown: set[int] = set()  # ids of the sessions that ran since `release_memory`
         self._sid0 = np.zeros(1, dtype=np.int64) if "sid" in self._inputs else None
         if not {"input", "input_lengths", "scales"} <= self._inputs:
             raise PermanentError(f"{voice.path} is not a Piper voice model (inputs: {sorted(self._inputs)})")
@@ -164,20 +175,63 @@ class OnnxRunner:
         sid = np.asarray([speaker_id or 0], dtype=np.int64) if "sid" in self._inputs else None
         if len(ids) > 1 and self._pool is not None:
             lane = self._lane_session
+            self._grown.add(id(lane))
             return list(self._pool.map(lambda item: _synthesize(lane, item, scales, sid), ids))
+        self._grown.add(id(self.session))
         return [_synthesize(self.session, item, scales, sid) for item in ids]
+
+    def stream(self, items: Sequence[LaneItem]) -> Generator[tuple[int, np.ndarray | Exception, float]]:
+        """Synthesize `items` side by side on the lanes, yielding (position in `items`, float32 wave, wall
+        seconds in its lane) as each finishes, not in order. A lane takes the next item as soon as it is
+        free, so no lane waits for another, and the caller stores a finished item while the lanes run on.
+        An item's error is yielded in place of its wave (the caller decides: redo it alone, or give up).
+        At most 2 x `lanes` items are in flight (memory stays bounded for a whole book); closing the
+        iterator early drops the items not started and waits for those running. Needs `lanes` > 1."""
+        if self._pool is None:
+            raise ValueError("stream needs a runner with lanes > 1")
+        lane, pool = self._lane_session, self._pool
+        self._grown.add(id(lane))
+
+        def one(item: LaneItem) -> tuple[np.ndarray | Exception, float]:
+            started = time.perf_counter()
+            scales = self._scales.copy()
+            scales[1] /= item.speed
+            sid = np.asarray([item.speaker_id or 0], dtype=np.int64) if "sid" in self._inputs else None
+            try:
+                wave: np.ndarray | Exception = _synthesize(lane, item.ids, scales, sid)
+            except Exception as err:  # handed to the caller with its item, which decides
+                wave = err
+            return wave, time.perf_counter() - started
+
+        queued = iter(enumerate(items))
+        running: dict[Future[tuple[np.ndarray | Exception, float]], int] = {}
+        try:
+            while True:
+                while len(running) < 2 * self.lanes and (nxt := next(queued, None)) is not None:
+                    running[pool.submit(one, nxt[1])] = nxt[0]
+                if not running:
+                    return
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    yield (running.pop(future), *future.result())
+        finally:
+            for future in running:
+                future.cancel()
+            wait(running)
 
     def release_memory(self) -> None:
         """Give back what ONNX Runtime's arenas grew to for the last job's longest input. The arenas keep
         memory once grown (per session, lanes running at once adding up: +150-250 MB over 100 notices
         here), so between jobs each session runs a token with arena shrinkage on, which frees every arena
         block that run leaves unused: a worker's memory follows its current job, not the longest it ever
-        ran. Costs a few milliseconds per job."""
+        ran. Only a session that ran since the last call is shrunk (a job of several chunks runs on the
+        lanes' session alone): 50-120 ms each after 8 notices here, partly the arena's regrowth."""
         options = self._onnxruntime.RunOptions()
         options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         for session in (self.session, self._lane_session):
-            if session is not None:
+            if session is not None and id(session) in self._grown:
                 _synthesize(session, [self.pad_id], self._scales, self._sid0, options)
+        self._grown.clear()
 
     def synchronize(self) -> None:
         """Nothing to wait for: `run` returns when the audio exists."""

@@ -56,6 +56,7 @@ class WorkerRuntime:
         self._thread: threading.Thread | None = None
         self.current_job: str | None = None  # the job this process runs now: the only lease it renews
         self.together: tuple[str, ...] = ()  # ... besides those of the jobs running together with it
+        self.ended_together: set[str] = set()  # companions ended here, whose own deliveries come later
         self.listeners = Listeners()
         self.beat_hooks: list[Callable[[], None]] = []  # run after each heartbeat (metrics refresh)
         self.republisher: Callable[[Republish], None] | None = None  # set with the heartbeat (a broker at hand)
@@ -135,7 +136,8 @@ class WorkerRuntime:
     def context(self) -> JobContext:
         return JobContext(store=self.store, settings=self.settings, worker_id=self.worker_id,
                           engine_for=self.engine_for, listeners=self.listeners, should_stop=self._stopping.is_set,
-                          republish=self._republish, holding=self._hold, holding_together=self._hold_together)
+                          republish=self._republish, holding=self._hold, holding_together=self._hold_together,
+                          ended_together=self.ended_together)
 
     def _hold(self, job_id: str | None) -> None:
         self.current_job = job_id

@@ -36,6 +36,7 @@ log = logging.getLogger("ttsfleet.together")
 
 SHORT_JOB_CHUNKS = 4  # a job of at most this many chunks may run together with others
 MAX_CANDIDATES = 512  # queued jobs read to find companions and this worker's share of them
+MAX_REMEMBERED = 4096  # companions ended here whose deliveries are still to come (see _remember)
 RESEND_PRIORITY = 9  # a companion put back is sent again at top priority: it was next in line
 
 
@@ -49,6 +50,10 @@ class _Member:
     done: int = 0
     lost: str | None = None  # why it is no longer ours (cancelled, taken over)
     dropped: set[str] = field(default_factory=set)
+    ended: bool = False  # finished (or given up) here already
+    # The first job's result or error when it was finished during the group's engine call.
+    result: tuple[JobOutcome, JobFigures] | None = None
+    error: Exception | None = None
 
 
 def companions_wanted(held: lease.Claim, pending: Sequence[lease.PendingChunk], join_jobs: int) -> bool:
@@ -114,27 +119,30 @@ def run_together(held: lease.Claim, others: list[lease.Claim], ctx: JobContext, 
         run = _synthesize(ctx, engine, members, inputs, owners)
     except PermanentError as err:
         log.warning("job %s and %d others run together: %s; each runs alone now", held.job_id, len(others), err)
-        _put_back(ctx, others)
+        _put_back(ctx, [m.held for m in members[1:] if not m.ended])
         ctx.holding_together([])
-        return None
+        return members[0].result
     except BaseException:
-        _put_back(ctx, others)
+        _put_back(ctx, [m.held for m in members[1:] if not m.ended])
         ctx.holding_together([])
         raise
-    outcomes: list[JobOutcome | None] = []
     try:
         for member in members[1:]:
-            outcomes.append(_finish(ctx, engine, member, run))
+            if not member.ended:
+                _finish(ctx, engine, member, run)
     except BaseException:  # a bug or Ctrl-C: the companions not finished yet go back, none left held
-        _put_back(ctx, [member.held for member in members[1 + len(outcomes):]])
+        _put_back(ctx, [m.held for m in members[1:] if not m.ended])
         raise
     finally:
         ctx.holding_together([])
-    log.info("job %s ran with %d others (%d ended here)", held.job_id, len(others),
-             sum(o is not None for o in outcomes))
+    log.info("job %s ran with %d others", held.job_id, len(others))
     first = members[0]
     if first.lost is not None:
         raise JobInterrupted(first.lost)
+    if first.error is not None:
+        raise first.error
+    if first.result is not None:
+        return first.result
     from worker.job import finish_job, warnings_with
 
     return finish_job(held, ctx, engine, run, warnings_with(held, first.dropped), first.files)
@@ -178,6 +186,12 @@ def _synthesize(ctx: JobContext, engine: Engine, members: list[_Member], inputs:
                 member.done += 1
                 ctx.listeners.chunk_done(held.job_id, held.chunks_total - len(member.pending) + member.done,
                                          held.chunks_total)
+        if member.done == len(member.pending):
+            # A job whose chunks are all stored is finished now, while the lanes run on with the others.
+            if member is members[0]:
+                _finish_first(ctx, engine, member)
+            else:
+                _finish(ctx, engine, member, _so_far(engine, member))
         if ctx.should_stop():
             raise WorkerStopping(f"worker stopping: job {members[0].held.job_id} and {len(members) - 1} "
                                  "jobs run with it put back")
@@ -188,11 +202,43 @@ def _synthesize(ctx: JobContext, engine: Engine, members: list[_Member], inputs:
         engine.cleanup()
 
 
+def _remember(ctx: JobContext, job_id: str) -> None:
+    """Note a companion ended here, so its own delivery is acknowledged cheaply (`synthesize_job`).
+    Bounded: past MAX_REMEMBERED the notes are dropped (a later delivery then takes the usual path)."""
+    if len(ctx.ended_together) >= MAX_REMEMBERED:
+        ctx.ended_together.clear()
+    ctx.ended_together.add(job_id)
+
+
+def _so_far(engine: Engine, member: _Member) -> EngineRun:
+    """A companion's share of the group's engine call while it runs: its chunks, the peak memory so far."""
+    from worker.engine import EngineRun
+    from worker.model import peak_bytes
+
+    return EngineRun(synth_s=0.0, peak_mem_bytes=peak_bytes(engine.device.torch_device), oom_retries=0,
+                     fp32_fallbacks=0, batches=member.done, max_batch_size=0)
+
+
+def _finish_first(ctx: JobContext, engine: Engine, member: _Member) -> None:
+    """Finish the claimed job during the group's call; its result or error is kept for `run_together` to
+    return or raise once the call is over, so the companions' synthesis goes on whatever happens to it."""
+    from worker.job import finish_job, warnings_with
+
+    member.ended = True
+    try:
+        member.result = finish_job(member.held, ctx, engine, _so_far(engine, member),
+                                   warnings_with(member.held, member.dropped), member.files)
+    except Exception as err:  # raised by run_together after the call, as if finished there
+        member.error = err
+
+
 def _finish(ctx: JobContext, engine: Engine, member: _Member, run: EngineRun) -> JobOutcome | None:
     """Finish one companion on its own; None when it is no longer ours (nothing to report here)."""
     from worker.job import drop_strays, failed, finish_job, finished, warnings_with
 
     held = member.held
+    member.ended = True
+    _remember(ctx, held.job_id)
     if member.lost is not None:
         drop_strays(ctx, held)
         return None

@@ -47,7 +47,7 @@ SegmentCharsOpt = Annotated[int | None, typer.Option(
     help="cut jobs of twice this many characters into segments idle workers help with; 0: never [3000]")]
 JoinJobsOpt = Annotated[int | None, typer.Option(
     "--join-jobs", envvar="TTSFLEET_JOIN_JOBS", show_envvar=True, min=1,
-    help="run a short job together with up to this many minus one queued short jobs of its voice; 1: alone [8]")]
+    help="run a short job together with up to this many minus one queued short jobs of its voice; 1: alone [32]")]
 SimulateOpt = Annotated[str | None, typer.Option(
     "--simulate", metavar="NAME:MAJOR.MINOR:MEMORY_GB",
     help="describe a card that is not here, e.g. 'Tesla T4:7.5:16', 'cpu::32' (no torch device used)")]
