@@ -225,3 +225,19 @@ def test_a_companions_own_delivery_is_acknowledged_without_a_claim_unless_it_was
     rerender(db, ids[2], settings, text="Bins go out on Tuesday.")
     assert synthesize_job(ids[2], ctx).status == JobStatus.SUCCEEDED and engine.calls == [3, 1]
     assert not ctx.ended_together
+
+
+def test_companions_are_claimed_in_one_transaction_skipping_one_another_worker_took(
+        settings: ProducerSettings, db: Store, tiny_vits_dir: Path) -> None:
+    from worker import lease
+
+    ids = _submit(settings, db, str(tiny_vits_dir), NOTICES[:4])
+    assert lease.claim(db, ids[1], "other/cpu/0", 60) is not None
+    claimed = lease.claim_queued(db, [ids[3], ids[1], ids[2]], "host/cpu/0", 60)
+    assert [(c.job_id, c.attempt) for c in claimed] == [(ids[3], 1), (ids[2], 1)]  # in the order asked
+    with db.read() as s:
+        owners = dict(s.execute(select(Job.id, Job.lease_owner).where(Job.id.in_(ids))).all())
+    assert owners == {ids[0]: None, ids[1]: "other/cpu/0", ids[2]: "host/cpu/0", ids[3]: "host/cpu/0"}
+    assert lease.claim_queued(db, [ids[2]], "host/cpu/0", 60) == []  # held already: not queued
+    assert {k: [c.idx for c in v] for k, v in lease.pending_chunks_of(db, ids[2:]).items()} == {ids[2]: [0],
+                                                                                                 ids[3]: [0]}

@@ -6,7 +6,7 @@ redelivered message, a second worker or a cancel can never make a job finish twi
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -72,6 +72,23 @@ def claim(store: Store, job_id: str, owner: str, lease_s: float) -> Claim | None
         return claim_of(session.get_one(Job, job_id, populate_existing=True))
 
 
+def claim_queued(store: Store, job_ids: Sequence[str], owner: str, lease_s: float) -> list[Claim]:
+    """Take every job of `job_ids` that is still queued, in one transaction (one compare-and-set per row:
+    a job another worker took first is left alone). Returns the claims in the order of `job_ids`."""
+    if not job_ids:
+        return []
+    now = utcnow()
+    with store.session() as session:
+        taken = list(session.scalars(
+            update(Job).where(Job.id.in_(job_ids), Job.status == JobStatus.QUEUED).values(
+                status=JobStatus.RUNNING, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
+                attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now), worker_id=owner,
+            ).returning(Job.id).execution_options(synchronize_session=False)
+        ))
+        held = {job.id: claim_of(job) for job in session.scalars(select(Job).where(Job.id.in_(taken)))}
+    return [held[job_id] for job_id in job_ids if job_id in held]
+
+
 def claim_of(job: Job) -> Claim:
     """The `Claim` a held job row stands for."""
     return Claim(job.id, job.attempts, job.voice, job.format, job.title, job.group_id, job.group_title,
@@ -87,6 +104,21 @@ def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
             .where(Chunk.job_id == job_id, Chunk.audio_path.is_(None)).order_by(Chunk.idx)
         ).all()
     return [PendingChunk(idx, text, voice, speed) for idx, text, voice, speed in rows]
+
+
+def pending_chunks_of(store: Store, job_ids: Sequence[str]) -> dict[str, list[PendingChunk]]:
+    """`pending_chunks` of several jobs in one query: job id -> its chunks without audio, in order."""
+    pending: dict[str, list[PendingChunk]] = {job_id: [] for job_id in job_ids}
+    if not job_ids:
+        return pending
+    with store.session() as session:
+        rows = session.execute(
+            select(Chunk.job_id, Chunk.idx, Chunk.text, Chunk.voice, Chunk.speed)
+            .where(Chunk.job_id.in_(job_ids), Chunk.audio_path.is_(None)).order_by(Chunk.job_id, Chunk.idx)
+        ).all()
+    for job_id, idx, text, voice, speed in rows:
+        pending[job_id].append(PendingChunk(idx, text, voice, speed))
+    return pending
 
 
 def done_chunks(store: Store, job_id: str) -> list[Chunk]:

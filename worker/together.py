@@ -77,16 +77,12 @@ def claim_companions(ctx: JobContext, held: lease.Claim, limit: int) -> list[lea
     with ctx.store.read() as session:
         candidates = list(session.scalars(query))
     limit = min(limit, -(-len(candidates) // workers))  # this worker's share, rounded up
-    claimed: list[lease.Claim] = []
-    for job_id in candidates:
-        if len(claimed) >= limit:
-            break
-        other = lease.claim(ctx.store, job_id, ctx.worker_id, ctx.settings.lease_s)
-        if other is not None and other.attempt <= ctx.settings.max_attempts:
-            claimed.append(other)
-        elif other is not None:  # a poison job is not ours to run in company: back to its own delivery
-            lease.release(ctx.store, job_id, ctx.worker_id)
-    return claimed
+    # One transaction for the lot (a job another worker took meanwhile is simply not among them).
+    claimed = lease.claim_queued(ctx.store, candidates[:limit], ctx.worker_id, ctx.settings.lease_s)
+    for other in claimed:
+        if other.attempt > ctx.settings.max_attempts:  # a poison job is not ours to run in company
+            lease.release(ctx.store, other.job_id, ctx.worker_id)
+    return [other for other in claimed if other.attempt <= ctx.settings.max_attempts]
 
 
 def live_workers(store: Store, queues: Sequence[str], heartbeat_s: float) -> int:
@@ -111,8 +107,8 @@ def run_together(held: lease.Claim, others: list[lease.Claim], ctx: JobContext, 
     are put back and sent again before anything propagates.
     """
     members = [_Member(held, JobFiles(ctx.settings.output_location, held.job_id), pending)]
-    members += [_Member(o, JobFiles(ctx.settings.output_location, o.job_id), lease.pending_chunks(ctx.store, o.job_id))
-                for o in others]
+    pending_of = lease.pending_chunks_of(ctx.store, [o.job_id for o in others])
+    members += [_Member(o, JobFiles(ctx.settings.output_location, o.job_id), pending_of[o.job_id]) for o in others]
     ctx.holding_together([o.job_id for o in others])
     try:
         inputs, owners = _inputs(members)
