@@ -8,7 +8,7 @@ TORCH_PIP_ARGS ?=
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check
 TTSFLEET := $(VENV)/bin/ttsfleet
-PYTEST_ARGS ?= -n 2 --dist loadfile
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=10
 GPU_DEVICE ?= cuda:0
 GPU_OUT ?= gpu-check-out
 
