@@ -212,8 +212,9 @@ class Engine:
                    items: list[Item], on_chunk: Callable[[ChunkAudio], object], counts: _Counts) -> None:
         """Run every item on the runner's lanes as one stream, longest first (the last to start are the
         shortest, so the lanes finish close together), storing each through `on_chunk` while the lanes run
-        on: no lane waits for another, nor for the store. An item that runs out of memory
-        is redone alone on the all-core session; one that fails again raises SynthesisFailed."""
+        on: no lane waits for another, nor for the store. A chunk's `synth_s` is its lane time divided by
+        the lanes (its share of the wall time, as a batch's is split among its chunks). An item that runs
+        out of memory is redone alone on the all-core session; one that fails again raises SynthesisFailed."""
         order = sorted(items, key=lambda item: -item.n_tokens)
         side_by_side = min(runner.lanes, len(order))
         stream = runner.stream([LaneItem(encoded[i.key][0], chunks[i.key].speed, chunks[i.key].speaker_id)
@@ -231,6 +232,8 @@ class Engine:
                         raise SynthesisFailed(f"chunk {chunk.idx} does not fit in memory even alone "
                                               f"({order[pos].n_tokens} tokens)") from wave
                     wave = waves[0]
+                else:  # its share of the wall time: the lanes ran side by side
+                    lane_s /= side_by_side
                 counts.batches += 1
                 on_chunk(self._checked(chunk, encoded[order[pos].key], wave, lane_s, side_by_side, counts))
         finally:

@@ -98,10 +98,11 @@ def live_workers(store: Store, queues: Sequence[str], heartbeat_s: float) -> int
 
 def run_together(held: lease.Claim, others: list[lease.Claim], ctx: JobContext, engine: Engine,
                  pending: list[lease.PendingChunk]) -> tuple[JobOutcome, JobFigures | None] | None:
-    """Synthesize `held` and `others` in one engine call, then finish each. Returns `held`'s outcome and
-    figures; the companions' outcomes go to the listeners. None when the group's synthesis failed for good
-    (a chunk that cannot be said, whoever's it is): the companions are put back and sent again, and `held`
-    is to run alone, its stored chunks kept, so no job fails for another's chunk.
+    """Synthesize `held` and `others` in one engine call, finishing each job as soon as its chunks are
+    stored (during the call). Returns `held`'s outcome and figures; the companions' outcomes go to the
+    listeners. When the group's synthesis fails for good (a chunk that cannot be said, whoever's it is),
+    the companions not finished are put back and sent again, and None is returned unless `held` had
+    finished: it is then to run alone, its stored chunks kept, so no job fails for another's chunk.
 
     Raises as `worker.job.synthesize_job` does for `held` (which the caller puts back); the companions
     are put back and sent again before anything propagates.
@@ -182,7 +183,7 @@ def _synthesize(ctx: JobContext, engine: Engine, members: list[_Member], inputs:
                 member.done += 1
                 ctx.listeners.chunk_done(held.job_id, held.chunks_total - len(member.pending) + member.done,
                                          held.chunks_total)
-        if member.done == len(member.pending):
+        if member.done == len(member.pending) and not member.ended:
             # A job whose chunks are all stored is finished now, while the lanes run on with the others.
             if member is members[0]:
                 _finish_first(ctx, engine, member)
@@ -207,7 +208,7 @@ def _remember(ctx: JobContext, job_id: str) -> None:
 
 
 def _so_far(engine: Engine, member: _Member) -> EngineRun:
-    """A companion's share of the group's engine call while it runs: its chunks, the peak memory so far."""
+    """A job's share of the group's engine call while it runs: its chunks, the peak memory so far."""
     from worker.engine import EngineRun
     from worker.model import peak_bytes
 
