@@ -144,12 +144,13 @@ class OnnxRunner:
         self.lanes = max(1, lanes or self.threads)
         try:
             self.session: Any = _session(onnxruntime, voice, _options(onnxruntime, self.threads))
-            # The lanes' own session: the same graph (weights loaded twice, ~60 MB for a medium voice).
-            self._lane_session: Any = (_session(onnxruntime, voice, _options(onnxruntime, 1))
-                                       if self.lanes > 1 else None)
         except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             raise PermanentError(f"cannot load the ONNX model {voice.path}: {first_line(err)}") from err
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="ttsfleet-lane") if self.lanes > 1 else None
+        # The lanes' own session (the same graph, weights loaded twice: ~60 MB for a medium voice), made at
+        # the first call with several items: a one-sentence `ttsfleet run` never waits ~0.4 s for it.
+        self._lane_session: Any = None
+        self._voice = voice
         noise, noise_w = (0.0, 0.0) if noise_off else (voice.noise_scale, voice.noise_w)
         self._scales = np.array([noise, voice.length_scale, noise_w], dtype=np.float32)
         self._inputs = {i.name for i in self.session.get_inputs()}
@@ -174,7 +175,7 @@ class OnnxRunner:
         scales[1] /= speed
         sid = np.asarray([speaker_id or 0], dtype=np.int64) if "sid" in self._inputs else None
         if len(ids) > 1 and self._pool is not None:
-            lane = self._lane_session
+            lane = self._lanes_session()
             self._grown.add(id(lane))
             return list(self._pool.map(lambda item: _synthesize(lane, item, scales, sid), ids))
         self._grown.add(id(self.session))
@@ -189,7 +190,7 @@ class OnnxRunner:
         iterator early drops the items not started and waits for those running. Needs `lanes` > 1."""
         if self._pool is None:
             raise ValueError("stream needs a runner with lanes > 1")
-        lane, pool = self._lane_session, self._pool
+        lane, pool = self._lanes_session(), self._pool
         self._grown.add(id(lane))
 
         def one(item: LaneItem) -> tuple[np.ndarray | Exception, float]:
@@ -218,6 +219,17 @@ class OnnxRunner:
             for future in running:
                 future.cancel()
             wait(running)
+
+    def _lanes_session(self) -> Any:
+        """The lanes' one-thread session, loaded at first use (from the main thread, before any lane runs).
+
+        Raises PermanentError when the model cannot be loaded."""
+        if self._lane_session is None:
+            try:
+                self._lane_session = _session(self._onnxruntime, self._voice, _options(self._onnxruntime, 1))
+            except Exception as err:  # onnxruntime's own exception types, as at start
+                raise PermanentError(f"cannot load the ONNX model {self._voice.path}: {first_line(err)}") from err
+        return self._lane_session
 
     def release_memory(self) -> None:
         """Give back what ONNX Runtime's arenas grew to for the last job's longest input. The arenas keep
