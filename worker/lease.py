@@ -98,12 +98,7 @@ def claim_of(job: Job) -> Claim:
 
 def pending_chunks(store: Store, job_id: str) -> list[PendingChunk]:
     """Chunks of `job_id` that have no audio yet, in order: where a resumed job starts."""
-    with store.session() as session:
-        rows = session.execute(
-            select(Chunk.idx, Chunk.text, Chunk.voice, Chunk.speed)
-            .where(Chunk.job_id == job_id, Chunk.audio_path.is_(None)).order_by(Chunk.idx)
-        ).all()
-    return [PendingChunk(idx, text, voice, speed) for idx, text, voice, speed in rows]
+    return pending_chunks_of(store, [job_id])[job_id]
 
 
 def pending_chunks_of(store: Store, job_ids: Sequence[str]) -> dict[str, list[PendingChunk]]:
