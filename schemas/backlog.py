@@ -4,19 +4,24 @@ A Redis list length under-counts: with late acknowledgement a running job's mess
 but the job still needs its worker, and a queued job whose message was lost is not in the list at
 all (the reaper re-publishes it). The store knows both. `backlog_sql` is the exact query KEDA's
 PostgreSQL scaler runs (deploy/k8s/keda-scaledobject.yaml); `read_backlog` runs the same text, so the
-command, the worker's Prometheus gauge and the autoscaler can never disagree.
+command, the worker's Prometheus gauge and the autoscaler can never disagree. `live_workers` counts the
+workers serving a queue now, which sizes how much of a backlog one worker (or one message) takes.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from schemas.db import Store
 from schemas.errors import InvalidInput
+from schemas.status import WorkerState
+from schemas.tables import Worker, utcnow
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
 
@@ -71,3 +76,14 @@ def read_backlog(store: Store, queue: str | None = None, per_worker: int = 1) ->
         counts = {str(status): int(n) for status, n in session.execute(text(by_status))}
     return Backlog(queue=queue, queued=counts.get("queued", 0), running=counts.get("running", 0),
                    per_worker=per_worker, sql=sql)
+
+
+def live_workers(store: Store, queues: Sequence[str], fresh_s: float) -> int:
+    """Workers ready to take work from any of `queues` whose heartbeat is at most `fresh_s` old; at least 1
+    (the caller itself, or the worker to come: an embedded `ttsfleet run` is not registered)."""
+    since = utcnow() - timedelta(seconds=fresh_s)
+    with store.read() as session:
+        rows = session.scalars(select(Worker.queues).where(Worker.state == WorkerState.READY,
+                                                           Worker.heartbeat_at >= since))
+        wanted = set(queues)
+        return max(1, sum(1 for names in rows if wanted & {q.strip() for q in names.split(",")}))

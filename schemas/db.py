@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, Executable, create_engine, event, inspect, text
+from sqlalchemy.engine import CursorResult, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -34,7 +34,7 @@ DB_IDLE_IN_TRANSACTION_S = 30
 _upgraded: set[str] = set()
 # The newest Alembic revision, so a store already at it is recognized with one SELECT and without
 # importing Alembic (tests/test_db.py checks it against the migration scripts).
-HEAD_REVISION = "0009"
+HEAD_REVISION = "0010"
 
 
 class Store:
@@ -78,6 +78,19 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def changed_rows(session: Session, statement: Executable) -> int:
+    """Run a guarded `UPDATE` (or `DELETE`) and return how many rows it changed."""
+    result = session.execute(statement)
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def compare_and_set(session: Session, statement: Executable) -> bool:
+    """Run a guarded `UPDATE` of one row (its expected state in the `WHERE` clause): True when it won,
+    False when the row was not in that state (someone else changed it first)."""
+    return changed_rows(session, statement) == 1
 
 
 def make_engine(url: str) -> Engine:

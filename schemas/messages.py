@@ -1,6 +1,6 @@
 """Messages that cross process boundaries: small, frozen, JSON-only, validated at the edges.
 
-The broker carries `SynthesizeMessage` (a job id and nothing else); text lives in SQL and audio on disk.
+The broker carries `SynthesizeMessage` (job ids and nothing else); text lives in SQL and audio on disk.
 `JobRequest` is one validated unit of user input before it becomes a job row; `JobView` is what
 `status --json` prints.
 """
@@ -11,7 +11,7 @@ import re
 import unicodedata
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from schemas.status import AudioFormat, JobStatus
 
@@ -46,13 +46,45 @@ def _shortened(value: str, max_chars: int) -> str:
     return value if len(value) <= max_chars else value[: max_chars - 1].rstrip() + "…"
 
 
+MAX_MESSAGE_JOBS = 64  # job ids one message carries at most (a group of short jobs, `submit` groups them)
+
+
 class SynthesizeMessage(BaseModel):
-    """The only payload on the broker: which job to run."""
+    """The only payload on the broker: which job to run (version 1), or which jobs to run together (version 2:
+    short jobs of one voice, priority and queue, sent as one message so a fast card is not kept waiting by
+    the broker; each job is still claimed on its own in SQL). A worker reads both versions."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = 1
-    job_id: str = Field(pattern=JOB_ID_PATTERN.pattern)
+    schema_version: Literal[1, 2] = 1
+    job_id: str | None = Field(default=None, pattern=JOB_ID_PATTERN.pattern)
+    job_ids: tuple[str, ...] = Field(default=(), max_length=MAX_MESSAGE_JOBS)
+
+    @field_validator("job_ids")
+    @classmethod
+    def _ids_are_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for job_id in value:
+            if not JOB_ID_PATTERN.match(job_id):
+                raise ValueError(f"not a job id: {job_id[:80]!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_form(self) -> SynthesizeMessage:
+        if self.schema_version == 1 and (self.job_id is None or self.job_ids):
+            raise ValueError("a version 1 message carries one job_id")
+        if self.schema_version == 2 and (self.job_id is not None or not self.job_ids):
+            raise ValueError("a version 2 message carries job_ids")
+        return self
+
+    @classmethod
+    def of(cls, job_ids: list[str] | tuple[str, ...]) -> SynthesizeMessage:
+        """The message for `job_ids`: version 1 for one job (what every worker reads), else version 2."""
+        return cls(job_id=job_ids[0]) if len(job_ids) == 1 else cls(schema_version=2, job_ids=tuple(job_ids))
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """The job ids this message carries, in order."""
+        return (self.job_id,) if self.job_id is not None else self.job_ids
 
 
 class JobRequest(BaseModel):

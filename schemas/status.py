@@ -77,10 +77,12 @@ class Backend(StrEnum):
 
 class Runtime(StrEnum):
     """The inference runtime a worker's engine runs the voice with: PyTorch (any voice, any device, batched)
-    or ONNX Runtime (CPU, voices that ship an ONNX model: Piper voices; one chunk per call)."""
+    or ONNX Runtime (CPU, voices that ship an ONNX model: Piper voices; one chunk per call); none for the
+    model-free `null:` voice."""
 
     TORCH = "torch"
     ONNXRUNTIME = "onnxruntime"
+    NONE = "none"  # the model-free `null:` voice
 
 
 class WebhookState(StrEnum):

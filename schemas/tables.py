@@ -101,7 +101,8 @@ class Job(Base):
 
 
 class Chunk(Base):
-    """One sentence-aligned piece of a job's normalized text; audio is stored as soon as it is made."""
+    """One sentence-aligned piece of a job's normalized text. A long job's chunk audio is stored as it is
+    made (per engine batch); a short job's chunks keep none (the job is redone whole after a crash)."""
 
     __tablename__ = "chunks"
 
@@ -115,6 +116,9 @@ class Chunk(Base):
     # This chunk's speed factor (an SSML prosody rate span), times the job's speed; None: 1
     speed: Mapped[float | None] = mapped_column(Float)
     audio_path: Mapped[str | None] = mapped_column(String(1024))
+    # Where the chunk's audio starts in its file, in samples: a long job's chunks of one engine batch are
+    # stored in one file (`samples` long from here); None: the file holds this chunk alone.
+    audio_offset: Mapped[int | None] = mapped_column(Integer)
     samples: Mapped[int | None] = mapped_column(Integer)
     audio_s: Mapped[float | None] = mapped_column(Float)
     synth_s: Mapped[float | None] = mapped_column(Float)

@@ -1,8 +1,9 @@
 """Voice names and the catalog of voices (torch-free; the producer refuses unknown voices with it).
 
 A voice is named `piper:NAME` (a bundled Piper voice, converted to a transformers VITS model on first
-use), `hf:ORG/NAME` (a Hugging Face text-to-speech model id; needs hub access unless cached), or a local
-folder written by `save_pretrained` or `ttsfleet voices import-piper`.
+use), `hf:ORG/NAME` (a Hugging Face text-to-speech model id; needs hub access unless cached), a local
+folder written by `save_pretrained` or `ttsfleet voices import-piper`, or `null:` (silence, no model: for
+load-testing a fleet's queue, store and storage).
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ class VoiceKind(StrEnum):
     PIPER = "piper"
     HF = "hf"
     FOLDER = "folder"
+    NULL = "null"
+
+
+NULL_VOICE = "null:"
+NULL_SAMPLE_RATE_HZ = 22_050  # Piper's medium voices' rate: files as large as a real voice's
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +84,18 @@ class VoiceInfo:
 
 def _available_names() -> str:
     bundled = ", ".join(f"piper:{n}" for n in BUNDLED_PIPER)
-    return f"available: {bundled}, hf:ORG/NAME (needs model hub access or a cached copy), or a model folder"
+    return f"available: {bundled}, {NULL_VOICE} (silence, for load tests), hf:ORG/NAME (needs model hub access or a cached copy), or a model folder"
 
 
 def _package_installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
+
+
+def null_voice_info() -> VoiceInfo:
+    """The model-free voice: silence as long as the text would take to say (`schemas.scheduling`'s
+    estimate), so a fleet's queue, store and storage are load-tested without a model or a GPU."""
+    return VoiceInfo(name=NULL_VOICE, kind=VoiceKind.NULL, language="en", sample_rate_hz=NULL_SAMPLE_RATE_HZ,
+                     available=True, detail="silence of the text's estimated spoken length, no model (load tests)")
 
 
 def _piper_info(voice: str) -> VoiceInfo:
@@ -205,6 +218,12 @@ def resolve_voice_name(name: str | None, default: str = DEFAULT_VOICE,
     access may load them).
     """
     voice, speaker = split_speaker((name or "").strip() or default)
+    if voice == NULL_VOICE:
+        if speaker is not None:
+            raise UnknownVoice(f"voice {NULL_VOICE} has a single speaker: '#{speaker}' names none")
+        return null_voice_info()
+    if voice.startswith("null:"):
+        raise UnknownVoice(f"unknown voice '{voice}': the model-free voice is named '{NULL_VOICE}' alone")
     if voice.startswith("piper:"):
         info = _piper_info(voice)
     elif voice.startswith("hf:"):
@@ -267,8 +286,9 @@ def _cached_hf_vits() -> list[VoiceInfo]:
 
 
 def list_voices(include_hf_cache: bool = True) -> list[VoiceInfo]:
-    """The bundled Piper voices (installed or not) and, if asked, VITS models in the local HF cache."""
-    voices = [_piper_info(f"piper:{name}") for name in BUNDLED_PIPER]
+    """The bundled Piper voices (installed or not), the model-free `null:` voice and, if asked, VITS models
+    in the local HF cache."""
+    voices = [_piper_info(f"piper:{name}") for name in BUNDLED_PIPER] + [null_voice_info()]
     if include_hf_cache:
         voices.extend(_cached_hf_vits())
     return voices

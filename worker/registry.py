@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 
 from schemas.broker import MAX_PRIORITY
-from schemas.db import Store
+from schemas.db import Store, compare_and_set
 from schemas.status import JobStatus, WorkerState
 from schemas.tables import Job, Segment, Worker, utcnow
 from worker.reaper import Republish
@@ -32,30 +32,28 @@ def register_worker(store: Store, row: dict[str, Any]) -> None:
             existing.started_at = now
 
 
-def heartbeat(store: Store, worker_id: str, lease_s: float, job_id: str | None) -> None:
-    """Mark the worker alive and extend the lease of `job_id`, the job it is running right now (only that
-    one: a job this process lost track of must be allowed to expire and be taken over)."""
+def heartbeat(store: Store, worker_id: str, lease_s: float, job_ids: Sequence[str] = (),
+              segments: Sequence[tuple[str, int]] = ()) -> set[str]:
+    """Mark the worker alive and extend the leases it holds: the jobs `job_ids` (only those: a job this
+    process lost track of must be allowed to expire and be taken over) and the segments `segments` (job id,
+    index), each of which keeps its job's lease alive too, whoever holds that. Returns the jobs of `job_ids`
+    whose lease is no longer ours (cancelled, taken over), in one transaction."""
     now = utcnow()
+    until = now + timedelta(seconds=lease_s)
     with store.session() as session:
         session.execute(update(Worker).where(Worker.id == worker_id).values(heartbeat_at=now))
-        if job_id is not None:
-            until = now + timedelta(seconds=lease_s)
-            # A segment we hold of it keeps the job's lease alive too, whoever holds that.
-            held = session.execute(
-                update(Segment).where(Segment.job_id == job_id, Segment.status == JobStatus.RUNNING,
-                                      Segment.lease_owner == worker_id).values(lease_expires_at=until)
-            ).rowcount  # type: ignore[attr-defined]
-            guard = [Job.id == job_id, Job.status == JobStatus.RUNNING]
-            guard += [] if held else [Job.lease_owner == worker_id]
-            session.execute(update(Job).where(*guard).values(lease_expires_at=until))
-
-
-def renew_leases(store: Store, worker_id: str, lease_s: float, job_ids: Sequence[str]) -> None:
-    """Extend the leases of `job_ids` that this worker still holds (jobs run together with its current one)."""
-    until = utcnow() + timedelta(seconds=lease_s)
-    with store.session() as session:
-        session.execute(update(Job).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.RUNNING,
-                                          Job.lease_owner == worker_id).values(lease_expires_at=until))
+        kept: set[str] = set()
+        if job_ids:
+            kept = set(session.scalars(update(Job).where(
+                Job.id.in_(list(job_ids)), Job.status == JobStatus.RUNNING, Job.lease_owner == worker_id)
+                .values(lease_expires_at=until).returning(Job.id)))
+        for job_id, idx in segments:
+            if compare_and_set(session, update(Segment).where(
+                    Segment.job_id == job_id, Segment.idx == idx, Segment.status == JobStatus.RUNNING,
+                    Segment.lease_owner == worker_id).values(lease_expires_at=until)):
+                session.execute(update(Job).where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+                                .values(lease_expires_at=until))
+    return set(job_ids) - kept
 
 
 def release_previous_incarnations(store: Store, slot: str, worker_id: str, host: str,

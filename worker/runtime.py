@@ -23,16 +23,17 @@ from schemas.db import Store, open_store
 from schemas.errors import RetryableError, WorkerStopping
 from schemas.settings import WorkerSettings
 from schemas.status import Runtime, WorkerState
-from schemas.voices import split_speaker
+from schemas.voices import NULL_VOICE, split_speaker
 from worker import lease, reaper, registry, segments
+from worker.context import HeldLeases, JobContext
 from worker.events import JobOutcome, Listener, Listeners
-from worker.job import JobContext, synthesize_job
+from worker.job import run_delivery, synthesize_job
 from worker.reaper import Republish
 
 if TYPE_CHECKING:
     from worker.device import DeviceInfo
-    from worker.engine import Engine
     from worker.precision import Policy
+    from worker.synthesis import Engine
 
 log = logging.getLogger("ttsfleet.worker")
 MAX_LOADED_VOICES = 2
@@ -54,12 +55,13 @@ class WorkerRuntime:
         self._stop = threading.Event()
         self._stopping = threading.Event()  # asked to stop: the running job stops at its next chunk
         self._thread: threading.Thread | None = None
-        self.current_job: str | None = None  # the job this process runs now: the only lease it renews
-        self.together: tuple[str, ...] = ()  # ... besides those of the jobs running together with it
-        self.ended_together: set[str] = set()  # companions ended here, whose own deliveries come later
+        self.held = HeldLeases()  # the leases this process holds now: the only ones the heartbeat renews
         self.listeners = Listeners()
         self.beat_hooks: list[Callable[[], None]] = []  # run after each heartbeat (metrics refresh)
         self.republisher: Callable[[Republish], None] | None = None  # set with the heartbeat (a broker at hand)
+        self.ctx = JobContext(store=db, settings=settings, worker_id=self.worker_id, engine_for=self.engine_for,
+                              listeners=self.listeners, should_stop=self._stopping.is_set,
+                              republish=self._republish, held=self.held)
 
     def add_listener(self, listener: Listener) -> None:
         """Hook `listener` into every job this runtime runs from now on (called in the order added)."""
@@ -101,6 +103,11 @@ class WorkerRuntime:
         from worker.engine import start_engine
         from worker.voices import load_voice
 
+        if voice == NULL_VOICE:  # no model: nothing to load, check or evict
+            from worker.null_voice import NullEngine
+
+            self._engines[voice] = NullEngine(self.device, self.policy)
+            return self._engines[voice]
         while len(self._engines) >= MAX_LOADED_VOICES:
             _, old = self._engines.popitem(last=False)
             old.cleanup()
@@ -115,35 +122,25 @@ class WorkerRuntime:
         self._engines[voice] = engine
         return engine
 
-    def run_job(self, job_id: str) -> JobOutcome:
-        """Run one job through `synthesize_job`, its lease kept alive by the heartbeat meanwhile.
+    def run_delivery(self, job_ids: list[str] | tuple[str, ...]) -> list[JobOutcome]:
+        """Run one message's jobs through `worker.job.run_delivery`, their leases kept alive by the heartbeat.
 
-        Raises WorkerStopping without claiming the job once a stop was requested: a worker on its way out
+        Raises WorkerStopping without claiming anything once a stop was requested: a worker on its way out
         takes no new work (its caller sends the message again)."""
         if self._stopping.is_set():
+            raise WorkerStopping(f"worker stopping: job {job_ids[0]} not started here")
+        return run_delivery(job_ids, self.ctx)
+
+    def run_job(self, job_id: str) -> JobOutcome:
+        """`run_delivery` of one job: its outcome (see `worker.job.synthesize_job`)."""
+        if self._stopping.is_set():
             raise WorkerStopping(f"worker stopping: job {job_id} not started here")
-        self.current_job = job_id
-        try:
-            return synthesize_job(job_id, self.context())
-        finally:
-            self.current_job = None
+        return synthesize_job(job_id, self.ctx)
 
     def resume_dead_predecessors(self) -> list[Republish]:
         """Jobs left running by a dead earlier process of this slot, put back (queued) to run now."""
         return registry.release_previous_incarnations(self.store, self.slot, self.worker_id,
                                                       socket.gethostname(), self.settings.lease_s)
-
-    def context(self) -> JobContext:
-        return JobContext(store=self.store, settings=self.settings, worker_id=self.worker_id,
-                          engine_for=self.engine_for, listeners=self.listeners, should_stop=self._stopping.is_set,
-                          republish=self._republish, holding=self._hold, holding_together=self._hold_together,
-                          ended_together=self.ended_together)
-
-    def _hold(self, job_id: str | None) -> None:
-        self.current_job = job_id
-
-    def _hold_together(self, job_ids: list[str]) -> None:
-        self.together = tuple(job_ids)
 
     def _republish(self, job: Republish) -> None:
         if self.republisher is not None:
@@ -158,15 +155,13 @@ class WorkerRuntime:
             (self.settings.health_dir / "ready").unlink(missing_ok=True)
         return first
 
-    def abandon_job(self, job_id: str) -> list[str]:
-        """Put `job_id`, and the jobs running together with it, back now if this worker still holds them,
-        without waiting for a chunk boundary (a second SIGTERM, SIGQUIT, or a job that would not stop in
-        time). Returns the ids put back."""
-        ids = [job_id, *self.together]
-        for held in ids:
-            lease.release(self.store, held, self.worker_id)
+    def abandon(self) -> list[str]:
+        """Put every job and segment this process holds back now, without waiting for a chunk boundary (a
+        second SIGTERM, SIGQUIT, or a job that would not stop in time). Returns the job ids put back."""
+        jobs, held_segments = self.held.snapshot()
+        back = lease.release(self.store, jobs, self.worker_id, counted=False)
         segments.release_held(self.store, self.worker_id)
-        return ids
+        return sorted(set(back) | {job_id for job_id, _ in held_segments})
 
     def registry_row(self) -> dict[str, Any]:
         """The workers-table row; `details.runtime` says which runtime runs the default voice. torch is not
@@ -183,7 +178,7 @@ class WorkerRuntime:
             "voice": self.settings.voice, "queues": self.settings.queues,
             "details": {"canary_s": getattr(engine, "canary_s", None), "mode": str(self.policy.mode),
                         "runtime": str(engine.runtime if engine is not None else self.policy.runtime),
-                        "threads": getattr(engine.runner, "threads", None) if engine is not None else None},
+                        "threads": getattr(getattr(engine, "runner", None), "threads", None)},
         }
 
     def register(self) -> None:
@@ -202,9 +197,9 @@ class WorkerRuntime:
         while not self._stop.wait(self.settings.heartbeat_s):
             beats += 1
             try:
-                registry.heartbeat(self.store, self.worker_id, self.settings.lease_s, self.current_job)
-                if self.together:
-                    registry.renew_leases(self.store, self.worker_id, self.settings.lease_s, self.together)
+                jobs, held_segments = self.held.snapshot()
+                lost = registry.heartbeat(self.store, self.worker_id, self.settings.lease_s, jobs, held_segments)
+                self.held.mark_lost(lost)  # cancelled or taken over: the pipeline stops saving them
                 self._touch_health("heartbeat")
                 for hook in self.beat_hooks:
                     hook()

@@ -10,6 +10,7 @@ that takes the job's lease and assembles; the job's own `finish` compare-and-set
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -17,12 +18,12 @@ from typing import Any
 from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from schemas.db import Store
+from schemas.db import Store, compare_and_set
 from schemas.errors import JobInterrupted
 from schemas.scheduling import CANDIDATES_WINDOW, CHARS_PER_AUDIO_S, Candidate, choose, plan_segments
-from schemas.status import JobStatus
+from schemas.status import BreakKind, JobStatus
 from schemas.tables import Chunk, Job, JobMetrics, Segment, utcnow
-from worker.lease import Claim, PendingChunk, claim_of
+from worker.lease import Claim, PendingChunk, claim_of, record_chunks
 from worker.reaper import Republish
 
 ALIVE = (JobStatus.QUEUED, JobStatus.RUNNING)
@@ -101,13 +102,12 @@ def _take(store: Store, job_id: str, idx: int, owner: str, lease_s: float) -> Se
     now = utcnow()
     reentry = and_(Segment.status == JobStatus.RUNNING, Segment.lease_owner == owner)
     with store.session() as session:
-        updated = session.execute(
-            update(Segment).where(Segment.job_id == job_id, Segment.idx == idx, _claimable(owner, now)).values(
-                status=JobStatus.RUNNING, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
-                attempts=case((reentry, Segment.attempts), else_=Segment.attempts + 1), worker_id=owner,
-                started_at=func.coalesce(Segment.started_at, now),
-            ).execution_options(synchronize_session=False))
-        if updated.rowcount != 1:  # type: ignore[attr-defined]
+        updated = compare_and_set(session, update(Segment).where(
+            Segment.job_id == job_id, Segment.idx == idx, _claimable(owner, now)).values(
+            status=JobStatus.RUNNING, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
+            attempts=case((reentry, Segment.attempts), else_=Segment.attempts + 1), worker_id=owner,
+            started_at=func.coalesce(Segment.started_at, now)))
+        if not updated:
             return None
         seg = session.get_one(Segment, (job_id, idx), populate_existing=True)
         voice = session.scalar(select(Job.voice).where(Job.id == job_id)) or ""
@@ -117,17 +117,18 @@ def _take(store: Store, job_id: str, idx: int, owner: str, lease_s: float) -> Se
 def pending_chunks(store: Store, seg: SegmentClaim) -> list[PendingChunk]:
     """The segment's chunks without audio, in order: where a resumed segment starts."""
     with store.read() as session:
-        rows = session.execute(select(Chunk.idx, Chunk.text, Chunk.voice, Chunk.speed).where(
+        rows = session.execute(select(Chunk.idx, Chunk.text, Chunk.voice, Chunk.speed, Chunk.break_after).where(
             Chunk.job_id == seg.job_id, Chunk.idx >= seg.first_chunk, Chunk.idx < seg.end_chunk,
             Chunk.audio_path.is_(None)).order_by(Chunk.idx)).all()
-    return [PendingChunk(idx, text, voice, speed) for idx, text, voice, speed in rows]
+    return [PendingChunk(idx, text, voice, speed, BreakKind(brk)) for idx, text, voice, speed, brk in rows]
 
 
-def save_chunk(store: Store, seg: SegmentClaim, owner: str, idx: int, lease_s: float,
-               **audio: Any) -> tuple[bool, int, int]:
-    """Record chunk `idx`'s audio under our segment lease, extending it and the job's lease. Returns
-    (completed, chunks done, chunks total); completed is True when this chunk was the job's last missing
-    one: the caller assembles.
+def store_chunks(store: Store, seg: SegmentClaim, owner: str, lease_s: float,
+                 rows: Sequence[dict[str, Any]]) -> tuple[bool, int, int]:
+    """Record stored chunks' audio (`lease.store_chunks`' rows) under our segment lease, extending it and the
+    job's lease, in one transaction. Returns (completed, chunks done, chunks total); completed is True when
+    these chunks included the job's last missing ones: the caller assembles (only one worker can see that,
+    as the job's counter is raised under its row lock).
 
     Raises:
         JobInterrupted: the job was cancelled or ended, or the segment is no longer ours; nothing recorded.
@@ -135,33 +136,27 @@ def save_chunk(store: Store, seg: SegmentClaim, owner: str, idx: int, lease_s: f
     now = utcnow()
     until = now + timedelta(seconds=lease_s)
     with store.session() as session:
-        first_time = session.execute(
-            update(Chunk).where(Chunk.job_id == seg.job_id, Chunk.idx == idx, Chunk.audio_path.is_(None))
-            .values(done_at=now, **audio).execution_options(synchronize_session=False)
-        ).rowcount == 1  # type: ignore[attr-defined]
-        held = session.execute(
-            update(Segment).where(Segment.job_id == seg.job_id, Segment.idx == seg.idx,
-                                  Segment.status == JobStatus.RUNNING, Segment.lease_owner == owner)
-            .values(lease_expires_at=until).execution_options(synchronize_session=False)
-        ).rowcount == 1  # type: ignore[attr-defined]
+        new = record_chunks(session, seg.job_id, rows, now)
+        held = compare_and_set(session, update(Segment).where(
+            Segment.job_id == seg.job_id, Segment.idx == seg.idx, Segment.status == JobStatus.RUNNING,
+            Segment.lease_owner == owner).values(lease_expires_at=until))
         counts = session.execute(
             update(Job).where(Job.id == seg.job_id, Job.status.in_(ALIVE))
-            .values(chunks_done=Job.chunks_done + (1 if first_time else 0),
+            .values(chunks_done=Job.chunks_done + new,
                     lease_expires_at=case((Job.status == JobStatus.RUNNING, until), else_=None))
             .returning(Job.chunks_done, Job.chunks_total)).first()
         if not held or counts is None:  # leaving the block with an exception rolls it all back
             raise JobInterrupted(f"job {seg.job_id} was cancelled, or its segment {seg.idx} was taken over")
-    return first_time and counts[0] >= counts[1], counts[0], counts[1]
+    return new > 0 and counts[0] >= counts[1], counts[0], counts[1]
 
 
 def finish_segment(store: Store, seg: SegmentClaim, owner: str) -> bool:
     """running -> succeeded for our segment (all its chunks stored)."""
     with store.session() as session:
-        return session.execute(
-            update(Segment).where(Segment.job_id == seg.job_id, Segment.idx == seg.idx,
-                                  Segment.status == JobStatus.RUNNING, Segment.lease_owner == owner)
-            .values(status=JobStatus.SUCCEEDED, lease_owner=None, lease_expires_at=None, finished_at=utcnow())
-            .execution_options(synchronize_session=False)).rowcount == 1  # type: ignore[attr-defined]
+        return compare_and_set(session, update(Segment).where(
+            Segment.job_id == seg.job_id, Segment.idx == seg.idx, Segment.status == JobStatus.RUNNING,
+            Segment.lease_owner == owner).values(status=JobStatus.SUCCEEDED, lease_owner=None, lease_expires_at=None,
+                                                 finished_at=utcnow()))
 
 
 def release_held(store: Store, owner: str) -> None:
@@ -176,22 +171,19 @@ def take_for_assembly(store: Store, job_id: str, owner: str, lease_s: float) -> 
     claim that resumes a job whose assembler died. None: the job was cancelled or ended meanwhile."""
     now = utcnow()
     with store.session() as session:
-        taken = session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(ALIVE), Job.chunks_done >= Job.chunks_total)
-            .values(status=JobStatus.RUNNING, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
-                    worker_id=owner, started_at=func.coalesce(Job.started_at, now))
-            .execution_options(synchronize_session=False)).rowcount == 1  # type: ignore[attr-defined]
+        taken = compare_and_set(session, update(Job).where(
+            Job.id == job_id, Job.status.in_(ALIVE), Job.chunks_done >= Job.chunks_total).values(
+            status=JobStatus.RUNNING, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
+            worker_id=owner, started_at=func.coalesce(Job.started_at, now)))
         return claim_of(session.get_one(Job, job_id, populate_existing=True)) if taken else None
 
 
 def fail_job(store: Store, job_id: str, error: str) -> bool:
     """A live job -> failed, whoever holds its lease (a segment that cannot be made fails its job)."""
     with store.session() as session:
-        return session.execute(
-            update(Job).where(Job.id == job_id, Job.status.in_(ALIVE))
-            .values(status=JobStatus.FAILED, error=error[:4000], finished_at=utcnow(), lease_owner=None,
-                    lease_expires_at=None).execution_options(synchronize_session=False)
-        ).rowcount == 1  # type: ignore[attr-defined]
+        return compare_and_set(session, update(Job).where(Job.id == job_id, Job.status.in_(ALIVE)).values(
+            status=JobStatus.FAILED, error=error[:4000], finished_at=utcnow(), lease_owner=None,
+            lease_expires_at=None))
 
 
 def help_wanted(store: Store, job_id: str) -> Republish | None:
@@ -219,15 +211,3 @@ def measured_speeds(store: Store, voice: str) -> dict[tuple[str, str], float]:
                                       func.sum(JobMetrics.synth_s))
                                .where(JobMetrics.voice == voice).group_by(JobMetrics.card, JobMetrics.dtype)).all()
     return {(card, dtype): audio / synth for card, dtype, audio, synth in rows if audio and synth}
-
-
-def holders(store: Store, job_ids: list[str]) -> dict[str, list[str]]:
-    """Per job, the workers holding one of its segments now."""
-    with store.read() as session:
-        rows = session.execute(select(Segment.job_id, Segment.lease_owner).where(
-            Segment.job_id.in_(job_ids), Segment.status == JobStatus.RUNNING,
-            Segment.lease_owner.is_not(None)).order_by(Segment.job_id, Segment.idx)).all()
-    out: dict[str, list[str]] = {}
-    for job_id, owner in rows:
-        out.setdefault(job_id, []).append(str(owner))
-    return out

@@ -41,6 +41,7 @@ def serve(settings: WorkerSettings, loglevel: str = "INFO") -> None:
 
     runtime = WorkerRuntime.start(settings)
     runtime.register()
+    runtime.ctx.outputs.sweep_dead_stagings()
     publisher = Publisher(settings.broker_url)
     republish = republisher(publisher)
     for job in runtime.resume_dead_predecessors():
@@ -84,21 +85,18 @@ def _stop_on_signals(runtime: WorkerRuntime, republish: Callable[[Republish], No
     from celery.signals import worker_ready, worker_shutting_down
 
     def on_shutting_down(sig: str = "", how: str = "", **_: Any) -> None:
-        job_id = runtime.current_job  # read now: by the time a thread runs, the job may be put back
         if how == "Warm" and runtime.request_stop():
             log.warning("%s: the running job stops at its next chunk boundary and is put back", sig)
-            timer = threading.Timer(STOP_GRACE_S, _abandon, (runtime, republish, job_id,
-                                                             f"{sig} + {STOP_GRACE_S:g} s"))
+            timer = threading.Timer(STOP_GRACE_S, _abandon, (runtime, republish, f"{sig} + {STOP_GRACE_S:g} s"))
             timer.daemon = True
             timer.start()
             return
-        threading.Thread(target=_abandon, args=(runtime, republish, job_id, sig), daemon=True).start()
+        threading.Thread(target=_abandon, args=(runtime, republish, sig), daemon=True).start()
 
     def on_quit(signum: int, _frame: object) -> None:
         # Replaces Celery's cold shutdown, which asks the solo pool to kill the running task: it cannot
         # (NotImplementedError raised inside the job). Put the job back and exit instead.
-        threading.Thread(target=_abandon, args=(runtime, republish, runtime.current_job, "SIGQUIT"),
-                         daemon=True).start()
+        threading.Thread(target=_abandon, args=(runtime, republish, "SIGQUIT"), daemon=True).start()
 
     def on_ready(**_: Any) -> None:  # Celery has installed its own handlers by now
         signal.signal(signal.SIGQUIT, on_quit)
@@ -111,22 +109,22 @@ def _stop_on_signals(runtime: WorkerRuntime, republish: Callable[[Republish], No
     worker_ready.connect(on_ready, weak=False)
 
 
-def _abandon(runtime: WorkerRuntime, republish: Callable[[Republish], None], job_id: str | None,
-             why: str) -> None:
-    """Put the job that was running back now, send it again (a duplicate is harmless: the claim refuses
+def _abandon(runtime: WorkerRuntime, republish: Callable[[Republish], None], why: str) -> None:
+    """Put what this process holds back now, send it again (a duplicate is harmless: the claim refuses
     it), and exit. Runs on a thread, never inside a signal handler."""
     from worker import reaper
 
     try:
-        runtime.request_stop()  # before the job is put back: the main thread must not claim it (or any) again
-        for held in runtime.abandon_job(job_id) if job_id is not None else []:
-            route = reaper.route(runtime.store, held, MAX_PRIORITY)
+        runtime.request_stop()  # before the jobs are put back: the main thread must not claim any again
+        back = runtime.abandon()
+        for job_id in back:
+            route = reaper.route(runtime.store, job_id, MAX_PRIORITY)
             if route is not None:
                 republish(route)
-        log.warning("%s: stopping now; job %s put back", why, job_id or "(none)")
+        log.warning("%s: stopping now; %s put back", why, ", ".join(back) or "nothing")
         runtime.stop(free_engines=False)  # the main thread may be inside the model right now
-    except Exception as err:  # exit all the same: the job's lease expires and the reaper takes it
-        log.error("%s: could not put the job back (%s); exiting", why, first_line(err))
+    except Exception as err:  # exit all the same: the leases expire and the reaper takes the jobs
+        log.error("%s: could not put the jobs back (%s); exiting", why, first_line(err))
     finally:
         logging.shutdown()
         os._exit(0)

@@ -23,22 +23,26 @@ def register_tasks(app: Any, runtime: WorkerRuntime, republish: Callable[[Republ
     @app.task(name=SYNTHESIZE_TASK, bind=True, autoretry_for=(RetryableError,), retry_backoff=True,
               retry_backoff_max=300, retry_jitter=True, max_retries=20)
     def synthesize(self: Any, **message: Any) -> str:
-        """Synthesize the job named by the message: validate, run, report."""
-        job_id = SynthesizeMessage.model_validate(message).job_id
+        """Synthesize the jobs named by the message: validate, run, report."""
+        job_ids = SynthesizeMessage.model_validate(message).ids
         try:
-            return str(runtime.run_job(job_id).status)
+            outcomes = runtime.run_delivery(job_ids)
+            return ", ".join(f"{o.job_id}: {o.status or 'nothing to do'}" for o in outcomes[:4])
         except WorkerStopping as err:
-            # Put back at a chunk boundary on SIGTERM: send it again so another worker resumes it now.
+            # Put back at a chunk boundary on SIGTERM: send them again so another worker resumes them now.
             log.warning("%s", err)
-            job = reaper.route(runtime.store, job_id, MAX_PRIORITY)
-            if job is not None:
-                republish(job)
+            _send_again(runtime, republish, job_ids)
             return "released"
         except DeviceLost as err:
-            # CUDA is unusable in this process: the job was put back; send it again and let the
+            # CUDA is unusable in this process: the jobs were put back; send them again and let the
             # supervisor restart us with a fresh context.
-            log.critical("device lost on job %s: %s; exiting", job_id, err)
-            job = reaper.route(runtime.store, job_id, MAX_PRIORITY)
-            if job is not None:
-                republish(job)
+            log.critical("device lost on jobs %s: %s; exiting", ", ".join(job_ids), err)
+            _send_again(runtime, republish, job_ids)
             os._exit(3)
+
+
+def _send_again(runtime: WorkerRuntime, republish: Callable[[Republish], None], job_ids: tuple[str, ...]) -> None:
+    for job_id in job_ids:
+        job = reaper.route(runtime.store, job_id, MAX_PRIORITY)
+        if job is not None:
+            republish(job)
