@@ -1,18 +1,21 @@
 """A fake engine with the real engine's interface: a tone per chunk, length proportional to the text.
 
 Lets the job pipeline (claims, resume, cancel, metrics) be tested in milliseconds and with injected
-faults; the real engine has its own tests.
+faults; the real engine has its own tests. mypy checks this module (pyproject's `modules`): `_typed` below
+fails to type-check if FakeEngine stops satisfying the `worker.synthesis.Engine` protocol.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import numpy as np
 
-from worker.engine import ChunkAudio, ChunkInput, EngineRun
+from schemas.status import Backend, DType, PrecisionMode, Runtime
+from worker.device import DeviceInfo
+from worker.precision import Policy
+from worker.synthesis import ChunkAudio, ChunkInput, Engine, EngineRun
 
 SAMPLE_RATE_HZ = 16_000
 
@@ -29,14 +32,15 @@ class FakeEngine:
     fail_with: Exception | None = None
     seen: list[int] = field(default_factory=list)
     cleanups: int = 0
-    device: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(
-        name="Fake CPU", capability_str=None, backend="cpu", torch_device="cpu", index=None, memory_bytes=None))
-    policy: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(
-        dtype="float32", tf32=False, mode="none", reason="fake engine"))
+    device: DeviceInfo = field(default_factory=lambda: DeviceInfo(
+        backend=Backend.CPU, name="Fake CPU", capability=None, memory_bytes=None, index=None, torch_device="cpu"))
+    policy: Policy = field(default_factory=lambda: Policy(
+        dtype=DType.FLOAT32, tf32=False, mode=PrecisionMode.FP32, reason="fake engine", run_on=Backend.CPU))
     notes: list[str] = field(default_factory=list)
-    runtime: str = "onnxruntime"  # not the column's default, so the tests see it was stored
+    runtime: Runtime = Runtime.ONNXRUNTIME  # not the column's default, so the tests see it was stored
+    num_speakers: int = 1
 
-    def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], None]) -> EngineRun:
+    def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], object]) -> EngineRun:
         for n, chunk in enumerate(chunks):
             if self.fail_with is not None:
                 raise self.fail_with
@@ -44,7 +48,7 @@ class FakeEngine:
                 raise Crash(f"crashed before chunk {chunk.idx}")
             self.seen.append(chunk.idx)
             on_chunk(ChunkAudio(idx=chunk.idx, samples=tone(len(chunk.text)), synth_s=0.01, batch_size=1,
-                                dtype="float32", fp32_redo=False, dropped=""))
+                                dtype=DType.FLOAT32, fp32_redo=False, dropped=""))
         return EngineRun(synth_s=0.01 * len(chunks), peak_mem_bytes=None, oom_retries=0, fp32_fallbacks=0,
                          batches=len(chunks), max_batch_size=1)
 
@@ -56,3 +60,8 @@ def tone(chars: int, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """0.05 s of 220 Hz per character."""
     t = np.arange(int(0.05 * chars * sample_rate_hz)) / sample_rate_hz
     return (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def _typed(engine: FakeEngine) -> Engine:
+    """Never called: mypy checks here that FakeEngine satisfies the Engine protocol the pipeline uses."""
+    return engine

@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -32,51 +33,20 @@ from worker.batching import (
 from worker.canary import measure_budget, run_canary
 from worker.device import DeviceInfo
 from worker.loaded_voice import LoadedVoice
-from worker.model import ModelRunner, bad_audio, free_memory, peak_bytes, reset_peak
-from worker.onnx_runner import LaneItem, OnnxRunner, make_runner
+from worker.model import bad_audio, free_memory, peak_bytes, reset_peak
+from worker.onnx_runner import make_runner
 from worker.precision import Policy, apply_process_settings
+from worker.runner import LaneItem, Runner
+from worker.synthesis import ChunkAudio, ChunkInput, EngineRun
+
+if TYPE_CHECKING:
+    from worker import synthesis
+
+__all__ = ["ChunkAudio", "ChunkInput", "Engine", "EngineRun", "start_engine"]
 
 log = logging.getLogger(__name__)
 
 UNSPEAKABLE_PAUSE_S = 0.3
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkInput:
-    """One chunk to say; `speed` multiplies the voice's speaking rate (2.0: twice as fast)."""
-
-    idx: int
-    text: str
-    seed: int
-    speaker_id: int | None = None  # a multi-speaker voice's speaker; chunks of one speaker share batches
-    speed: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkAudio:
-    """One chunk's audio: float32 mono at the engine's sample rate. `synth_s` is its share of its batch's
-    wall time (plus any fp32 redo); `fp32_redo` says the low-precision result failed the guard."""
-
-    idx: int
-    samples: np.ndarray
-    synth_s: float
-    batch_size: int
-    dtype: DType
-    fp32_redo: bool
-    dropped: str
-
-
-@dataclass(frozen=True, slots=True)
-class EngineRun:
-    """One `synthesize` call. `peak_mem_bytes`: CUDA max allocated bytes, or on CPU the process's peak RSS
-    during the call (Linux; None elsewhere)."""
-
-    synth_s: float
-    peak_mem_bytes: int | None
-    oom_retries: int
-    fp32_fallbacks: int
-    batches: int
-    max_batch_size: int
 
 
 @dataclass(slots=True)
@@ -89,7 +59,7 @@ class _Counts:
 
 @dataclass
 class Engine:
-    """A started engine. Build it with `start_engine`.
+    """A started engine (a `worker.synthesis.Engine`). Build it with `start_engine`.
 
     `token_budget` (padded input tokens per batch) only ever goes down: an out-of-memory lowers it for
     this and every later job. `broken` is set once a device error was seen; the engine is then useless.
@@ -97,7 +67,7 @@ class Engine:
 
     voice: LoadedVoice
     device: DeviceInfo
-    runner: ModelRunner | OnnxRunner
+    runner: Runner
     token_budget: int
     deterministic: bool = False
     max_batch_items: int | None = None
@@ -124,6 +94,11 @@ class Engine:
     def voice_name(self) -> str:
         return self.voice.name
 
+    @property
+    def num_speakers(self) -> int:
+        """The voice's speaker count (1: a single-speaker voice)."""
+        return self.voice.num_speakers
+
     def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], object]) -> EngineRun:
         """Synthesize `chunks`, calling `on_chunk` as each chunk's audio exists (not in input order).
 
@@ -133,6 +108,8 @@ class Engine:
         """
         if self.broken:
             raise DeviceLost(f"device {self.device.name} is unusable after an earlier device error")
+        # Process-wide (TF32): another voice's engine in this process may run under another policy.
+        apply_process_settings(self.policy, self.device)
         encoded = [self._encode(chunk) for chunk in chunks]
         # A chunk the voice cannot say at all (a "* * *" break on a character-vocabulary voice) becomes a
         # short pause, reported through `dropped`, rather than failing a whole chapter.
@@ -148,8 +125,8 @@ class Engine:
         started = time.perf_counter()
         try:
             reset_peak(torch_device)
-            if isinstance(self.runner, OnnxRunner) and self.runner.lanes > 1 and len(items) > 1:
-                self._run_lanes(self.runner, chunks, encoded, items, on_chunk, counts)
+            if self.runner.lanes > 1 and len(items) > 1:
+                self._run_lanes(chunks, encoded, items, on_chunk, counts)
             else:
                 for speed in sorted({chunks[item.key].speed for item in items}):  # one speed per batch
                     self._run_batches(chunks, encoded, [i for i in items if chunks[i.key].speed == speed],
@@ -208,13 +185,14 @@ class Engine:
                                        len(batch), counts))
             del waves
 
-    def _run_lanes(self, runner: OnnxRunner, chunks: Sequence[ChunkInput], encoded: list[tuple[list[int], str]],
-                   items: list[Item], on_chunk: Callable[[ChunkAudio], object], counts: _Counts) -> None:
+    def _run_lanes(self, chunks: Sequence[ChunkInput], encoded: list[tuple[list[int], str]], items: list[Item],
+                   on_chunk: Callable[[ChunkAudio], object], counts: _Counts) -> None:
         """Run every item on the runner's lanes as one stream, longest first (the last to start are the
         shortest, so the lanes finish close together), storing each through `on_chunk` while the lanes run
         on: no lane waits for another, nor for the store. A chunk's `synth_s` is its lane time divided by
         the lanes (its share of the wall time, as a batch's is split among its chunks). An item that runs
         out of memory is redone alone on the all-core session; one that fails again raises SynthesisFailed."""
+        runner = self.runner
         order = sorted(items, key=lambda item: -item.n_tokens)
         side_by_side = min(runner.lanes, len(order))
         stream = runner.stream([LaneItem(encoded[i.key][0], chunks[i.key].speed, chunks[i.key].speaker_id)
@@ -281,8 +259,7 @@ class Engine:
             gc.collect()
             return
         try:
-            if isinstance(self.runner, OnnxRunner):
-                self.runner.release_memory()
+            self.runner.release_memory()
             free_memory(self.runner.torch_device)
         except RuntimeError as err:
             lost = self._device_lost(err)
@@ -370,8 +347,8 @@ def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, toke
     """
     runner = make_runner(voice, device, policy, noise_off=deterministic, threads=threads)
     apply_process_settings(runner.policy, device)
-    if isinstance(runner, OnnxRunner):
-        # Piper's graph returns no output lengths, so no padded batches: a "batch" is the items the runner
+    if not runner.padded_batches:
+        # ONNX graphs return no output lengths, so no padded batches: a "batch" is the items the runner
         # synthesizes side by side, one per lane.
         max_batch_items = runner.lanes
         # No padding either: lanes hold one item each, so the budget that bounds padded batches does not apply.
@@ -397,3 +374,9 @@ def _is_device_error(err: RuntimeError, device_type: str) -> bool:
     text = str(err)
     markers = ("CUDA error", "device-side assert", "illegal memory access", "cuDNN error")
     return device_type == "cuda" and any(marker in text for marker in markers)
+
+
+if TYPE_CHECKING:
+    def _satisfies(engine: Engine) -> synthesis.Engine:
+        """Never called: mypy checks here that the engine satisfies the protocol the job pipeline uses."""
+        return engine

@@ -26,7 +26,8 @@ class Encoded:
 @dataclass(frozen=True, slots=True)
 class LoadedVoice:
     """A loaded voice. `model` is a `transformers.VitsModel` (or subclass) in fp32 on the CPU, in eval mode;
-    None when the voice was loaded for ONNX Runtime only, in which case `onnx` names its ONNX model."""
+    None when the voice was loaded for ONNX Runtime only, in which case `onnx` names its ONNX model.
+    `speakers`: its speaker count where no model says it (an ONNX-only voice: from its config)."""
 
     name: str
     model: Any
@@ -35,6 +36,15 @@ class LoadedVoice:
     encode: Callable[[str], Encoded]
     folder: Path | None = None
     onnx: OnnxVoice | None = None
+    speakers: int | None = None
+
+    @property
+    def num_speakers(self) -> int:
+        """How many speakers the voice has (1: a single-speaker voice): `speakers`, else the model's config."""
+        if self.speakers is not None:
+            return self.speakers
+        config = getattr(self.model, "config", None)
+        return max(int(getattr(config, "num_speakers", 1) or 1), 1)
 
 
 def load_folder_voice(folder: Path, name: str | None = None, language: str = "en") -> LoadedVoice:

@@ -12,7 +12,8 @@ import ctypes.util
 import functools
 import gc
 import re
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,10 +22,11 @@ import numpy as np
 from schemas.status import PrecisionMode, Runtime
 from worker.device import DeviceInfo
 from worker.precision import Policy
+from worker.runner import LaneItem
 
 
 class ModelRunner:
-    """A model moved to its device, with the policy's autocast and fp32 islands installed.
+    """A model moved to its device, with the policy's autocast and fp32 islands installed (a `Runner`).
 
     `run()` returns one float32 numpy array per item, cut to that item's `sequence_lengths` (the padded
     tail of a VITS batch is not silent: the decoder ignores the mask). The wrapped model is mutated
@@ -33,6 +35,8 @@ class ModelRunner:
     """
 
     runtime = Runtime.TORCH
+    padded_batches = True  # a batch is padded to its longest item and cut back to each item's length
+    lanes = 1  # one batch at a time: the device parallelizes within it
 
     def __init__(self, model: Any, device: DeviceInfo, policy: Policy, *, noise_off: bool = False,
                  threads: int | None = None) -> None:
@@ -40,6 +44,7 @@ class ModelRunner:
             import torch
 
             torch.set_num_threads(threads)
+        self.threads = threads
         self.model = model
         self.torch_device = device.torch_device if policy.run_on == device.backend else str(policy.run_on)
         self.device_type = self.torch_device.split(":")[0]
@@ -89,6 +94,20 @@ class ModelRunner:
         del out, input_ids, attention_mask
         # Copies, so no item keeps the padded batch array alive.
         return [np.array(waveform[i, :n], dtype=np.float32) for i, n in enumerate(lengths)]
+
+    def stream(self, items: Sequence[LaneItem]) -> Generator[tuple[int, np.ndarray | Exception, float]]:
+        """Each item alone, one after another (torch has no lanes: the engine batches instead); an item's
+        error is yielded in place of its wave, as `OnnxRunner.stream` does."""
+        for pos, item in enumerate(items):
+            started = time.perf_counter()
+            try:
+                wave: np.ndarray | Exception = self.run([item.ids], speed=item.speed, speaker_id=item.speaker_id)[0]
+            except Exception as err:  # handed to the caller with its item, which decides
+                wave = err
+            yield pos, wave, time.perf_counter() - started
+
+    def release_memory(self) -> None:
+        """Nothing beyond `free_memory`, which empties torch's caching allocator."""
 
     def is_out_of_memory(self, err: BaseException) -> bool:
         """True when `err` is torch's out-of-memory error."""

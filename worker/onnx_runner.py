@@ -35,10 +35,12 @@ from schemas.errors import PermanentError, first_line
 from schemas.status import Runtime
 from worker.device import DeviceInfo
 from worker.precision import Policy
+from worker.runner import LaneItem, Runner
+
+__all__ = ["LaneItem", "OnnxRunner", "OnnxVoice", "make_runner"]
 
 if TYPE_CHECKING:
     from worker.loaded_voice import LoadedVoice
-    from worker.model import ModelRunner
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +107,8 @@ def _cpu_signature() -> str:
         return f"{platform.machine()} {platform.processor()}"
 
 
-@dataclass(frozen=True, slots=True)
-class LaneItem:
-    """One item for `OnnxRunner.stream`: token ids, speed factor (2.0: half as long), speaker (None: 0)."""
-
-    ids: Sequence[int]
-    speed: float = 1.0
-    speaker_id: int | None = None
-
-
 class OnnxRunner:
-    """The ONNX counterpart of `worker.model.ModelRunner`: same `run`/`synchronize`/`set_policy` interface.
+    """The ONNX counterpart of `worker.model.ModelRunner` (a `Runner`): no padded batches, lanes instead.
 
     `threads` is ONNX Runtime's intra-op thread count for a lone item (None: `cores_available()`); inter-op
     is 1 (the graph is one chain). `lanes` items of one `run` call are synthesized at once, each on one
@@ -129,6 +122,7 @@ class OnnxRunner:
     runtime = Runtime.ONNXRUNTIME
     torch_device = "cpu"
     device_type = "cpu"
+    padded_batches = False  # the graph returns no output lengths: one item per call, side by side on lanes
 
     def __init__(self, voice: OnnxVoice, device: DeviceInfo, policy: Policy, *, noise_off: bool = False,
                  threads: int | None = None, lanes: int | None = None, pad_id: int = 0) -> None:
@@ -140,10 +134,10 @@ class OnnxRunner:
         self.device = device
         self.policy = policy
         self.pad_id = pad_id
-        self.threads = threads or cores_available()
-        self.lanes = max(1, lanes or self.threads)
+        self.threads: int | None = threads or cores_available()
+        self.lanes = max(1, lanes or self.threads or 1)
         try:
-            self.session: Any = _session(onnxruntime, voice, _options(onnxruntime, self.threads))
+            self.session: Any = _session(onnxruntime, voice, _options(onnxruntime, self.threads or 1))
         except Exception as err:  # onnxruntime raises its own exception types (Fail, InvalidGraph, ...)
             raise PermanentError(f"cannot load the ONNX model {voice.path}: {first_line(err)}") from err
         self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="ttsfleet-lane") if self.lanes > 1 else None
@@ -273,7 +267,7 @@ def _synthesize(session: Any, item: Sequence[int], scales: np.ndarray, sid: np.n
 
 
 def make_runner(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, noise_off: bool = False,
-                threads: int | None = None) -> ModelRunner | OnnxRunner:
+                threads: int | None = None) -> Runner:
     """The runner for `voice` under `policy`. An onnxruntime policy runs a voice that has no ONNX model
     (anything but a bundled Piper voice) on torch instead; the runner's policy then says so in its reason.
 

@@ -47,6 +47,7 @@ class WorkerRuntime:
         self.settings = settings
         self.store = db
         self.device = device
+        self.requested = policy  # what every voice is started under; each engine's own policy is what runs
         self.policy = policy
         slot = settings.worker_name or f"{socket.gethostname()}/{device.torch_device}"
         self.slot = slot + "/"
@@ -86,7 +87,7 @@ class WorkerRuntime:
         apply_process_settings(policy, device)
         runtime = cls(settings, db, device, policy)
         engine = runtime.engine_for(settings.voice)
-        runtime.policy = engine.policy  # the canary may have fallen back to a safer policy
+        runtime.policy = engine.policy  # what the default voice runs under (registry, `run`'s banner)
         # Everything loaded so far lives as long as the process: move it out of the collector's view, so
         # the full collection after every job scans only what jobs made (~95 ms -> a few ms per job on a
         # 2-core CPU; docs/benchmarks.md).
@@ -111,11 +112,11 @@ class WorkerRuntime:
         while len(self._engines) >= MAX_LOADED_VOICES:
             _, old = self._engines.popitem(last=False)
             old.cleanup()
-        onnx = self.policy.runtime == Runtime.ONNXRUNTIME
+        onnx = self.requested.runtime == Runtime.ONNXRUNTIME
         if not onnx:
             _quiet_libraries(transformers=True)
         loaded = load_voice(voice, self.settings.voices_cache_dir, self.settings.voice_dir_list, onnx=onnx)
-        engine = start_engine(loaded, self.device, self.policy, token_budget=self.settings.token_budget,
+        engine = start_engine(loaded, self.device, self.requested, token_budget=self.settings.token_budget,
                               deterministic=self.settings.deterministic, threads=self.settings.threads)
         for note in engine.notes:
             log.warning("voice %s: %s", voice, note)

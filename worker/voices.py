@@ -190,7 +190,7 @@ def load_piper_onnx(name: str, cache_dir: Path | None = None) -> LoadedVoice:
                      / "onnxruntime")
     language = language_from_code(pcfg.get("language", {}).get("code") or pcfg.get("espeak", {}).get("voice"))
     return LoadedVoice(name=name, model=None, sample_rate_hz=int(pcfg["audio"]["sample_rate"]), language=language,
-                       encode=encoder, onnx=onnx)
+                       encode=encoder, onnx=onnx, speakers=max(int(pcfg.get("num_speakers") or 1), 1))
 
 
 def _load_hf(name: str, language: str) -> LoadedVoice:
