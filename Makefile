@@ -12,7 +12,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --durations=10
 GPU_DEVICE ?= cuda:0
 GPU_OUT ?= gpu-check-out
 
-.PHONY: demo test test-fast services lint typecheck bench bench-quick bench-fleet gpu-wheels gpu-check gpu-check-small gpu-wer clean
+.PHONY: demo test test-fast services lint typecheck bench bench-quick bench-fleet bench-bookkeeping gpu-wheels gpu-check gpu-check-small gpu-wer clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -60,9 +60,16 @@ bench-quick: $(VENV)/.test
 bench-fleet: $(VENV)/.test
 	$(PY) -m bench.segments $(BENCH_SPEED_ARGS)
 
-bench: $(VENV)/.test
+bench: $(VENV)/.test services
 	$(PY) -m bench.engine --device $(BENCH_DEVICE)
 	$(PY) -m bench.speed --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
+	$(PY) -m bench.bookkeeping $(BENCH_BOOKKEEPING_ARGS)
+
+# Bookkeeping at GPU speed (docs/benchmarks.md): `submit` and one worker with the model-free `null:` voice on
+# Redis, SQLite and PostgreSQL; BENCH_BOOKKEEPING_ARGS="--checkout ../other" measures another checkout.
+BENCH_BOOKKEEPING_ARGS ?=
+bench-bookkeeping: $(VENV)/.test services
+	$(PY) -m bench.bookkeeping $(BENCH_BOOKKEEPING_ARGS)
 
 # The GPU check (docs/benchmarks.md): wheels for a bare device machine, the check itself, its CPU form.
 gpu-wheels: $(VENV)/.test

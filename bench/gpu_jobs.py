@@ -2,9 +2,10 @@
 with the device memory read after each job, to see whether it creeps.
 
 The parent runs a child process (`python -m bench.gpu_jobs ...`) so the reading is not disturbed by the
-check's own engines. The child runs the real `ttsfleet run` command in-process; its only addition is a
-wrapper around the public `WorkerRuntime.run_job` that, after each job (the engine has cleaned up by
-then), appends one JSON line: CUDA allocated and reserved bytes, or on a CPU the process's resident bytes.
+check's own engines. The child runs the real `ttsfleet run` command in-process, each job alone
+(`TTSFLEET_JOIN_JOBS=1`); its only addition is a wrapper around the job pipeline's `run_unit` that, after
+each job (the engine has cleaned up by then), appends one JSON line: CUDA allocated and reserved bytes, or
+on a CPU the process's resident bytes.
 """
 
 from __future__ import annotations
@@ -95,19 +96,26 @@ def child(argv: list[str] | None = None) -> None:
 
 
 def _read_memory_after_each_job(log_file: Path) -> None:
-    """Wrap WorkerRuntime.run_job so that each finished job appends a memory reading to `log_file`."""
-    from worker.runtime import WorkerRuntime
+    """Run each job alone and wrap the pipeline's `run_unit`, so that each finished job appends a memory
+    reading to `log_file`."""
+    from worker import job
+    from worker.context import JobContext
+    from worker.events import JobOutcome
+    from worker.unit import Unit
 
-    original = WorkerRuntime.run_job
+    os.environ["TTSFLEET_JOIN_JOBS"] = "1"
+    original = job.run_unit
 
-    def run_job_then_read(self: WorkerRuntime, job_id: str) -> Any:
-        outcome = original(self, job_id)
-        reading = {"job": job_id, "status": str(outcome.status), **memory_now(self.device.torch_device)}
-        with log_file.open("a", encoding="utf-8") as log:
-            log.write(json.dumps(reading) + "\n")
-        return outcome
+    def run_unit_then_read(unit: Unit, ctx: JobContext) -> list[JobOutcome]:
+        outcomes = original(unit, ctx)
+        device = ctx.engine_for(ctx.settings.voice).device.torch_device
+        for outcome in outcomes:
+            reading = {"job": outcome.job_id, "status": str(outcome.status), **memory_now(device)}
+            with log_file.open("a", encoding="utf-8") as log:
+                log.write(json.dumps(reading) + "\n")
+        return outcomes
 
-    WorkerRuntime.run_job = run_job_then_read  # type: ignore[method-assign]
+    job.run_unit = run_unit_then_read  # type: ignore[assignment]
 
 
 def memory_now(torch_device: str) -> dict[str, Any]:

@@ -6,6 +6,7 @@ and how a decimal number is written in each language ("1,234.5" in English, "1.2
 
 from __future__ import annotations
 
+import functools
 import re
 
 from num2words import CONVERTER_CLASSES, num2words
@@ -24,8 +25,10 @@ def num2words_lang(language: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=8192)
 def words(number: int | float, lang: str = "en", to: str = "cardinal") -> str:
-    """`number` in words (`to`: cardinal, ordinal, year); digit by digit where num2words cannot."""
+    """`number` in words (`to`: cardinal, ordinal, year); digit by digit where num2words cannot. Cached:
+    notices say the same hours, dates and amounts again and again, and num2words takes ~0.1 ms a call."""
     try:
         return str(num2words(number, lang=lang, to=to))
     except (OverflowError, NotImplementedError, TypeError, ValueError, KeyError):

@@ -28,8 +28,8 @@ from schemas.status import AudioFormat, JobStatus
 from schemas.tables import Chunk, Job, JobMetrics, Segment, utcnow
 
 # The stored audio of a chunk, carried over to its new row when its spoken text is unchanged.
-_AUDIO_COLUMNS = ("audio_path", "samples", "audio_s", "synth_s", "batch_size", "attempt", "dtype", "fp32_redo",
-                  "done_at")
+_AUDIO_COLUMNS = ("audio_path", "audio_offset", "samples", "audio_s", "synth_s", "batch_size", "attempt", "dtype",
+                  "fp32_redo", "done_at")
 _RERENDERABLE = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
 
 

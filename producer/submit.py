@@ -12,27 +12,32 @@ import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from producer.chunks import TextChunk
 from producer.dialogue import dialogue_chunks, parse_voice_roles
 from producer.lexicon import Entry, Lexicon, voice_lexicon
-from producer.naming import free_name, output_stem
+from producer.naming import IN_LIST_MAX, assign_names, output_stem
 from producer.spoken import Spoken, spoken_chunks
 from producer.ssml import is_ssml
+from schemas.backlog import live_workers
 from schemas.broker import Publisher
 from schemas.db import Store
 from schemas.errors import BrokerUnavailable, InvalidInput, RetryableError, UnknownVoice
 from schemas.messages import JobRequest
+from schemas.scheduling import SHORT_JOB_CHUNKS, jobs_per_message
 from schemas.settings import ProducerSettings
 from schemas.status import JobStatus
 from schemas.tables import Chunk, Job, utcnow
 from schemas.voices import VoiceInfo, VoiceKind, resolve_voice_name
+
+JOBS: Table = Job.__table__  # type: ignore[assignment]
+CHUNKS: Table = Chunk.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +73,7 @@ def submit(requests: Sequence[JobRequest], settings: ProducerSettings, store: St
     prepared = [_prepare(request, settings, nonce) for request in requests]
     results, new_ids = _store(prepared, store)
     if publisher is not None and new_ids:
-        _publish(new_ids, prepared, store, publisher)
+        _publish(new_ids, prepared, settings, store, publisher)
     return results
 
 
@@ -102,7 +107,7 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
         "group_index": request.group_index, "options": options | _book_metadata(request),
         "output_name": None, "warnings": list(spoken.warnings),
         "chars": spoken.chars, "chunks_total": len(spoken.chunks), "chunks_done": 0, "attempts": 0,
-        "created_at": utcnow(),
+        "created_at": utcnow(), "published_at": utcnow(),  # removed again if its message cannot be sent
     }
     return _Prepared(job=job, chunks=chunk_rows(job_id, plan), stem=output_stem(request, job_id))
 
@@ -263,15 +268,18 @@ def _store_once(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted
     """Insert the jobs that are new, in two bulk statements; report the others as they are."""
     keys = [str(p.job["idempotency_key"]) for p in prepared]
     with store.session() as session:
-        existing = {j.idempotency_key: j for j in session.scalars(select(Job).where(Job.idempotency_key.in_(keys)))}
-        taken_ids = set(session.scalars(select(Job.id).where(Job.id.in_([str(p.job["id"]) for p in prepared]))))
+        existing = {j.idempotency_key: j for part in _parts(keys)
+                    for j in session.execute(select(Job.idempotency_key, Job.id, Job.status, Job.chunks_total)
+                                             .where(Job.idempotency_key.in_(part)))}
+        taken_ids = {i for part in _parts([str(p.job["id"]) for p in prepared])
+                     for i in session.scalars(select(Job.id).where(Job.id.in_(part)))}
         results: list[Submitted] = []
         new: dict[str, _Prepared] = {}
         for item, key in zip(prepared, keys, strict=True):
             job_id = str(item.job["id"])
             if key in existing:
                 old = existing[key]
-                results.append(Submitted(old.id, old.status, False, old.chunks_total))
+                results.append(Submitted(old.id, JobStatus(old.status), False, old.chunks_total))
             elif key in new:  # the same text twice in one submission: one job
                 results.append(Submitted(str(new[key].job["id"]), JobStatus.QUEUED, False, len(new[key].chunks)))
             elif job_id in taken_ids:
@@ -282,78 +290,77 @@ def _store_once(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted
                 results.append(Submitted(job_id, JobStatus.QUEUED, True, len(item.chunks)))
         if new:
             _name(list(new.values()), session)
-            session.execute(insert(Job), [p.job for p in new.values()])
-            session.execute(insert(Chunk), [row for p in new.values() for row in p.chunks])
+            # Core inserts on the tables, many rows a statement (no ORM unit of work per row).
+            session.execute(insert(JOBS), [p.job for p in new.values()])
+            session.execute(insert(CHUNKS), [row for p in new.values() for row in p.chunks])
     return results, [str(p.job["id"]) for p in new.values()]
 
 
+def _parts(values: list[str]) -> list[list[str]]:
+    return [values[i:i + IN_LIST_MAX] for i in range(0, len(values), IN_LIST_MAX)]
+
+
+def _group(item: _Prepared) -> str | None:
+    group = item.job["group_id"]
+    return group if isinstance(group, str) else None
+
+
 def _name(new: list[_Prepared], session: Session) -> None:
-    """Give each new job its output name: the first free one in the store and in this submission. A book
-    gets one folder for all its chapters (the one its group already has, else the first free one).
-    One query per distinct name, however many jobs share it (a hundred "notice" jobs scan nothing twice)."""
-    chosen: set[str] = set()
-    stored: dict[str, set[str]] = {}  # stem -> names starting with it in the store
-    next_number: dict[str, int] = {}  # stem + suffix -> the first number not yet tried
-
-    def first_free(stem: str, suffix: str) -> str:
-        if stem not in stored:
-            stored[stem] = set(session.scalars(select(Job.output_name).where(
-                Job.output_name.startswith(stem, autoescape=True))))
-        number = next_number.get(stem + suffix, 1)
-        while (found := _numbered(stem, suffix, number)) in chosen or found in stored[stem]:
-            number += 1
-        chosen.add(found)
-        next_number[stem + suffix] = number + 1
-        return found
-
-    folders: dict[str, str] = {}
-    for item in new:
-        fmt, group = f".{item.job['format']}", item.job["group_id"]
-        if not isinstance(group, str):
-            item.job["output_name"] = first_free(item.stem, fmt)
-            continue
-        folder, chapter = item.stem.split("/", 1)
-        if group not in folders:
-            existing = session.scalar(select(Job.output_name).where(Job.group_id == group,
-                                                                    Job.output_name.is_not(None)).limit(1))
-            folders[group] = existing.split("/")[0] if existing else free_name(
-                folder, "", partial(_folder_taken, session, group, folders))
-        item.job["output_name"] = first_free(f"{folders[group]}/{chapter}", fmt)
+    """Give each new job its output name (`producer.naming.assign_names`)."""
+    names = assign_names(session, [(p.stem, f".{p.job['format']}", _group(p)) for p in new])
+    for item, name in zip(new, names, strict=True):
+        item.job["output_name"] = name
 
 
-def _numbered(stem: str, suffix: str, number: int) -> str:
-    return stem + suffix if number == 1 else f"{stem} ({number}){suffix}"
-
-
-def _folder_taken(session: Session, group: str, folders: dict[str, str], folder: str) -> bool:
-    """Whether another book (in the store or in this submission) has `folder`, or a file its `.m4b` name."""
-    if any(f == folder for g, f in folders.items() if g != group):
-        return True
-    owners = session.scalars(select(Job.group_id).where(Job.output_name.startswith(folder + "/", autoescape=True)))
-    return any(owner != group for owner in owners) or session.scalar(
-        select(Job.id).where(Job.output_name == folder + ".m4b").limit(1)) is not None
-
-
-def _publish(new_ids: list[str], prepared: list[_Prepared], store: Store, publisher: Publisher) -> None:
-    jobs = {str(p.job["id"]): p.job for p in prepared}
+def _publish(new_ids: list[str], prepared: list[_Prepared], settings: ProducerSettings, store: Store,
+             publisher: Publisher) -> None:
+    """Send the new jobs: short jobs of one voice, priority and queue several to a message (see
+    `schemas.scheduling.jobs_per_message`), every other job alone. If the broker fails midway, the jobs
+    whose message was not sent are removed again, and the error names those that were queued."""
+    messages = _messages(new_ids, prepared, live_workers(store, [settings.queue], PUBLISH_FRESH_S))
     published: list[str] = []
     try:
-        for job_id in new_ids:
-            publisher.publish(job_id, int(str(jobs[job_id]["priority"])), str(jobs[job_id]["queue"]))
-            published.append(job_id)
+        publisher.publish_many(messages, sent=lambda n: published.extend(messages[n][0]))
     except BrokerUnavailable as err:
         # Nothing half-submitted: jobs whose message could not be sent are removed. Those already
         # published stay (their messages exist) and the error names them.
-        unpublished = [j for j in new_ids if j not in published]
+        unpublished = [j for j in new_ids if j not in set(published)]
         with store.session() as session:
-            session.execute(delete(Chunk).where(Chunk.job_id.in_(unpublished)))
-            session.execute(delete(Job).where(Job.id.in_(unpublished), Job.status == JobStatus.QUEUED))
+            for part in _parts(unpublished):
+                session.execute(delete(Chunk).where(Chunk.job_id.in_(part)))
+                session.execute(delete(Job).where(Job.id.in_(part), Job.status == JobStatus.QUEUED))
         if not published:
             raise
-        _mark_published(published, store)
         raise BrokerUnavailable(f"{err}; {len(published)} job(s) were queued before it failed: "
-                                f"{', '.join(published)}; the other {len(unpublished)} were not") from err
-    _mark_published(published, store)
+                                f"{', '.join(published[:20])}{' ...' if len(published) > 20 else ''}; "
+                                f"the other {len(unpublished)} were not") from err
+
+
+PUBLISH_FRESH_S = 60.0  # a worker that beat this recently counts as serving its queue
+
+
+def _messages(new_ids: list[str], prepared: list[_Prepared], workers: int) -> list[tuple[list[str], int, str]]:
+    """The messages for `new_ids`, in submission order: short jobs grouped by voice, priority and queue."""
+    jobs = {str(p.job["id"]): p for p in prepared}
+    groups: dict[tuple[str, int, str], list[str]] = {}
+    messages: list[tuple[list[str], int, str]] = []
+    for job_id in new_ids:
+        item = jobs[job_id]
+        priority, queue = int(str(item.job["priority"])), str(item.job["queue"])
+        if _short(item):
+            groups.setdefault((str(item.job["voice"]), priority, queue), []).append(job_id)
+        else:
+            messages.append(([job_id], priority, queue))
+    for (_voice, priority, queue), ids in groups.items():
+        size = jobs_per_message(len(ids), workers)
+        messages += [(ids[i:i + size], priority, queue) for i in range(0, len(ids), size)]
+    return messages
+
+
+def _short(item: _Prepared) -> bool:
+    """A job a worker may run in company: short, not a book chapter, every chunk in the job's voice."""
+    return (item.job["group_id"] is None and 0 < len(item.chunks) <= SHORT_JOB_CHUNKS
+            and all(row["voice"] is None for row in item.chunks))
 
 
 def _mark_published(job_ids: list[str], store: Store) -> None:

@@ -245,7 +245,14 @@ def _kept_stop(m: re.Match[str]) -> str:
     return "." if re.match(_SENTENCE_END_AHEAD, m.string[m.end():]) else ""
 
 
+# Characters `_drop_unspeakable` may have to look at: everything but plain printable ASCII and the few
+# unspeakable ASCII symbols. Text without any (most English text) is returned without a per-character pass.
+_MAYBE_UNSPEAKABLE = re.compile(r"[^\t\n\x20-\x7e]|[*_~^|\\`<>{}#]")
+
+
 def _drop_unspeakable(text: str) -> tuple[str, list[str]]:
+    if not _MAYBE_UNSPEAKABLE.search(text):
+        return text, []
     kept: list[str] = []
     dropped: dict[str, None] = {}
     for ch in text:

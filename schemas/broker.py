@@ -12,6 +12,7 @@ RabbitMQ refuses a second declaration with other arguments (PRECONDITION_FAILED)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -107,15 +108,31 @@ class Publisher:
         Raises:
             BrokerUnavailable: the broker could not be reached after a few quick retries.
         """
+        self.publish_many([([job_id], priority, queue)])
+
+    def publish_many(self, messages: Sequence[tuple[Sequence[str], int, str | None]],
+                     sent: Callable[[int], object] = lambda _n: None) -> None:
+        """Send each `(job_ids, priority, queue)` as one message (one job id: a version 1 message, which every
+        worker reads), all over one connection; `sent(i)` is called once message `i` has been sent.
+
+        Raises:
+            BrokerUnavailable: the broker could not be reached after a few quick retries; the messages
+                before it were sent (`sent` said which).
+        """
         from kombu.exceptions import OperationalError
 
-        message = SynthesizeMessage(job_id=job_id)
         try:
-            self._app.send_task(
-                SYNTHESIZE_TASK, kwargs=message.model_dump(), task_id=job_id, queue=queue or self.queue,
-                priority=celery_priority(priority, self.broker_url), retry=True,
-                retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1},
-            )
+            with self._app.producer_or_acquire() as producer:
+                for n, (job_ids, priority, queue) in enumerate(messages):
+                    message = SynthesizeMessage.of(list(job_ids))
+                    self._app.send_task(
+                        SYNTHESIZE_TASK, kwargs=message.model_dump(exclude_defaults=True) | {
+                            "schema_version": message.schema_version}, task_id=job_ids[0],
+                        queue=queue or self.queue, priority=celery_priority(priority, self.broker_url),
+                        producer=producer, retry=True,
+                        retry_policy={"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5,
+                                      "interval_max": 1})
+                    sent(n)
         except (OperationalError, ConnectionError, OSError) as err:
             raise BrokerUnavailable(f"cannot reach the broker at {redact_url(self.broker_url)}: "
                                     f"{first_line(err)}") from err

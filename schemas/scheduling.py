@@ -53,6 +53,20 @@ def choose(candidates: list[Candidate], my_speed: float | None, typical_speed: f
 # the simulator's window), so a choice costs the same whatever the backlog.
 CANDIDATES_WINDOW = 64
 
+# A job of at most this many chunks is short (a notice): a worker keeps its chunk audio in memory, may run
+# it together with others of its voice, and `submit` sends such jobs several to a message.
+SHORT_JOB_CHUNKS = 4
+# Short jobs one message carries at most; `submit` sends fewer when the fleet is larger (`jobs_per_message`).
+SHORT_JOBS_PER_MESSAGE = 32
+
+
+def jobs_per_message(short_jobs: int, workers: int) -> int:
+    """How many of `short_jobs` waiting short jobs one message carries when `workers` serve their queue:
+    enough that the broker costs next to nothing per job, few enough that each worker gets about two
+    messages (a small batch still spreads over the fleet); between 1 and SHORT_JOBS_PER_MESSAGE."""
+    return max(1, min(SHORT_JOBS_PER_MESSAGE, -(-short_jobs // (2 * max(workers, 1)))))
+
+
 # English speech runs at about 15 characters a second (docs/fleet.md): how audio is estimated from text
 # before any of it is made.
 CHARS_PER_AUDIO_S = 15.0

@@ -84,7 +84,8 @@ class VoiceInfo:
 
 def _available_names() -> str:
     bundled = ", ".join(f"piper:{n}" for n in BUNDLED_PIPER)
-    return f"available: {bundled}, {NULL_VOICE} (silence, for load tests), hf:ORG/NAME (needs model hub access or a cached copy), or a model folder"
+    return (f"available: {bundled}, {NULL_VOICE} (silence, for load tests), hf:ORG/NAME (needs model hub access "
+            "or a cached copy), or a model folder")
 
 
 def _package_installed(name: str) -> bool:

@@ -96,10 +96,11 @@ class Fleet:
 
 
 @contextmanager
-def running_fleet(broker_url: str, db_url: str, voice_dir: Path, tmp_path: Path) -> Iterator[Fleet]:
-    """CLI environment for one broker and store; kills the workers it started on the way out."""
+def running_fleet(broker_url: str, db_url: str, voice: Path | str, tmp_path: Path) -> Iterator[Fleet]:
+    """CLI environment for one broker and store, jobs in `voice` (a folder, or `null:` where the test is
+    about the queue, store or storage rather than speech); kills the workers it started on the way out."""
     env = {**os.environ, "TTSFLEET_BROKER_URL": broker_url, "TTSFLEET_DATABASE_URL": db_url,
-           "TTSFLEET_OUTPUT_DIR": str(tmp_path / "out"), "TTSFLEET_VOICE": str(voice_dir),
+           "TTSFLEET_OUTPUT_DIR": str(tmp_path / "out"), "TTSFLEET_VOICE": str(voice),
            "TTSFLEET_HEARTBEAT_S": "1", "TTSFLEET_LEASE_S": "30", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     fleet = Fleet(env=env, tmp=tmp_path, workers=[], logs_open=[])
     try:

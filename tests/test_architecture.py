@@ -88,3 +88,61 @@ def test_modules_and_functions_fit_one_sitting(path: Path) -> None:
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno is not None
             and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
     assert not long, f"{path.name}: functions over {MAX_FUNCTION_LINES} lines: {', '.join(long)}"
+
+
+def _runtime_imports(path: Path, known: set[str]) -> set[str]:
+    """Modules among `known` that `path` imports when it runs: at module level or inside functions, but not
+    under `if TYPE_CHECKING:` (annotations only). `from pkg import mod` counts as importing `pkg.mod`."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+                   for stmt in node.body for n in ast.walk(stmt)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name in known)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in known else node.module)
+    return (found & known) - {_module_name(path)}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of `graph` (module -> modules it imports), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(module: str) -> list[str] | None:
+        state[module] = 1
+        stack.append(module)
+        for target in sorted(graph.get(module, ())):
+            if state.get(target) == 1:
+                return [*stack[stack.index(target):], target]
+            if target not in state and (found := visit(target)) is not None:
+                return found
+        stack.pop()
+        state[module] = 2
+        return None
+
+    for module in sorted(graph):
+        if module not in state and (found := visit(module)) is not None:
+            return found
+    return None
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_no_import_cycle_inside_a_package(package: str) -> None:
+    paths = list(_modules(package))
+    known = {_module_name(p) for p in paths}
+    graph = {_module_name(p): _runtime_imports(p, known) for p in paths}
+    cycle = _cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+def test_the_cycle_check_can_fail() -> None:
+    assert _cycle({"worker.a": {"worker.b"}, "worker.b": {"worker.c"}, "worker.c": {"worker.a"}}) == [
+        "worker.a", "worker.b", "worker.c", "worker.a"]
+    assert _cycle({"worker.a": {"worker.b"}, "worker.b": set()}) is None

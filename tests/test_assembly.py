@@ -13,7 +13,8 @@ import soundfile as sf
 
 from schemas.status import AudioFormat, BreakKind
 from tests.fakes import tone
-from worker.audio import PAUSE_S, AssemblyPiece, assemble, build_book, write_chunk
+from worker.audio import PAUSE_S, AssemblyPiece, assemble, write_chunk
+from worker.book_audio import build_book
 
 RATE = 16_000
 

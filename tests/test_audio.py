@@ -15,16 +15,8 @@ import soundfile as sf
 
 from schemas.errors import PermanentError
 from schemas.status import AudioFormat, BreakKind
-from worker.audio import (
-    PAUSE_S,
-    AssemblyPiece,
-    assemble,
-    build_book,
-    chapter_metadata,
-    ffmpeg_available,
-    read_chunk,
-    write_chunk,
-)
+from worker.audio import PAUSE_S, AssemblyPiece, assemble, read_chunk, write_chunk
+from worker.book_audio import build_book, chapter_metadata, ffmpeg_available
 
 RATE = 16_000
 
@@ -56,16 +48,34 @@ def _cue_times(text: str) -> list[tuple[float, float]]:
     return [(seconds(a), seconds(b)) for a, b in found]
 
 
-def test_chunks_round_trip_losslessly_and_atomically(tmp_path: Path) -> None:
+def test_chunks_round_trip_as_16_bit_pcm_and_atomically(tmp_path: Path) -> None:
     samples = np.random.default_rng(1).uniform(-1, 1, 3001).astype(np.float32)
     path = tmp_path / "c" / "00001.wav"
     write_chunk(path, samples, RATE)
-    assert np.array_equal(read_chunk(path), samples)
-    assert sf.info(str(path)).samplerate == RATE
+    stored = read_chunk(path)
+    assert np.abs(stored - samples).max() <= 1 / 32767  # 16-bit PCM: the job's own file is 16-bit too
+    assert (info := sf.info(str(path))).samplerate == RATE and info.subtype == "PCM_16"
     assert [p.name for p in path.parent.iterdir()] == ["00001.wav"]
     with pytest.raises(ValueError, match="NaN"):
         write_chunk(path, np.array([0.0, np.nan], dtype=np.float32), RATE)
-    assert np.array_equal(read_chunk(path), samples)  # the good file survived the refused write
+    assert np.array_equal(read_chunk(path), stored)  # the good file survived the refused write
+
+
+def test_a_batch_of_chunks_shares_one_file_and_each_is_read_back_by_its_range(tmp_path: Path) -> None:
+    from worker.audio import write_chunks
+
+    rng = np.random.default_rng(2)
+    chunks = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (1000, 1, 4321)]
+    path = tmp_path / "c" / "000000-a1.wav"
+    offsets = write_chunks(path, chunks, RATE)
+    assert offsets == [0, 1000, 1001] and sf.info(str(path)).frames == 5322
+    for chunk, offset in zip(chunks, offsets, strict=True):
+        assert np.abs(read_chunk(path, offset, len(chunk), RATE) - chunk).max() <= 1 / 32767
+    with pytest.raises(PermanentError, match="22050 Hz"):
+        read_chunk(path, 0, 10, 22_050)
+    float_file = tmp_path / "c" / "old.wav"  # a chunk stored by an earlier version: float WAV
+    sf.write(float_file, chunks[0], RATE, subtype="FLOAT")
+    assert np.array_equal(read_chunk(float_file, 10, 5), chunks[0][10:15])
 
 
 @pytest.mark.parametrize("fmt", list(AudioFormat))
@@ -112,13 +122,14 @@ def test_loudness_normalization_reaches_the_target(tmp_path: Path) -> None:
 
 def test_a_failed_assembly_leaves_no_file(tmp_path: Path) -> None:
     pieces = _pieces(tmp_path, [(0.3, BreakKind.SENTENCE), (0.3, BreakKind.SENTENCE)])
-    pieces[1].path.unlink()
+    assert isinstance(pieces[1].audio, Path)
+    pieces[1].audio.unlink()
     out = tmp_path / "out" / "job.flac"
     with pytest.raises(sf.LibsndfileError):
         assemble(pieces, RATE, AudioFormat.FLAC, out)
     assert list(out.parent.iterdir()) == []
     with pytest.raises(PermanentError, match="16000 Hz"):
-        write_chunk(pieces[1].path, _tone(0.2), 22_050)
+        write_chunk(pieces[1].audio, _tone(0.2), 22_050)
         assemble(pieces, RATE, AudioFormat.FLAC, out)
     assert list(out.parent.iterdir()) == []
 

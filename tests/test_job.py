@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -78,9 +77,12 @@ def test_job_runs_to_succeeded_with_audio_and_metrics(settings, db, make_ctx, ti
         assert metrics.synth_s == pytest.approx(0.01 * view.chunks_total)
         assert metrics.worker_id == "host/cpu/1" and metrics.queue_wait_s >= 0
     assert engine.cleanups == 1
-    # Only the chunk audio the rows point to is kept (for `rerender`): no staged folder, no strays.
+    # Only the chunk audio the rows point to is kept (for `rerender`): no staged folder, no strays. A long job's
+    # chunks made together share one file (each row has its offset in it).
     kept = sorted(p.name for p in (settings.output_dir / ".chunks" / job_id).iterdir())
-    assert kept == sorted(Path(str(c.audio_path)).name for c in lease.done_chunks(db, job_id))
+    rows = lease.done_chunks(db, job_id)
+    assert kept == sorted({Path(str(c.audio_path)).name for c in rows})
+    assert len({(c.audio_path, c.audio_offset) for c in rows}) == len(rows)
 
 
 def test_crashed_job_resumes_at_the_first_missing_chunk(settings, db, make_ctx, tiny_vits_dir) -> None:
@@ -145,7 +147,7 @@ def test_heartbeat_renews_only_the_job_being_run(settings, db, tiny_vits_dir) ->
     a, b = _submit(settings, db, str(tiny_vits_dir)), _submit(settings, db, str(tiny_vits_dir), text="Other text.")
     for job_id in (a, b):
         lease.claim(db, job_id, "w/cpu/1", lease_s=1)
-    registry.heartbeat(db, "w/cpu/1", lease_s=600, job_id=a)
+    assert registry.heartbeat(db, "w/cpu/1", lease_s=600, job_ids=[a]) == set()
     with db.session() as s:
         leases = dict(s.execute(select(Job.id, Job.lease_expires_at)).all())
     assert leases[a] > utcnow() + timedelta(seconds=500) > leases[b]
@@ -350,17 +352,17 @@ def test_a_stalled_worker_never_touches_the_result_its_successor_published(setti
     job_id = _submit(settings, db, str(tiny_vits_dir))
     ctx_a, _ = make_ctx("a/cpu/1")
     ctx_b, _ = make_ctx("b/cpu/2")
-    real_finish = lease.finish
+    real_finish = lease.finish_jobs
     successor: list[object] = []
 
-    def stall_then_finish(store, job, owner, **kw):  # type: ignore[no-untyped-def]
+    def stall_then_finish(store, owner, finished, publish):  # type: ignore[no-untyped-def]
         if owner == "a/cpu/1" and not successor:
             with db.session() as s:  # A's lease runs out while it is frozen
-                s.execute(update(Job).where(Job.id == job).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
-            successor.append(synthesize_job(job, ctx_b))
-        return real_finish(store, job, owner, **kw)
+                s.execute(update(Job).where(Job.id == job_id).values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+            successor.append(synthesize_job(job_id, ctx_b))
+        return real_finish(store, owner, finished, publish)
 
-    monkeypatch.setattr(lease, "finish", stall_then_finish)
+    monkeypatch.setattr(lease, "finish_jobs", stall_then_finish)
     outcome_a = synthesize_job(job_id, ctx_a)
     assert successor[0].status == JobStatus.SUCCEEDED  # type: ignore[attr-defined]
     assert outcome_a.status == JobStatus.SUCCEEDED and "no longer held" in outcome_a.detail  # B's result
@@ -371,9 +373,7 @@ def test_a_stalled_worker_never_touches_the_result_its_successor_published(setti
     for suffix in (".manifest.json", ".srt", ".vtt"):
         assert audio_path.with_suffix(suffix).is_file(), f"the loser deleted the winner's {suffix}"
     assert sf.info(str(audio_path)).duration == pytest.approx(view.audio_s, abs=0.01)
-    # Staging folders are `a<attempt>-<worker hash>` (a job id may start with "a" too: not one of them).
-    leftovers = [p for p in settings.output_dir.rglob("*")
-                 if p.is_file() and re.fullmatch(r"(r\d+-)?a\d+-[0-9a-f]{8}", p.parent.name)]
+    leftovers = [p for p in (settings.output_dir / ".staging").rglob("*") if p.is_file()]
     assert leftovers == [], "the loser left its own staged files behind"
 
 
@@ -486,3 +486,49 @@ def test_a_stopping_worker_claims_no_new_job(settings, db, tiny_vits_dir) -> Non
         runtime.run_job(job_id)
     [view] = job_views(db, [job_id])
     assert view.status == JobStatus.QUEUED and view.attempts == 0
+
+
+def test_a_transient_store_outage_puts_jobs_back_without_counting_attempts(settings, db, make_ctx, tiny_vits_dir,
+                                                                           monkeypatch) -> None:
+    """An object store down longer than `max_attempts` retries never makes a notice poison: each put-back
+    records its error, and a transient error is no attempt of the job's (only crashes count)."""
+    from schemas.errors import RetryableError
+    from worker.outputs import JobFiles
+
+    ids = [_submit(settings, db, str(tiny_vits_dir), text=f"Notice number {n}.") for n in range(3)]
+    real_publish = JobFiles.publish
+    down = [True]
+
+    def publish(self, staged, location):  # type: ignore[no-untyped-def]
+        if down[0]:
+            raise RetryableError("could not store s3://bucket/x.wav: connection refused")
+        return real_publish(self, staged, location)
+
+    monkeypatch.setattr(JobFiles, "publish", publish)
+    for attempt in range(4):
+        ctx, _ = make_ctx(f"w/cpu/{attempt}", max_attempts=2)
+        with pytest.raises(RetryableError):
+            synthesize_job(ids[0], ctx)
+    views = {v.id: v for v in job_views(db, ids)}
+    for job_id in ids:  # the claimed job and its companions, each put back with the error kept
+        assert views[job_id].status == JobStatus.QUEUED and views[job_id].attempts == 0
+        assert len(views[job_id].attempt_errors) == 4
+        assert all("RetryableError" in e.error for e in views[job_id].attempt_errors)
+    down[0] = False
+    ctx, _ = make_ctx("w/cpu/9", max_attempts=2)
+    assert synthesize_job(ids[0], ctx).status == JobStatus.SUCCEEDED
+    assert {v.status for v in job_views(db, ids)} == {JobStatus.SUCCEEDED}
+
+
+def test_a_cancelled_long_job_keeps_no_chunk_audio(settings, db, make_ctx, tiny_vits_dir) -> None:
+    job_id = _submit(settings, db, str(tiny_vits_dir))  # five chunks: a long job, stored as it is made
+    ctx, _ = make_ctx()
+
+    class CancelAfterFirst(Listener):
+        def chunk_done(self, job_id: str, done: int, total: int) -> None:
+            if done == 1:
+                cancel_jobs(db, [job_id])
+
+    outcome = synthesize_job(job_id, dataclasses.replace(ctx, listeners=Listeners([CancelAfterFirst()])))
+    assert outcome.status == JobStatus.CANCELLED
+    assert not (settings.output_dir / ".chunks" / job_id).exists()

@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from producer.inputs import read_inputs
 from producer.jobs import job_views
@@ -22,7 +25,7 @@ from schemas.status import AudioFormat, JobStatus
 from tests.books import build_epub
 from tests.conftest import TEST_VOICE_DIRS
 from tests.fakes import FakeEngine
-from worker.audio import ffmpeg_available
+from worker.book_audio import ffmpeg_available
 from worker.job import JobContext, synthesize_job
 
 
@@ -115,3 +118,12 @@ def test_a_book_is_named_tagged_and_its_m4b_carries_title_author_cover_and_chapt
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+@hypothesis_settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet="abcXYZ019 _.,()+-", min_size=1, max_size=130) | st.sampled_from(
+    ["con", "Con.txt", "LPT1", "nul.", "a", "  x", "x  y", ".hidden", "notices-12", "Chapter 3 (2)"]))
+def test_plain_names_skip_pathvalidate_only_where_it_would_change_nothing(text: str) -> None:
+    from producer.naming import sanitized
+
+    assert safe_name(text) == sanitized(text)

@@ -126,11 +126,15 @@ def test_a_running_job_is_not_rerendered(env, capsys: pytest.CaptureFixture[str]
 
 def test_rerender_json_has_chunks_redone(env, capsys: pytest.CaptureFixture[str], redis_url: str) -> None:  # type: ignore[no-untyped-def]
     settings, store, runtime, _counter = env
-    [job] = submit([JobRequest(text="One cat. Two dogs.", id="jsonjob")], settings, store, publisher=None)
+    long_text = "One cat. Two dogs. Three birds. Four fish. Five frogs."  # five chunks: a long job
+    [job, notice] = submit([JobRequest(text=long_text, id="jsonjob"), JobRequest(text="One cat. Two dogs.")],
+                           settings, store, publisher=None)
     _run(runtime, job.id)
+    _run(runtime, notice.id)
     lexicon = Path(settings.output_dir) / "lex.tsv"
     lexicon.write_text("cat\tkitty\n", encoding="utf-8")
-    main(["rerender", job.id, "--lexicon", str(lexicon), "--queue", "--json",
-          "--database-url", settings.database_url, "--broker-url", redis_url])
-    [shown] = json.loads(capsys.readouterr().out)
-    assert shown["chunks_redone"] == 1 and shown["status"] == "queued" and shown["id"] == job.id
+    for job_id, redone in ((job.id, 1), (notice.id, 2)):  # a short job keeps no chunk audio: said again whole
+        main(["rerender", job_id, "--lexicon", str(lexicon), "--queue", "--json",
+              "--database-url", settings.database_url, "--broker-url", redis_url])
+        [shown] = json.loads(capsys.readouterr().out)
+        assert (shown["chunks_redone"], shown["status"], shown["id"]) == (redone, "queued", job_id)

@@ -172,13 +172,14 @@ def test_a_200_percent_span_halves_a_real_voices_audio(store: Store, tmp_path: P
 
 def test_rerender_keeps_a_chunk_only_when_its_text_voice_and_rate_stay(store: Store, tmp_path: Path, engine: Engine,
                                                                       tiny_vits_dir: Path) -> None:
-    text = f'<speak>{SENTENCE} <prosody rate="50%">Second one.</prosody> Third one.</speak>'
+    # A long job (more than four chunks) keeps its chunk audio; a short one keeps none and is redone whole.
+    text = f'<speak>{SENTENCE} <prosody rate="50%">Second one.</prosody> Third one. Fourth one. Fifth one.</speak>'
     producer = _producer(store, tmp_path)
     [job] = submit([JobRequest(text=text, voice=str(tiny_vits_dir))], producer, store, publisher=None)
     _run(store, job.id, tmp_path, {"job": engine})
     done = rerender(store, job.id, producer, text=re.sub(r'rate="50%"', 'rate="25%"', text))
     assert done.queued and done.chunks_redone == 1  # the same words at another rate: said again
-    assert [s for *_, s in _rows(store, job.id)] == [None, 0.25, None]
+    assert [s for *_, s in _rows(store, job.id)] == [None, 0.25, None, None, None]
     with store.read() as s:
         assert [c.audio_path is None for c in s.scalars(select(Chunk).where(Chunk.job_id == job.id)
-                                                        .order_by(Chunk.idx))] == [False, True, False]
+                                                        .order_by(Chunk.idx))] == [False, True, False, False, False]

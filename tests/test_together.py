@@ -208,23 +208,33 @@ def test_a_group_failing_after_some_jobs_ended_keeps_them_and_sends_the_rest_bac
     assert sorted(sent) == sorted(ids[3:])
 
 
-def test_a_companions_own_delivery_is_acknowledged_without_a_claim_unless_it_was_rerendered(
+def test_a_companions_own_delivery_costs_one_indexed_read_unless_it_was_rerendered(
         settings: ProducerSettings, db: Store, tiny_vits_dir: Path) -> None:
+    from sqlalchemy import event
+
     from producer.rerender import rerender
 
     ids = _submit(settings, db, str(tiny_vits_dir), NOTICES[:3])
     engine = CountingEngine()
     ctx = _ctx(settings, db, engine, segment_chars=0)
     synthesize_job(ids[0], ctx)
-    assert ctx.ended_together == set(ids[1:]) and engine.calls == [3]
+    assert engine.calls == [3]
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, sql: str, *_: object) -> None:
+        statements.append(sql)
+
+    event.listen(db.engine, "before_cursor_execute", seen)
     later = synthesize_job(ids[1], ctx)
-    assert (later.status, later.detail) == (JobStatus.SUCCEEDED, "ended already, run together with another job")
+    event.remove(db.engine, "before_cursor_execute", seen)
+    assert (later.status, later.detail) == (None, "ended already (succeeded)")
+    reads = [sql for sql in statements if not sql.startswith(("BEGIN", "PRAGMA", "COMMIT", "ROLLBACK"))]
+    assert len(reads) == 1 and reads[0].lstrip().upper().startswith("SELECT"), statements
     with db.read() as s:
         assert s.scalar(select(Job.attempts).where(Job.id == ids[1])) == 1  # no claim was made
     # Re-rendered before its delivery came: it is queued again, so the delivery runs it.
     rerender(db, ids[2], settings, text="Bins go out on Tuesday.")
     assert synthesize_job(ids[2], ctx).status == JobStatus.SUCCEEDED and engine.calls == [3, 1]
-    assert not ctx.ended_together
 
 
 def test_companions_are_claimed_in_one_transaction_skipping_one_another_worker_took(

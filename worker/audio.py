@@ -11,9 +11,9 @@ is given (a private staging folder: `publish` moves them into place). No torch h
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-import textwrap
 import wave
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +26,7 @@ import soundfile as sf
 
 from schemas.errors import PermanentError
 from schemas.status import AudioFormat, BreakKind
+from worker import subtitles
 
 __all__ = ["PAUSE_S", "AssembledAudio", "AssemblyPiece", "StoredAudio", "Tags", "assemble", "atomic_path",
            "discard", "publish", "read_chunk", "write_chunk", "write_chunks"]
@@ -37,7 +38,6 @@ FADE_S = 0.005  # ramp at each chunk edge: a chunk ending off zero would click a
 _SOUNDFILE = {AudioFormat.WAV: ("WAV", "PCM_16"), AudioFormat.FLAC: ("FLAC", "PCM_16"),
               AudioFormat.OGG: ("OGG", "VORBIS")}
 _PEAK_LIMIT = 0.98  # loudness gain is capped so the peak stays below this (no clipping)
-_SUBTITLE_WIDTH = 42  # characters per subtitle line
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +94,11 @@ def _pcm16(samples: np.ndarray) -> np.ndarray:
         data = data.squeeze()
         if data.ndim != 1:
             raise ValueError(f"chunk audio must be mono (1-D), got shape {samples.shape}")
-    if not np.isfinite(data).all():
+    scaled = np.multiply(data, np.float32(32767.0), dtype=np.float32)
+    if not np.isfinite(scaled).all():
         raise ValueError("chunk audio holds NaN or infinite samples")
-    scaled = np.multiply(data, 32767.0)
     np.clip(scaled, -32768.0, 32767.0, out=scaled)
-    return scaled.astype("<i2")
+    return np.rint(scaled, out=scaled).astype("<i2")
 
 
 def write_chunks(path: Path, chunks: Sequence[np.ndarray], sample_rate_hz: int, *, flush: bool = True) -> list[int]:
@@ -118,7 +118,8 @@ def write_chunks(path: Path, chunks: Sequence[np.ndarray], sample_rate_hz: int, 
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(sample_rate_hz)
-            out.writeframes(b"".join(p.tobytes() for p in pcm))
+            for part in pcm:  # no joined copy of a batch's audio
+                out.writeframesraw(part.data.cast("B"))
             if flush:
                 raw.flush()
                 os.fsync(raw.fileno())
@@ -130,6 +131,22 @@ def write_chunk(path: Path, samples: np.ndarray, sample_rate_hz: int) -> None:
     write_chunks(path, [samples], sample_rate_hz, flush=False)
 
 
+def _read_pcm16(path: Path, offset: int | None, frames: int | None, sample_rate_hz: int | None) -> np.ndarray | None:
+    """A stored chunk's 16-bit samples as they are (read-only), or None when the file is not 16-bit mono PCM."""
+    try:
+        with wave.open(str(path), "rb") as source:
+            if source.getsampwidth() != 2 or source.getnchannels() != 1:
+                return None
+            _check_rate(path, source.getframerate(), sample_rate_hz)
+            source.setpos(offset or 0)
+            count = frames if frames is not None else source.getnframes() - (offset or 0)
+            return np.frombuffer(source.readframes(count), dtype="<i2")
+    except (wave.Error, EOFError):
+        return None  # not PCM (a float chunk stored by an earlier version): libsndfile reads it
+    except FileNotFoundError as err:
+        raise sf.LibsndfileError(2, f"{path}: ") from err
+
+
 def read_chunk(path: Path, offset: int | None = None, frames: int | None = None,
                sample_rate_hz: int | None = None) -> np.ndarray:
     """A stored chunk's samples, float32 mono: the whole file, or `frames` samples from `offset`.
@@ -138,19 +155,10 @@ def read_chunk(path: Path, offset: int | None = None, frames: int | None = None,
         PermanentError: the file's sample rate is not `sample_rate_hz` (when given).
         soundfile.LibsndfileError: the file is missing or unreadable.
     """
+    pcm = _read_pcm16(path, offset, frames, sample_rate_hz)
+    if pcm is not None:
+        return pcm.astype(np.float32) / np.float32(32767.0)
     start, stop = (offset or 0), (None if frames is None else (offset or 0) + frames)
-    try:
-        with wave.open(str(path), "rb") as source:
-            if source.getsampwidth() == 2 and source.getnchannels() == 1:
-                _check_rate(path, source.getframerate(), sample_rate_hz)
-                source.setpos(start)
-                count = (stop if stop is not None else source.getnframes()) - start
-                pcm = np.frombuffer(source.readframes(count), dtype="<i2")
-                return pcm.astype(np.float32) / np.float32(32767.0)
-    except (wave.Error, EOFError):
-        pass  # not 16-bit mono PCM (a float chunk stored by an earlier version): libsndfile reads it
-    except FileNotFoundError as err:
-        raise sf.LibsndfileError(2, f"{path}: ") from err
     with sf.SoundFile(str(path)) as source:
         _check_rate(path, source.samplerate, sample_rate_hz)
         source.seek(start)
@@ -163,15 +171,27 @@ def _check_rate(path: Path, found: int, wanted: int | None) -> None:
         raise PermanentError(f"{path}: chunk is {found} Hz, the job is {wanted} Hz")
 
 
-def _faded(samples: np.ndarray, sample_rate_hz: int) -> np.ndarray:
-    ramp = min(int(FADE_S * sample_rate_hz), len(samples) // 2)
-    if ramp <= 0:
-        return samples
-    out = samples.copy()
-    window = np.linspace(0.0, 1.0, ramp, endpoint=False, dtype=np.float32)
-    out[:ramp] *= window
-    out[-ramp:] *= window[::-1]
+def _faded(samples: np.ndarray, sample_rate_hz: int, gain: float = 1.0) -> np.ndarray:
+    """The chunk times `gain`, with a short ramp in and out (a new array: the chunk's own is left alone)."""
+    out = np.multiply(samples, np.float32(gain), dtype=np.float32)
+    return _ramped(out, sample_rate_hz)
+
+
+def _ramped(out: np.ndarray, sample_rate_hz: int) -> np.ndarray:
+    """`out` with a FADE_S ramp in and out, in place."""
+    ramp = min(int(FADE_S * sample_rate_hz), len(out) // 2)
+    if ramp > 0:
+        window = _ramp(ramp)
+        out[:ramp] *= window
+        out[-ramp:] *= window[::-1]
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _ramp(frames: int) -> np.ndarray:
+    window = np.linspace(0.0, 1.0, frames, endpoint=False, dtype=np.float32)
+    window.setflags(write=False)
+    return window
 
 
 def _samples(piece: AssemblyPiece, sample_rate_hz: int) -> np.ndarray:
@@ -182,12 +202,14 @@ def _samples(piece: AssemblyPiece, sample_rate_hz: int) -> np.ndarray:
     return read_chunk(piece.audio, sample_rate_hz=sample_rate_hz)
 
 
-def _pieces_audio(pieces: Sequence[AssemblyPiece], sample_rate_hz: int) -> Iterator[tuple[np.ndarray, int]]:
-    """Each chunk's (faded) samples and the pause frames that follow it, one stored chunk read at a time."""
+def _pieces_audio(pieces: Sequence[AssemblyPiece], sample_rate_hz: int,
+                  gain: float = 1.0) -> Iterator[tuple[np.ndarray, int]]:
+    """Each chunk's (faded, times `gain`) samples and the pause frames that follow it, one stored chunk read
+    at a time."""
     for index, piece in enumerate(pieces):
         last = index == len(pieces) - 1
         pause = 0 if last else round(PAUSE_S[piece.break_after] * sample_rate_hz)
-        yield _faded(_samples(piece, sample_rate_hz), sample_rate_hz), pause
+        yield _faded(_samples(piece, sample_rate_hz), sample_rate_hz, gain), pause
 
 
 def _loudness_gain(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, target_lufs: float) -> float:
@@ -224,8 +246,9 @@ class Tags:
 
 def assemble(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: AudioFormat, out_path: Path, *,
              title: str | None = None, loudness_lufs: float | None = None, job_id: str | None = None,
-             tags: Tags | None = None) -> AssembledAudio:
+             tags: Tags | None = None, name: str | None = None) -> AssembledAudio:
     """Stitch chunks into `out_path` with pauses by break kind; write manifest and subtitles beside it.
+    `name`: the audio's file name once published, as the manifest gives it (default: `out_path`'s).
 
     The file is tagged with `title` and `tags` (WAV INFO, FLAC/Ogg Vorbis comments); `job_id` goes into
     the manifest, which is how a file named after its input is traced back to its job.
@@ -249,9 +272,11 @@ def assemble(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: AudioFor
     try:
         cues, written = _write_audio(pieces, sample_rate_hz, AudioFormat(fmt), out_path, gain,
                                      Tags(tags.title or title, tags.album, tags.artist, tags.track))
-        manifest = {"job_id": job_id, **_manifest(out_path, cues, written, sample_rate_hz, fmt, title, gain)}
-        texts = [json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", to_srt(manifest["chunks"]),
-                 to_vtt(manifest["chunks"])]
+        manifest = {"job_id": job_id, **subtitles.manifest(name or out_path.name, cues, written, sample_rate_hz,
+                                                           fmt, title, gain)}
+        said = subtitles.cues(manifest["chunks"])
+        texts = [json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", subtitles.to_srt(manifest["chunks"], said),
+                 subtitles.to_vtt(manifest["chunks"], said)]
         for path, text in zip(paths[1:], texts, strict=True):
             path.write_text(text, encoding="utf-8")
     except BaseException:
@@ -267,24 +292,27 @@ def _write_audio(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: Audi
     WAV (a notice) is written by `wave` (see `write_chunks` for why), anything else by libsndfile."""
     cues: list[dict[str, Any]] = []
     frames = 0
-    parts = _pieces_audio(pieces, sample_rate_hz)
     if fmt == AudioFormat.WAV and tags == Tags():
         with open(path, "wb") as raw, wave.open(raw, "wb") as out:
             out.setnchannels(1)
             out.setsampwidth(2)
             out.setframerate(sample_rate_hz)
-            for piece, (samples, pause) in zip(pieces, parts, strict=True):
-                cues.append(_cue(len(cues), piece, frames, len(samples)))
-                out.writeframes(_pcm16(samples * gain if gain != 1.0 else samples).tobytes())
-                out.writeframes(bytes(2 * pause))
-                frames += len(samples) + pause
+            for index, piece in enumerate(pieces):
+                parts = _pcm16_parts(piece, sample_rate_hz, gain)
+                length = sum(len(p) for p in parts)
+                cues.append(_cue(len(cues), piece, frames, length))
+                pause = 0 if index == len(pieces) - 1 else round(PAUSE_S[piece.break_after] * sample_rate_hz)
+                for part in (*parts, np.zeros(pause, dtype="<i2")):
+                    out.writeframesraw(part.data.cast("B"))
+                frames += length + pause
         return cues, frames
+    chunks = _pieces_audio(pieces, sample_rate_hz, gain)
     container, subtype = _SOUNDFILE[fmt]
     with sf.SoundFile(path, "w", samplerate=sample_rate_hz, channels=1, format=container, subtype=subtype) as out:
         _tag(out, tags)
-        for piece, (samples, pause) in zip(pieces, parts, strict=True):
+        for piece, (samples, pause) in zip(pieces, chunks, strict=True):
             cues.append(_cue(len(cues), piece, frames, len(samples)))
-            out.write(np.clip(samples * gain, -1.0, 1.0))
+            out.write(np.clip(samples, -1.0, 1.0))
             if pause:
                 out.write(np.zeros(pause, dtype=np.float32))
             frames += len(samples) + pause
@@ -292,9 +320,27 @@ def _write_audio(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: Audi
     return cues, sf.info(str(path)).frames if fmt == AudioFormat.OGG else frames
 
 
+def _pcm16_parts(piece: AssemblyPiece, sample_rate_hz: int, gain: float) -> list[np.ndarray]:
+    """A chunk as faded 16-bit PCM, in parts to write one after another. A stored 16-bit chunk at unit gain
+    is written as it is but for its two short ramps (no conversion of the rest); anything else goes
+    through float."""
+    stored = piece.audio if isinstance(piece.audio, StoredAudio) else (
+        StoredAudio(piece.audio) if isinstance(piece.audio, Path) else None)
+    pcm = _read_pcm16(stored.path, stored.offset, stored.frames, sample_rate_hz) if stored and gain == 1.0 else None
+    if pcm is None:
+        return [_pcm16(_faded(_samples(piece, sample_rate_hz), sample_rate_hz, gain))]
+    ramp = min(int(FADE_S * sample_rate_hz), len(pcm) // 2)
+    if ramp <= 0:
+        return [pcm]
+    window = _ramp(ramp)
+    head = np.rint(pcm[:ramp] * window).astype("<i2")
+    tail = np.rint(pcm[-ramp:] * window[::-1]).astype("<i2")
+    return [head, pcm[ramp:-ramp], tail]
+
+
 def _cue(idx: int, piece: AssemblyPiece, start_frame: int, frames: int) -> dict[str, Any]:
     return {"idx": idx, "text": piece.text.strip(), "start_frame": start_frame, "end_frame": start_frame + frames,
-            "break_after": str(piece.break_after)}
+            "break_after": piece.break_after.value}
 
 
 def _tag(out: sf.SoundFile, tags: Tags) -> None:
@@ -327,48 +373,3 @@ def discard(staged: AssembledAudio) -> None:
 
 def _files(assembled: AssembledAudio) -> tuple[Path, Path, Path, Path]:
     return assembled.path, assembled.manifest_path, assembled.srt_path, assembled.vtt_path
-
-
-def _manifest(out_path: Path, cues: list[dict[str, Any]], frames: int, sample_rate_hz: int, fmt: AudioFormat,
-              title: str | None, gain: float) -> dict[str, Any]:
-    """The manifest: times in seconds from frame counts; the last chunk ends at the file's end."""
-    chunks = []
-    for cue in cues:
-        end_frame = min(cue["end_frame"], frames)
-        if cue is cues[-1]:
-            end_frame = frames  # whatever the encoder padded belongs to the last chunk
-        chunks.append({"idx": cue["idx"], "text": cue["text"], "break_after": cue["break_after"],
-                       "start_s": min(cue["start_frame"], frames) / sample_rate_hz,
-                       "end_s": end_frame / sample_rate_hz})
-    return {"audio": out_path.name, "format": str(fmt), "title": title, "sample_rate_hz": sample_rate_hz,
-            "audio_s": frames / sample_rate_hz, "gain_db": round(20 * float(np.log10(gain)), 2),
-            "chunks": chunks}
-
-
-def _timestamp(seconds: float, sep: str) -> str:
-    ms = round(seconds * 1000)
-    hours, rest = divmod(ms, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, millis = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}{sep}{millis:03d}"
-
-
-def _cues(chunks: Sequence[dict[str, Any]]) -> Iterator[tuple[float, float, str]]:
-    for chunk in chunks:
-        if chunk["end_s"] > chunk["start_s"] and chunk["text"]:
-            lines = "\n".join(textwrap.wrap(chunk["text"], _SUBTITLE_WIDTH)) or chunk["text"]
-            yield chunk["start_s"], chunk["end_s"], lines
-
-
-def to_srt(chunks: Sequence[dict[str, Any]]) -> str:
-    """SubRip subtitles: one cue per chunk with audio, times from the manifest."""
-    blocks = [f"{n}\n{_timestamp(start, ',')} --> {_timestamp(end, ',')}\n{text}\n"
-              for n, (start, end, text) in enumerate(_cues(chunks), 1)]
-    return "\n".join(blocks)
-
-
-def to_vtt(chunks: Sequence[dict[str, Any]]) -> str:
-    """WebVTT subtitles: the same cues as `to_srt`."""
-    blocks = [f"{_timestamp(start, '.')} --> {_timestamp(end, '.')}\n{text.replace('-->', '->')}\n"
-              for start, end, text in _cues(chunks)]
-    return "WEBVTT\n\n" + "\n".join(blocks)

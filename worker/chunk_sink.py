@@ -1,12 +1,13 @@
 """The save path of a unit of work: what happens to each chunk's audio as the engine makes it.
 
-A short job's chunks stay in memory; a long job's (and a segment's) are stored in groups — one file, one
-flush of the file and its folder, and one transaction per job and group — so the bookkeeping of a card
-that makes hundreds of chunks a second stays off its critical path. A group is whatever the engine made
-since the last one, at most `FLUSH_S` ago or `FLUSH_CHUNKS` chunks: on a card, one or a few engine
-batches; on a CPU, about one chunk. The same flush finishes the jobs whose chunks are all made, in one
-transaction (`worker.results`): a notice on a CPU ends while the lanes run on, a card's notices end
-together. Leases are re-checked every `CHECK_S` (one read), so a cancel reaches a short job quickly too.
+A short job's chunks stay in memory; a long job's (and a segment's) are stored per engine batch — one
+file, one flush of the file and its folder, and one transaction per job and batch — so the bookkeeping of
+a card that makes hundreds of chunks a second stays off its critical path, and a crash loses at most the
+batch in flight. The end of a batch is counted from the chunks' `batch_size` (the engine hands a batch's
+chunks over one after another; on a CPU's lanes, a pair). The same flush finishes the jobs whose chunks
+are all made, in one transaction (`worker.results`): a notice on a CPU ends while the lanes run on, a
+card's notices end together. Leases are re-checked every `CHECK_S` (one read), so a cancel reaches a
+short job quickly too.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from worker.unit import Member, Unit
 
 log = logging.getLogger("ttsfleet.sink")
 
-FLUSH_S = 0.25  # made chunks wait at most this long to be stored, ready jobs to be finished
-FLUSH_CHUNKS = 256  # ... or until this many chunks were made
+FLUSH_CHUNKS = 256  # a batch larger than this is stored in parts (memory stays bounded)
 CHECK_S = 1.0  # leases of short jobs are re-checked this often (a cancel stops them within it)
 
 
@@ -48,9 +48,10 @@ class ChunkSink:
                  finish: Callable[[list[Member]], object]) -> None:
         self.unit, self.ctx, self.sample_rate_hz, self._finish = unit, ctx, sample_rate_hz, finish
         self._made = 0
-        self._flushed_at = self._checked_at = time.perf_counter()
+        self._batch_left = 0  # chunks of the engine's current batch still to come
+        self._checked_at = time.perf_counter()
 
-    def on_chunk(self, owners: list[tuple[Member, int]]) -> Callable[[ChunkAudio], None]:
+    def on_chunk(self, owners: dict[int, tuple[Member, int]]) -> Callable[[ChunkAudio], None]:
         """The engine's callback for one call: `owners[i]` is the member and chunk index of input `i`.
 
         Raises WorkerStopping at a chunk boundary once the worker is asked to stop."""
@@ -63,6 +64,7 @@ class ChunkSink:
                 self._made += 1
                 if not member.durable:
                     self._progress(member)
+            self._batch_left = (self._batch_left or max(chunk.batch_size, 1)) - 1
             self.maybe_flush()
             if self.ctx.should_stop():
                 raise WorkerStopping(f"worker stopping: jobs {', '.join(self.unit.ids[:3])}"
@@ -70,10 +72,10 @@ class ChunkSink:
         return take
 
     def maybe_flush(self) -> None:
-        now = time.perf_counter()
-        if now - self._checked_at >= CHECK_S:
+        """Flush at the end of an engine batch (or of FLUSH_CHUNKS chunks)."""
+        if time.perf_counter() - self._checked_at >= CHECK_S:
             self._check_leases()
-        if self._made >= FLUSH_CHUNKS or (self._made and now - self._flushed_at >= FLUSH_S):
+        if self._made and (self._batch_left == 0 or self._made >= FLUSH_CHUNKS):
             self.flush()
 
     def flush(self) -> None:
@@ -85,7 +87,6 @@ class ChunkSink:
         if ready:
             self._finish(ready)
         self._made = 0
-        self._flushed_at = time.perf_counter()
 
     def _store(self, member: Member) -> None:
         """One file and one transaction for what this member made since its last store."""

@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from schemas.scheduling import SHORT_JOB_CHUNKS
 from worker import lease, segments
 from worker.context import JobContext
 from worker.events import JobOutcome
 from worker.pipeline import run_unit
 from worker.results import fail_job
 from worker.segment_run import help_with_segments, lead_segments
-from worker.unit import SHORT_JOB_CHUNKS, Member, Unit, joinable, members_of, with_companions
+from worker.unit import Member, Unit, joinable, members_of, with_companions
 
 log = logging.getLogger("ttsfleet.job")
 

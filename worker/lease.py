@@ -9,12 +9,12 @@ stored batch of chunks, one transaction to finish the jobs that are ready (still
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, exists, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, exists, func, insert, or_, select, update
 
 from schemas.db import Store, compare_and_set
 from schemas.errors import JobInterrupted, first_line
@@ -23,7 +23,13 @@ from schemas.status import BreakKind, JobStatus
 from schemas.tables import Chunk, Job, JobError, JobMetrics, Segment, utcnow
 from worker.events import JobFigures
 
-JOBS, CHUNKS = Job.__table__, Chunk.__table__  # Core on the hot path: no ORM unit of work per row
+# Core on the hot path: no ORM unit of work per row
+JOBS: Table = Job.__table__  # type: ignore[assignment]
+CHUNKS: Table = Chunk.__table__  # type: ignore[assignment]
+ERRORS: Table = JobError.__table__  # type: ignore[assignment]
+METRICS: Table = JobMetrics.__table__  # type: ignore[assignment]
+SEGMENTS: Table = Segment.__table__  # type: ignore[assignment]
+J, C, SEG = JOBS.c, CHUNKS.c, SEGMENTS.c
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +88,8 @@ class Claimed:
     refused: dict[str, Refused]
 
 
-_CLAIM_COLUMNS = (Job.id, Job.attempts, Job.voice, Job.format, Job.title, Job.group_id, Job.group_title,
-                  Job.group_index, Job.options, Job.warnings, Job.chunks_total, Job.output_name, Job.chars,
-                  Job.created_at, Job.started_at)
+_CLAIM_COLUMNS = (J.id, J.attempts, J.voice, J.format, J.title, J.group_id, J.group_title, J.group_index,
+                  J.options, J.warnings, J.chunks_total, J.output_name, J.chars, J.created_at, J.started_at)
 
 
 def _claim_of_row(row: Any) -> Claim:
@@ -108,25 +113,25 @@ def claim_jobs(store: Store, job_ids: Sequence[str], owner: str, lease_s: float,
     if not job_ids:
         return Claimed([], {}, {})
     now = utcnow()
-    segmented = exists().where(Segment.job_id == Job.id)
+    segmented = exists().where(SEG.job_id == J.id)
     with store.read() as session:
-        states = session.execute(select(Job.id, Job.status, Job.lease_owner, Job.lease_expires_at,
-                                        segmented.label("segmented")).where(Job.id.in_(list(job_ids)))).all()
+        states = session.execute(select(J.id, J.status, J.lease_owner, J.lease_expires_at,
+                                        segmented.label("segmented")).where(J.id.in_(list(job_ids)))).all()
     mine = {s.id for s in states if s.status == JobStatus.QUEUED or (not queued_only and s.status == JobStatus.RUNNING
             and (s.lease_owner == owner or (s.lease_expires_at is not None and s.lease_expires_at < now)))}
     refused = {s.id: Refused(JobStatus(s.status), s.status == JobStatus.RUNNING and s.id not in mine,
                              bool(s.segmented)) for s in states if s.id not in mine}
     if not mine:
         return Claimed([], {}, refused)
-    reentry = and_(Job.status == JobStatus.RUNNING, Job.lease_owner == owner)
-    claimable = or_(Job.status == JobStatus.QUEUED, *(() if queued_only else (
-        reentry, and_(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now))))
+    reentry = and_(J.status == JobStatus.RUNNING, J.lease_owner == owner)
+    claimable = or_(J.status == JobStatus.QUEUED, *(() if queued_only else (
+        reentry, and_(J.status == JobStatus.RUNNING, J.lease_expires_at < now))))
     with store.session() as session:
         rows = session.execute(
-            update(JOBS).where(Job.id.in_(sorted(mine)), claimable).values(
+            update(JOBS).where(J.id.in_(sorted(mine)), claimable).values(
                 status=JobStatus.RUNNING, lease_owner=owner, lease_expires_at=now + timedelta(seconds=lease_s),
-                attempts=case((reentry, Job.attempts), else_=Job.attempts + 1),
-                started_at=func.coalesce(Job.started_at, now), worker_id=owner,
+                attempts=case((reentry, J.attempts), else_=J.attempts + 1),
+                started_at=func.coalesce(J.started_at, now), worker_id=owner,
             ).returning(*_CLAIM_COLUMNS)).all()
         taken = {row.id: _claim_of_row(row) for row in rows}
         pending = _pending(session, list(taken))
@@ -150,8 +155,8 @@ def _pending(session: Any, job_ids: list[str]) -> dict[str, list[PendingChunk]]:
     pending: dict[str, list[PendingChunk]] = {job_id: [] for job_id in job_ids}
     if job_ids:
         rows = session.execute(
-            select(Chunk.job_id, Chunk.idx, Chunk.text, Chunk.voice, Chunk.speed, Chunk.break_after)
-            .where(Chunk.job_id.in_(job_ids), Chunk.audio_path.is_(None)).order_by(Chunk.job_id, Chunk.idx)).all()
+            select(C.job_id, C.idx, C.text, C.voice, C.speed, C.break_after)
+            .where(C.job_id.in_(job_ids), C.audio_path.is_(None)).order_by(C.job_id, C.idx)).all()
         for job_id, idx, text, voice, speed, break_after in rows:
             pending[job_id].append(PendingChunk(idx, text, voice, speed, BreakKind(break_after)))
     return pending
@@ -185,8 +190,8 @@ def store_chunks(store: Store, job_id: str, owner: str, lease_s: float, rows: Se
     with store.session() as session:
         new = record_chunks(session, job_id, rows, now)
         if not compare_and_set(session, update(JOBS).where(
-                Job.id == job_id, Job.status == JobStatus.RUNNING, Job.lease_owner == owner)
-                .values(lease_expires_at=now + timedelta(seconds=lease_s), chunks_done=Job.chunks_done + new)):
+                J.id == job_id, J.status == JobStatus.RUNNING, J.lease_owner == owner)
+                .values(lease_expires_at=now + timedelta(seconds=lease_s), chunks_done=J.chunks_done + new)):
             raise JobInterrupted(f"job {job_id} was cancelled or taken over")  # rolls the chunk rows back
     return new
 
@@ -195,14 +200,14 @@ def record_chunks(session: Any, job_id: str, rows: Sequence[dict[str, Any]], now
     """Inside a caller's transaction: set the audio columns of those `rows` whose chunk has none yet (their
     rows locked first, so a former holder still running cannot record the same chunk meanwhile); returns
     how many that was."""
-    new = set(session.scalars(select(Chunk.idx).where(
-        Chunk.job_id == job_id, Chunk.idx.in_([r["idx"] for r in rows]), Chunk.audio_path.is_(None))
+    new = set(session.scalars(select(C.idx).where(
+        C.job_id == job_id, C.idx.in_([r["idx"] for r in rows]), C.audio_path.is_(None))
         .with_for_update()))
     params = [{**{f"b_{k}": v for k, v in row.items()}, "b_job": job_id, "b_done": now}
               for row in rows if row["idx"] in new]
     if params:
         columns = [k for k in rows[0] if k != "idx"]
-        session.execute(update(CHUNKS).where(Chunk.job_id == bindparam("b_job"), Chunk.idx == bindparam("b_idx"))
+        session.execute(update(CHUNKS).where(C.job_id == bindparam("b_job"), C.idx == bindparam("b_idx"))
                         .values(done_at=bindparam("b_done"), **{k: bindparam(f"b_{k}") for k in columns}), params)
     return len(new)
 
@@ -216,6 +221,12 @@ class Finished:
     sample_rate_hz: int
     warnings: list[str]
     figures: JobFigures
+    # What this attempt made of chunks kept in memory (`idx` and MADE_COLUMNS): their rows get these figures
+    # with the result, in the same transaction; they point at no file.
+    chunks: tuple[dict[str, Any], ...] = ()
+
+
+MADE_COLUMNS = ("samples", "audio_s", "synth_s", "batch_size", "attempt", "dtype", "fp32_redo")
 
 
 def finish_jobs(store: Store, owner: str, finished: Sequence[Finished],
@@ -234,26 +245,37 @@ def finish_jobs(store: Store, owner: str, finished: Sequence[Finished],
     by_id = {f.job_id: f for f in finished}
     with store.session() as session:
         won = session.execute(
-            update(JOBS).where(Job.id.in_(list(by_id)), Job.status == JobStatus.RUNNING, Job.lease_owner == owner)
+            update(JOBS).where(J.id.in_(list(by_id)), J.status == JobStatus.RUNNING, J.lease_owner == owner)
             .values(status=JobStatus.SUCCEEDED, finished_at=now, lease_owner=None, lease_expires_at=None, error=None,
-                    chunks_done=Job.chunks_total)
-            .returning(Job.id, Job.voice, Job.chars, Job.attempts, Job.created_at, Job.started_at)).all()
+                    chunks_done=J.chunks_total)
+            .returning(J.id, J.voice, J.chars, J.attempts, J.created_at, J.started_at)).all()
         if not won:
             return []
-        session.execute(update(JOBS).where(Job.id == bindparam("b_id")).values(
+        session.execute(update(JOBS).where(J.id == bindparam("b_id")).values(
             audio_path=bindparam("b_path"), audio_s=bindparam("b_audio_s"), sample_rate_hz=bindparam("b_rate"),
             warnings=bindparam("b_warnings", type_=JOBS.c.warnings.type)), [
             {"b_id": row.id, "b_path": by_id[row.id].audio_path, "b_audio_s": by_id[row.id].figures.audio_s,
              "b_rate": by_id[row.id].sample_rate_hz, "b_warnings": by_id[row.id].warnings} for row in won])
+        chunk_params = [{**{f"b_{k}": v for k, v in chunk.items()}, "b_job": row.id, "b_done": now}
+                        for row in won for chunk in by_id[row.id].chunks]
+        if chunk_params:
+            session.execute(update(CHUNKS).where(C.job_id == bindparam("b_job"), C.idx == bindparam("b_idx"))
+                            .values(done_at=bindparam("b_done"), **{k: bindparam(f"b_{k}") for k in MADE_COLUMNS}),
+                            chunk_params)
         publish([row.id for row in won])
-        session.execute(insert(JobMetrics.__table__), [_metrics_row(row, owner, by_id[row.id].figures, now)
+        session.execute(insert(METRICS), [_metrics_row(row, owner, by_id[row.id].figures, now)
                                                         for row in won])
     return [row.id for row in won]
 
 
+def _plain(value: Any) -> Any:
+    """Enum members as their plain string values, as every driver stores them."""
+    return str(value) if isinstance(value, StrEnum) else value
+
+
 def _metrics_row(job: Any, owner: str, figures: JobFigures, now: datetime) -> dict[str, Any]:
     started = job.started_at or now
-    values = {k: str(v) if isinstance(v, StrEnum) else v for k, v in asdict(figures).items()}
+    values = {f.name: _plain(getattr(figures, f.name)) for f in fields(figures)}
     return {**values, "job_id": job.id, "worker_id": owner, "voice": job.voice, "chars": job.chars,
             "attempts": job.attempts, "finished_at": now,
             "queue_wait_s": max(0.0, (started - job.created_at).total_seconds()),
@@ -270,8 +292,8 @@ def finish(store: Store, job_id: str, owner: str, *, audio_path: str, sample_rat
 def still_held(store: Store, owner: str, job_ids: Sequence[str]) -> set[str]:
     """Which of `job_ids` are still running under our lease (one read; the others were cancelled or taken)."""
     with store.read() as session:
-        return set(session.scalars(select(Job.id).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.RUNNING,
-                                                         Job.lease_owner == owner)))
+        return set(session.scalars(select(J.id).where(J.id.in_(list(job_ids)), J.status == JobStatus.RUNNING,
+                                                         J.lease_owner == owner)))
 
 
 def fail(store: Store, job_id: str, owner: str, error: str) -> bool:
@@ -292,10 +314,10 @@ def release(store: Store, job_ids: str | Sequence[str], owner: str, *, counted: 
         return []
     with store.session() as session:
         return list(session.scalars(
-            update(JOBS).where(Job.id.in_(ids), Job.status == JobStatus.RUNNING, Job.lease_owner == owner)
+            update(JOBS).where(J.id.in_(ids), J.status == JobStatus.RUNNING, J.lease_owner == owner)
             .values(status=JobStatus.QUEUED, lease_owner=None, lease_expires_at=None,
-                    attempts=Job.attempts if counted else case((Job.attempts > 0, Job.attempts - 1), else_=0))
-            .returning(Job.id)))
+                    attempts=J.attempts if counted else case((J.attempts > 0, J.attempts - 1), else_=0))
+            .returning(J.id)))
 
 
 def record_errors(store: Store, errors: Sequence[tuple[str, int]], owner: str, error: BaseException | str) -> None:
@@ -305,7 +327,7 @@ def record_errors(store: Store, errors: Sequence[tuple[str, int]], owner: str, e
     text = error if isinstance(error, str) else f"{type(error).__name__}: {first_line(error)}"
     now = utcnow()
     with store.session() as session:
-        session.execute(insert(JobError.__table__), [{"job_id": job_id, "attempt": attempt, "worker_id": owner,
+        session.execute(insert(ERRORS), [{"job_id": job_id, "attempt": attempt, "worker_id": owner,
                                                        "at": now, "error": text[:4000]} for job_id, attempt in errors])
 
 

@@ -38,6 +38,7 @@ class NullEngine:
     runtime: Runtime = Runtime.NONE
     notes: list[str] = field(default_factory=list)
     num_speakers: int = 1
+    _zeros: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32), repr=False)
 
     def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], object]) -> EngineRun:
         """Call `on_chunk` with each chunk's silence, in batches of NULL_BATCH_ITEMS. Raises whatever
@@ -47,7 +48,7 @@ class NullEngine:
             batch = chunks[start:start + NULL_BATCH_ITEMS]
             batches += 1
             for chunk in batch:
-                samples = np.zeros(null_samples(chunk.text, chunk.speed, self.sample_rate_hz), dtype=np.float32)
+                samples = self._silence(null_samples(chunk.text, chunk.speed, self.sample_rate_hz))
                 on_chunk(ChunkAudio(idx=chunk.idx, samples=samples, synth_s=0.0, batch_size=len(batch),
                                     dtype=self.policy.dtype, fp32_redo=False, dropped=""))
         return EngineRun(synth_s=0.0, peak_mem_bytes=None, oom_retries=0, fp32_fallbacks=0, batches=batches,
@@ -55,3 +56,10 @@ class NullEngine:
 
     def cleanup(self) -> None:
         """Nothing to release."""
+
+    def _silence(self, samples: int) -> np.ndarray:
+        """`samples` of silence: a read-only view of one shared buffer (making audio costs nothing here)."""
+        if len(self._zeros) < samples:
+            self._zeros = np.zeros(max(samples, 2 * len(self._zeros)), dtype=np.float32)
+            self._zeros.setflags(write=False)
+        return self._zeros[:samples]

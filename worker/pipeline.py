@@ -81,16 +81,18 @@ def _synthesize(unit: Unit, ctx: JobContext, engine: Engine, sink: ChunkSink) ->
     Raises:
         PermanentError: a chunk's voice has another sample rate than the job's, or no such speaker.
     """
-    calls: dict[str, tuple[list[ChunkInput], list[tuple[Member, int]]]] = {}
+    calls: dict[str, tuple[list[ChunkInput], dict[int, tuple[Member, int]]]] = {}
+    alone = len(unit.members) == 1  # inputs keep their chunk's index; in a group they are numbered
     for member in unit.live():
         seed = job_seed(member.job_id, member.held.options.seed)
         speed = member.held.options.speed_factor
         for chunk in member.pending:
             voice = chunk.voice or member.held.voice
-            inputs, owners = calls.setdefault(voice, ([], []))
-            inputs.append(ChunkInput(len(inputs), chunk.text, chunk_seed(seed, chunk.idx),
-                                     speed=chunk.speed_with(speed), speaker_id=voice_speaker(voice)[1]))
-            owners.append((member, chunk.idx))
+            inputs, owners = calls.setdefault(voice, ([], {}))
+            key = chunk.idx if alone else len(inputs)
+            inputs.append(ChunkInput(key, chunk.text, chunk_seed(seed, chunk.idx), speed=chunk.speed_with(speed),
+                                     speaker_id=voice_speaker(voice)[1]))
+            owners[key] = (member, chunk.idx)
     for voice, (inputs, owners) in calls.items():
         name, speaker = voice_speaker(voice)
         voice_engine = ctx.engine_for(name)

@@ -93,7 +93,8 @@ def _stage(ctx: JobContext, engine: Engine, member: Member, peak: int | None) ->
     pieces, synth_s, redone, kept = _pieces(ctx, member)
     staged = files.staged(f"{attempt_tag(held)}-{owner_tag(ctx.worker_id)}", location)
     assembled = audio.assemble(pieces, engine.sample_rate_hz, AudioFormat(held.format), staged, title=held.title,
-                               loudness_lufs=held.options.loudness_lufs, job_id=held.job_id, tags=tags(held))
+                               loudness_lufs=held.options.loudness_lufs, job_id=held.job_id, tags=tags(held),
+                               name=location.rsplit("/", 1)[-1])
     device = engine.device
     figures = JobFigures(card=device.name, capability=device.capability_str, backend=Backend(device.backend),
                          dtype=DType(engine.policy.dtype), chunks=held.chunks_total, audio_s=assembled.audio_s,
@@ -102,7 +103,10 @@ def _stage(ctx: JobContext, engine: Engine, member: Member, peak: int | None) ->
     warnings = list(held.warnings)
     if member.dropped:
         warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(member.dropped)))
-    return _Staged(member, lease.Finished(held.job_id, location, assembled.sample_rate_hz, warnings, figures),
+    made = tuple({"idx": idx, "samples": len(c.samples), "audio_s": len(c.samples) / engine.sample_rate_hz,
+                  "synth_s": c.synth_s, "batch_size": c.batch_size, "attempt": held.attempt, "dtype": str(c.dtype),
+                  "fp32_redo": c.fp32_redo} for idx, c in member.made.items()) if not member.durable else ()
+    return _Staged(member, lease.Finished(held.job_id, location, assembled.sample_rate_hz, warnings, figures, made),
                    assembled, kept)
 
 
@@ -116,12 +120,15 @@ def _pieces(ctx: JobContext, member: Member) -> tuple[list[audio.AssemblyPiece],
         return ([audio.AssemblyPiece(m.samples, c.text, c.break_after) for c, m in zip(member.pending, made,
                                                                                          strict=True)],
                 sum(m.synth_s for m in made), sum(1 for m in made if m.fp32_redo), set())
-    pieces, missing, synth_s, redone, kept = [], [], 0.0, 0, set()
+    pieces: list[audio.AssemblyPiece] = []
+    missing: list[int] = []
+    kept: set[str] = set()
+    synth_s, redone = 0.0, 0
     for row in lease.done_chunks(ctx.store, held.job_id):
-        made = member.made.get(row.idx)
-        if made is not None:
-            pieces.append(audio.AssemblyPiece(made.samples, row.text, row.break_after))
-            synth_s, redone = synth_s + made.synth_s, redone + made.fp32_redo
+        chunk = member.made.get(row.idx)
+        if chunk is not None:
+            pieces.append(audio.AssemblyPiece(chunk.samples, row.text, row.break_after))
+            synth_s, redone = synth_s + chunk.synth_s, redone + chunk.fp32_redo
         elif row.audio_path is not None:
             pieces.append(audio.AssemblyPiece(member.files.stored(row.audio_path, row.audio_offset,
                                                                   row.samples if row.audio_offset is not None
@@ -148,6 +155,7 @@ def _settle_finished(ctx: JobContext, item: _Staged, won: bool) -> JobOutcome:
     if not won:
         member.files.discard(item.assembled)  # only our own staged files: what the row points to is not ours
         drop_strays(ctx, member)
+        discard_outputs(ctx, member)
         return JobOutcome(held.job_id, lease.job_status(ctx.store, held.job_id),
                           f"job {held.job_id} is no longer held by this worker (cancelled or taken over)")
     if item.kept or member.durable:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, exists, select
 
 from schemas.backlog import live_workers
+from schemas.scheduling import SHORT_JOB_CHUNKS
 from schemas.status import JobStatus
 from schemas.tables import Chunk, Job
 from worker import lease
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ttsfleet.unit")
 
-SHORT_JOB_CHUNKS = 4  # a job of at most this many chunks is short: kept in memory, may run in company
 MAX_CANDIDATES = 512  # queued jobs read to find companions and this worker's share of them
 
 
@@ -63,7 +63,8 @@ class Member:
     @property
     def ready(self) -> bool:
         """Every pending chunk made (and, when durable, stored): the job can be finished."""
-        return not self.ended and self.lost is None and self.done == len(self.pending) and not self.made
+        return (not self.ended and self.lost is None and self.done == len(self.pending)
+                and not (self.durable and self.made))
 
     def take(self, chunk: ChunkAudio) -> None:
         """Keep a chunk this attempt made (stored later if durable)."""

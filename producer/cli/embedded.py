@@ -1,7 +1,7 @@
 """`ttsfleet run`: the whole pipeline in one process on the SQL store, no broker.
 
-Jobs are stored exactly as `submit` stores them, then synthesized here by the same `synthesize_job`
-a Celery worker runs, so an interrupted `run` resumes when it is run again with the same input.
+Jobs are stored exactly as `submit` stores them, then synthesized here by the same `run_delivery` a Celery
+worker runs, so an interrupted `run` resumes when it is run again with the same input.
 """
 
 from __future__ import annotations
@@ -82,16 +82,16 @@ def synthesize_stored(job_ids: Sequence[str], settings: ProducerSettings, env: M
 
 
 def _synthesize_all(runtime: WorkerRuntime, todo: list[JobView], console: Console, show_progress: bool) -> None:
-    """Run the jobs one after another; the bar counts chunks still to make (a resumed job has fewer)."""
+    """Run the jobs as a worker runs a message's (units of up to `join_jobs`); the bar counts chunks still to
+    make (a resumed job has fewer)."""
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not show_progress) as progress:
-        bar = progress.add_task("synthesizing", total=sum(v.chunks_total - v.chunks_done for v in todo))
+        bar = progress.add_task(f"synthesizing {len(todo)} job(s)",
+                                total=sum(v.chunks_total - v.chunks_done for v in todo))
         runtime.add_listener(_ProgressBar(progress, bar))
-        for view in todo:
-            progress.update(bar, description=f"job {view.id}")
-            outcome = runtime.run_job(view.id)
+        for outcome in runtime.run_delivery([view.id for view in todo]) if todo else []:
             if outcome.status is None:
-                console.print(f"job {view.id}: {outcome.detail}")
+                console.print(f"job {outcome.job_id}: {outcome.detail}")
 
 
 def _results_table(views: list[JobView]) -> Table:
