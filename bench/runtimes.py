@@ -5,7 +5,7 @@
 The joe voice is imported as a plain transformers folder with the real command (`ttsfleet voices
 import-piper ONNX CONFIG DIR`), then synthesized from that folder — exported to ONNX at its first load
 (worker.vits_onnx) and run on the same lanes — and as `piper:joe` (Piper's own ONNX graph), on the same
-chunks, noise off, alternating runs (best of N each). Also the folder on eager PyTorch, as it ran before.
+chunks, noise off, in paired rounds (medians). Also the folder on eager PyTorch, as it ran before.
 Prints x real time per row and the folder's speed over piper:joe's (the target is >= 0.9), then, for the
 whole path, `ttsfleet run` of the same text with each voice (wall seconds, caches warm).
 """
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,18 +30,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per voice, alternating; the best is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds, each running every voice once [5]")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="ttsfleet-bench-runtimes-"))
     cache = Path(os.environ.get("TTSFLEET_VOICES_CACHE_DIR") or work / "voices-cache")
     folder = import_joe(work / "joe-folder", cache)
     engines = start_engines(folder, cache)
-    speeds = race(engines, args.repeats)
+    speeds, ratios = race(engines, args.repeats)
     runs = {name: run_wall_s(voice, work, cache) for name, voice in (("piper:joe", "piper:joe"),
                                                                       ("folder", str(folder)))}
-    result = {"x_real_time": speeds, "folder_vs_piper_joe": speeds["folder (onnxruntime)"] / speeds["piper:joe"],
-              "torch_folder_vs_piper_joe": speeds["folder (torch)"] / speeds["piper:joe"],
+    result = {"x_real_time": speeds, "folder_vs_piper_joe": ratios["folder (onnxruntime)"],
+              "torch_folder_vs_piper_joe": ratios["folder (torch)"],
               "run_wall_s": runs, "run_piper_joe_vs_folder": runs["piper:joe"] / runs["folder"]}
     if args.json:
         print(json.dumps(result))
@@ -48,8 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'voice':24} {'x real time':>11}")
     for name, speed in speeds.items():
         print(f"{name:24} {speed:11.1f}")
-    print(f"ratio folder (onnxruntime) / piper:joe: {result['folder_vs_piper_joe']:.2f} (target >= 0.9)")
-    print(f"ratio folder (torch) / piper:joe: {result['torch_folder_vs_piper_joe']:.2f}")
+    print(f"ratio folder (onnxruntime) / piper:joe, median of {args.repeats} paired rounds: "
+          f"{result['folder_vs_piper_joe']:.2f} (target >= 0.9)")
+    print(f"ratio folder (torch) / piper:joe, median of {args.repeats} paired rounds: "
+          f"{result['torch_folder_vs_piper_joe']:.2f}")
     print(f"ttsfleet run wall s: piper:joe {runs['piper:joe']:.1f}, folder {runs['folder']:.1f}; "
           f"speed ratio folder / piper:joe {result['run_piper_joe_vs_folder']:.2f}")
 
@@ -85,23 +88,32 @@ def start_engines(folder: Path, cache: Path) -> dict[str, Any]:
             "folder (torch)": start_engine(load_voice(str(folder), cache), cpu, torch, deterministic=True)}
 
 
-def race(engines: dict[str, Any], repeats: int) -> dict[str, float]:
-    """Best x real time of each engine over `repeats` rounds, the engines taking turns in each round (a
-    noisy machine slows them alike); one untimed warm-up each first."""
+def race(engines: dict[str, Any], repeats: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Each engine's median x real time over `repeats` rounds, and each engine's median per-round speed
+    over piper:joe's. In a round every engine runs once, in an order reversed every other round, so a
+    machine whose load swings (a shared one) slows the engines of a round alike: the per-round ratio is
+    steadier than either speed. One untimed warm-up round first."""
     from worker.engine import ChunkInput
 
     chunks = [ChunkInput(idx=i, text=text, seed=i) for i, text in enumerate(SENTENCES * 2)]
-    best: dict[str, float] = {}
+    speeds: dict[str, list[float]] = {name: [] for name in engines}
+    ratios: dict[str, list[float]] = {name: [] for name in engines if name != "piper:joe"}
     for round_ in range(repeats + 1):
-        for name, engine in engines.items():
+        order = list(engines.items()) if round_ % 2 else list(engines.items())[::-1]
+        this: dict[str, float] = {}
+        for name, engine in order:
             lengths: list[int] = []
             started = time.perf_counter()
             engine.synthesize(chunks, lambda audio, lengths=lengths: lengths.append(len(audio.samples)))
-            speed = sum(lengths) / engine.sample_rate_hz / (time.perf_counter() - started)
+            this[name] = sum(lengths) / engine.sample_rate_hz / (time.perf_counter() - started)
             engine.cleanup()
-            if round_:  # round 0 warms up
-                best[name] = max(best.get(name, 0.0), speed)
-    return best
+        if round_:  # round 0 warms up
+            for name, speed in this.items():
+                speeds[name].append(speed)
+                if name in ratios:
+                    ratios[name].append(speed / this["piper:joe"])
+    return ({name: statistics.median(values) for name, values in speeds.items()},
+            {name: statistics.median(values) for name, values in ratios.items()})
 
 
 def run_wall_s(voice: str, work: Path, cache: Path) -> float:

@@ -145,3 +145,31 @@ def test_no_check_when_asked(voice: LoadedVoice, cpu: DeviceInfo) -> None:
     _degrade_under_autocast(voice, "decoder")
     engine = start_engine(voice, cpu, CPU_BF16, fidelity_bar=None)
     assert engine.policy == CPU_BF16 and engine.fidelity is None
+
+
+@pytest.mark.slow
+def test_the_settled_policy_keeps_the_words_within_0_03_of_fp32(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The default voice under bf16 (CPU autocast, what a card computes) after the start-up check: what it
+    settles on meets the bar, and the reference paragraph is heard as well as in fp32 (WER within 0.03)."""
+    import re
+
+    from worker.asr import REFERENCE_PARAGRAPH, transcribe, wer
+    from worker.engine import ChunkInput
+    from worker.voices import load_voice
+
+    cache = tmp_path_factory.getbasetemp() / "voices-cache"
+    cpu = detect_device("cpu")
+    sentences = [s.strip() for s in re.findall(r"[^.]+\.", REFERENCE_PARAGRAPH)]
+    heard = {}
+    for name, policy in (("fp32", choose_policy(cpu, runtime="torch")), ("bf16", CPU_BF16)):
+        engine = start_engine(load_voice("piper:joe", cache), cpu, policy, deterministic=True, max_batch_items=1)
+        if name == "bf16":
+            assert engine.policy.dtype == "bfloat16" and engine.fidelity is not None
+            assert DEFAULT_BAR.problem(engine.fidelity) is None, engine.notes
+        pieces: dict[int, np.ndarray] = {}
+        engine.synthesize([ChunkInput(i, s, i) for i, s in enumerate(sentences)],
+                          lambda audio, pieces=pieces: pieces.__setitem__(audio.idx, audio.samples))
+        pause = np.zeros(int(0.3 * engine.sample_rate_hz), dtype=np.float32)
+        audio = np.concatenate([part for i in sorted(pieces) for part in (pieces[i], pause)])
+        heard[name] = wer(REFERENCE_PARAGRAPH, transcribe(audio, engine.sample_rate_hz))
+    assert heard["bf16"] <= heard["fp32"] + 0.03, heard

@@ -71,6 +71,15 @@ def exported_path(cache_dir: Path, key: str) -> Path:
     return Path(cache_dir) / "exported" / f"vits-{key[:16]}-x{EXPORTER_VERSION}.onnx"
 
 
+def cached_check(path: Path) -> Fidelity | None:
+    """The check recorded beside an export at `path` when both are there (the export is then ready to run
+    without loading the torch model); None otherwise."""
+    record = path.with_suffix(".check.json")
+    if not (path.is_file() and record.is_file()):
+        return None
+    return Fidelity(**json.loads(record.read_text(encoding="utf-8")))
+
+
 def export_checked(model: Any, encode: Any, sample_rate_hz: int, path: Path) -> Fidelity:
     """Export `model` to `path` (atomically, under a lock: several workers may load the voice at once) unless
     it is there, then check it against PyTorch with noise off, once: the check's result is kept beside the
@@ -86,9 +95,9 @@ def export_checked(model: Any, encode: Any, sample_rate_hz: int, path: Path) -> 
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with FileLock(str(path) + ".lock", timeout=LOCK_TIMEOUT_S):
-            record = path.with_suffix(".check.json")
-            if path.is_file() and record.is_file():
-                return Fidelity(**json.loads(record.read_text(encoding="utf-8")))
+            recorded = cached_check(path)
+            if recorded is not None:
+                return recorded
             if not path.is_file():
                 _export(model, path)
             fidelity = check(model, encode, sample_rate_hz, path)
@@ -96,7 +105,7 @@ def export_checked(model: Any, encode: Any, sample_rate_hz: int, path: Path) -> 
             if problem is not None:
                 path.unlink(missing_ok=True)
                 raise PermanentError(f"the ONNX export does not match PyTorch ({problem})")
-            _write_atomically(record, json.dumps(asdict(fidelity)))
+            _write_atomically(path.with_suffix(".check.json"), json.dumps(asdict(fidelity)))
     except Timeout as err:
         raise RetryableError(f"waited {LOCK_TIMEOUT_S:.0f} s for another process exporting {path.name}") from err
     return fidelity

@@ -62,15 +62,44 @@ def load_voice(name: str, cache_dir: Path | None = None, voice_dirs: Sequence[Pa
     if info.kind == VoiceKind.HF:
         voice = _load_hf(info.name, info.language)
     else:
-        from worker.piper import is_piper_folder
+        from worker.phonemes import is_piper_folder
 
         folder = Path(info.name)
+        ready = _exported_piper_folder(folder, info.name, cache_dir) if onnx and is_piper_folder(folder) else None
+        if ready is not None:
+            return ready
         if is_piper_folder(folder):
             voice = load_piper_folder(folder, name=info.name)
         else:
             voice = load_folder_voice(folder, name=info.name, language=info.language)
             voice.model.float().eval()
     return exported_voice(voice, cache_dir) if onnx else voice
+
+
+def _exported_piper_folder(folder: Path, name: str, cache_dir: Path | None) -> LoadedVoice | None:
+    """A converted Piper folder whose export is cached and checked, loaded for ONNX Runtime without torch:
+    the encoder, sample rate, speakers and scales from its Piper config (as `load_piper_folder` sets them
+    on the model). None when there is no such export yet."""
+    from worker.onnx_runner import OnnxVoice
+    from worker.phonemes import PIPER_CONFIG_FILE, PiperEncoder, read_piper_config
+    from worker.vits_onnx import cached_check, exported_path, weights_hash
+
+    cache = Path(cache_dir) if cache_dir is not None else default_voices_cache_dir(os.environ)
+    key = weights_hash(folder)
+    path = exported_path(cache, key) if key is not None else None
+    checked = cached_check(path) if path is not None else None
+    if path is None or checked is None:
+        return None
+    pcfg = read_piper_config(folder / PIPER_CONFIG_FILE)
+    encoder = PiperEncoder(pcfg)
+    encoder("ok")  # a missing phonemizer fails at load, not at the first chunk
+    inference = pcfg.get("inference", {})
+    onnx = OnnxVoice(path, noise_scale=float(inference.get("noise_scale", 0.667)),
+                     length_scale=float(inference.get("length_scale", 1.0)),
+                     noise_w=float(inference.get("noise_w", 0.8)), cache_dir=cache / "onnxruntime", checked=checked)
+    language = language_from_code(pcfg.get("language", {}).get("code") or pcfg.get("espeak", {}).get("voice"))
+    return LoadedVoice(name=name, model=None, sample_rate_hz=int(pcfg["audio"]["sample_rate"]), language=language,
+                       encode=encoder, folder=folder, onnx=onnx, speakers=max(int(pcfg.get("num_speakers") or 1), 1))
 
 
 def exported_voice(voice: LoadedVoice, cache_dir: Path | None = None) -> LoadedVoice:
