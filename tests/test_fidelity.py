@@ -148,6 +148,7 @@ def test_no_check_when_asked(voice: LoadedVoice, cpu: DeviceInfo) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # bf16 emulated on a CPU: ~9 sentences at several seconds each, minutes under load
 def test_the_settled_policy_keeps_the_words_within_0_03_of_fp32(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The default voice under bf16 (CPU autocast, what a card computes) after the start-up check: what it
     settles on meets the bar, and the reference paragraph is heard as well as in fp32 (WER within 0.03)."""

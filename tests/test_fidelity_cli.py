@@ -64,8 +64,9 @@ def test_doctor_fidelity_json_on_this_cpu(precision: str, tiny_vits_dir: Path, t
         assert measured["worker_policy"]["snr_db"] == measured["snr_db"]
 
 
-def test_doctor_fidelity_table_and_refusals(tiny_vits_dir: Path, tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor_fidelity_table_and_refusals(tiny_vits_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # the table's width: rich reads it, so no cell is cut short
     code, out, err = _doctor(["--fidelity", "--device", "cpu", "--precision", "bf16", "--voice", str(tiny_vits_dir),
                               "--voice-dirs", TEST_VOICE_DIRS, "--voices-cache-dir", str(tmp_path)], capsys)
     assert code == 0, err

@@ -4,6 +4,7 @@ PyTorch with noise off, cached by its weights' hash, and run by the same `OnnxRu
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -93,7 +94,12 @@ def test_an_export_that_does_not_match_stays_on_torch(tmp_path: Path, monkeypatc
         return type(fidelity)(fidelity.mel_distance_db + 3.0, 12.0, 0.0, fidelity.sentences)
 
     monkeypatch.setattr(worker.vits_onnx, "check", off_by_noise)
-    voice = exported_voice(load_folder_voice(folder), tmp_path / "cache")
+    warned = logging.getLogger("ttsfleet.worker")
+    warned.addHandler(caplog.handler)  # directly: another test may have stopped this logger propagating
+    try:
+        voice = exported_voice(load_folder_voice(folder), tmp_path / "cache")
+    finally:
+        warned.removeHandler(caplog.handler)
     assert voice.onnx is None and voice.model is not None
     assert "runs on torch: the ONNX export does not match PyTorch (mel" in caplog.text
     assert not list((tmp_path / "cache" / "exported").glob("*.onnx")), "a failed export must not be kept"
