@@ -62,6 +62,7 @@ bench-fleet: $(VENV)/.test
 
 bench: $(VENV)/.test
 	$(PY) -m bench.engine --device $(BENCH_DEVICE)
+	$(PY) -m bench.runtimes
 	$(PY) -m bench.speed --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
 
 # The GPU check (docs/benchmarks.md): wheels for a bare device machine, the check itself, its CPU form.
