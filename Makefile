@@ -62,6 +62,7 @@ bench-fleet: $(VENV)/.test
 
 bench: $(VENV)/.test services
 	$(PY) -m bench.engine --device $(BENCH_DEVICE)
+	$(PY) -m bench.runtimes
 	$(PY) -m bench.speed --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
 	$(PY) -m bench.bookkeeping $(BENCH_BOOKKEEPING_ARGS)
 

@@ -6,10 +6,12 @@
 
 Steps (each records ok / failed / skipped and why, and the run goes on past a failure):
  1. doctor: `ttsfleet doctor --json` on the real device; the policy and its reason;
- 2. canary: an engine started under every precision the device accepts (the canary runs at start), and
-    the refusal of the others;
+ 2. canary: an engine started under every precision the device accepts (the canary and the fidelity check
+    run at start: a mixed policy keeps the decoder in fp32), and the refusal of the others;
  3. engines: every accepted precision at batch sizes 1, 2, 4, ... up to the largest the token budget
-    allows: audio-seconds per second and peak memory; plus the naive per-sentence VitsModel loop;
+    allows: audio-seconds per second and peak memory next to the policy's measured fidelity against fp32;
+    plus the naive per-sentence VitsModel loop;
+ 3b. fidelity (CUDA): per module and low precision, the fidelity against strict fp32 on the card;
  4. memory_probe (CUDA): the bytes-per-token probe's prediction against the peak seen on a long chapter;
  5. oom (CUDA): a real out-of-memory (the process's share of device memory capped) recovered from, with
     the same audio length per chunk as an uncapped run (noise off);
@@ -136,10 +138,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def steps() -> list[tuple[str, Step]]:
     """The steps in order (name, function)."""
-    from bench import gpu_jobs, gpu_memory, gpu_steps, gpu_wer
+    from bench import gpu_fidelity, gpu_jobs, gpu_memory, gpu_steps, gpu_wer
 
     return [("doctor", gpu_steps.doctor_step), ("canary", gpu_steps.canary_step),
-            ("engines", gpu_steps.engines_step), ("memory_probe", gpu_memory.memory_probe_step),
+            ("engines", gpu_steps.engines_step), ("fidelity", gpu_fidelity.fidelity_step),
+            ("memory_probe", gpu_memory.memory_probe_step),
             ("oom", gpu_memory.oom_step), ("jobs", gpu_jobs.jobs_step),
             ("intelligibility", gpu_wer.intelligibility_step)]
 

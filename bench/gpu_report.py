@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.gpu_fidelity import fidelity_markdown
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -129,16 +131,27 @@ def _canary(data: dict[str, Any]) -> str:
 
 def _engines(data: dict[str, Any]) -> str:
     rows = [[r["precision"], str(r["max_batch_items"]), f"{r['audio_s']:.1f}", f"{r['synth_s']:.3f}",
-             f"{r['speed_x']:.1f}", _mib(r["peak_mem_bytes"]), _above(r), str(r["batches"])] for r in data["rows"]]
+             f"{r['speed_x']:.1f}", _fidelity(r), _mib(r["peak_mem_bytes"]), _above(r), str(r["batches"])]
+            for r in data["rows"]]
     naive = data["naive"]
     rows.append(["naive VitsModel loop (fp32)", "1", f"{naive['audio_s']:.1f}", f"{naive['synth_s']:.3f}",
-                 f"{naive['speed_x']:.1f}", _mib(naive["peak_mem_bytes"]), "-", str(data["chunks"])])
+                 f"{naive['speed_x']:.1f}", "-", _mib(naive["peak_mem_bytes"]), "-", str(data["chunks"])])
     ratios = "\n".join(f"- {key}: {value:.2f}" for key, value in data["ratios"].items())
     return (f"{data['chunks']} chunks, noise off (the naive loop: noise on), best of the repeats. Peak memory in "
             "MiB: CUDA max allocated, the weights of every engine the check holds included (also shown above "
             "what was allocated before the run), or on a CPU the process's peak resident set.\n\n"
-            + _table(["precision", "max batch items", "audio s", "synth s", "x real time", "peak MiB",
-                      "peak above resident MiB", "batches"], rows) + "\n\nRatios (x real time):\n\n" + ratios)
+            + _table(["precision", "max batch items", "audio s", "synth s", "x real time",
+                      "fidelity vs fp32 (fp32 modules)", "peak MiB", "peak above resident MiB", "batches"], rows)
+            + "\n\nRatios (x real time):\n\n" + ratios)
+
+
+def _fidelity(row: dict[str, Any]) -> str:
+    """`mel 0.41 dB, SNR 27.5 dB (+decoder)`; `reference` for strict fp32."""
+    if row.get("fidelity_mel_db") is None:
+        return "reference (fp32)" if row.get("dtype") == "float32" and not row.get("tf32") else "-"
+    extra = [m for m in (row.get("keep_fp32") or "").split(",") if m in ("decoder", "flow")]
+    kept = f" (+{','.join(extra)})" if extra else ""
+    return f"mel {row['fidelity_mel_db']:.2f} dB, SNR {row['fidelity_snr_db']:.1f} dB{kept}"
 
 
 def _above(row: dict[str, Any]) -> str:
@@ -176,6 +189,6 @@ def _wer(data: dict[str, Any]) -> str:
 
 
 SECTIONS: dict[str, Callable[[dict[str, Any]], str]] = {
-    "doctor": _doctor, "canary": _canary, "engines": _engines, "memory_probe": _plain, "oom": _oom,
-    "jobs": _jobs, "intelligibility": _wer,
+    "doctor": _doctor, "canary": _canary, "engines": _engines, "fidelity": fidelity_markdown,
+    "memory_probe": _plain, "oom": _oom, "jobs": _jobs, "intelligibility": _wer,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from dataclasses import asdict
 from typing import Any
 
 from bench.engine import SENTENCES
@@ -109,7 +110,9 @@ def _start_one(check: Check, name: str) -> dict[str, Any]:
         return {**row, "problem": first_line(err)}
     check.engines[name] = engine
     row.update(dtype=engine.policy.dtype, tf32=engine.policy.tf32, canary_s=round(engine.canary_s, 3),
-               bytes_per_token=engine.bytes_per_token, token_budget=engine.token_budget, notes=list(engine.notes))
+               bytes_per_token=engine.bytes_per_token, token_budget=engine.token_budget, notes=list(engine.notes),
+               keep_fp32=list(engine.policy.keep_fp32),
+               fidelity=None if engine.fidelity is None else asdict(engine.fidelity))
     if engine.policy.dtype != policy.dtype or engine.policy.tf32 != policy.tf32:
         row["problem"] = "canary fell back: " + "; ".join(engine.notes)
     return row
@@ -120,6 +123,7 @@ def _start_one(check: Check, name: str) -> dict[str, Any]:
 def engines_step(check: Check) -> Outcome:
     """Every started engine at batch sizes 1..largest, then the naive per-sentence loop."""
     from worker.precision import apply_process_settings
+    from worker.synthesis import policy_quality
 
     if not check.engines:
         return Outcome("failed", "no engine started (see the canary step)")
@@ -131,7 +135,8 @@ def engines_step(check: Check) -> Outcome:
         for size in batch_sizes(engine, chunks):
             engine.max_batch_items = size
             rows.append({"precision": name, "dtype": engine.policy.dtype, "tf32": engine.policy.tf32,
-                         **_best_of(engine, chunks, check.sizes.repeats), "max_batch_items": size})
+                         **_best_of(engine, chunks, check.sizes.repeats), "max_batch_items": size,
+                         **policy_quality(engine.policy, engine.fidelity)})
         engine.max_batch_items = None
     naive = naive_loop(check, chunks)
     data = {"chunks": len(chunks), "rows": rows, "naive": naive, "ratios": ratios(rows, naive)}

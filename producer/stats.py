@@ -17,6 +17,7 @@ from sqlalchemy import (
     ColumnElement,
     Float,
     Integer,
+    String,
     Subquery,
     and_,
     case,
@@ -59,6 +60,10 @@ class StatsRow:
 
     `throughput_x` is total audio seconds over total synthesis seconds (a job weighs by its length);
     `p5/p95_job_throughput_x` are the spread of the per-job ratio. Times in seconds, memory in bytes.
+    The quality that throughput was bought at, from the jobs' metrics: `keep_fp32`, the modules their
+    policies kept in fp32 (the longest such list in the group), and the group's worst fidelity against
+    fp32, `fidelity_mel_db` (highest) and `fidelity_snr_db` (lowest); None where no job's policy was
+    measured (fp32 is the reference itself).
     """
 
     keys: dict[str, str]
@@ -78,6 +83,9 @@ class StatsRow:
     peak_mem_bytes: int | None
     oom_retries: int
     fp32_fallbacks: int
+    keep_fp32: str = ""
+    fidelity_mel_db: float | None = None
+    fidelity_snr_db: float | None = None
 
     @property
     def label(self) -> str:
@@ -123,6 +131,10 @@ class WorkerView:
     heartbeat_age_s: float
     lost: bool
     details: dict[str, Any] = field(default_factory=dict)
+    keep_fp32: str = ""  # the modules its policy keeps in fp32, comma-separated
+    fidelity_mel_db: float | None = None  # its policy's fidelity against fp32, measured at start (None: fp32)
+    fidelity_snr_db: float | None = None
+    fidelity_duration_error: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         values = asdict(self)
@@ -200,6 +212,11 @@ def _compute(store: Store, by: list[str], since: datetime | None, until: datetim
         func.max(s.peak_mem_bytes).label("peak_mem_bytes"),
         func.coalesce(func.sum(s.oom_retries), 0).label("oom_retries"),
         func.coalesce(func.sum(s.fp32_fallbacks), 0).label("fp32_fallbacks"),
+        # A policy's fp32 list only ever grows by appending (decoder, then flow), so the greatest string is
+        # the longest list.
+        func.max(s.keep_fp32).label("keep_fp32"),
+        func.max(s.fidelity_mel_db).label("fidelity_mel_db"),
+        func.min(s.fidelity_snr_db).label("fidelity_snr_db"),
     ]
     grouped = [source.c[c.name] for c in group_cols]
     query = select(*keys, *sums, *pct).group_by(*grouped).order_by(*grouped)
@@ -225,7 +242,8 @@ def _facts(dialect: str, since: datetime | None, until: datetime | None) -> Subq
         jm.queue_wait_s.label("queue_wait_s"), jm.latency_s.label("latency_s"),
         case((jm.synth_s > 0, jm.audio_s / jm.synth_s)).label("job_throughput_x"),
         jm.peak_mem_bytes.label("peak_mem_bytes"), jm.oom_retries.label("oom_retries"),
-        jm.fp32_fallbacks.label("fp32_fallbacks"),
+        jm.fp32_fallbacks.label("fp32_fallbacks"), jm.keep_fp32.label("keep_fp32"),
+        jm.fidelity_mel_db.label("fidelity_mel_db"), jm.fidelity_snr_db.label("fidelity_snr_db"),
     ).where(*_window(jm.finished_at, since, until))
     failed_at = func.coalesce(Job.finished_at, Job.created_at)
     failed = select(
@@ -234,7 +252,7 @@ def _facts(dialect: str, since: datetime | None, until: datetime | None) -> Subq
         _ZERO, _ONE,
         cast(null(), Integer), cast(null(), Float), cast(null(), Float), cast(null(), Float),
         cast(null(), Float), cast(null(), Float), cast(null(), Integer), cast(null(), Integer),
-        cast(null(), Integer),
+        cast(null(), Integer), cast(null(), String), cast(null(), Float), cast(null(), Float),
     ).select_from(Job).outerjoin(Worker, Worker.id == Job.worker_id).where(
         Job.status == JobStatus.FAILED, *_window(failed_at, since, until))
     return union_all(succeeded, failed).subquery("facts")
@@ -293,7 +311,8 @@ def _row(by: list[str], values: Mapping[Any, Any]) -> StatsRow:
         chars_per_s=chars / synth_s if synth_s > 0 else None,
         peak_mem_bytes=None if values["peak_mem_bytes"] is None else int(values["peak_mem_bytes"]),
         oom_retries=int(values["oom_retries"] or 0), fp32_fallbacks=int(values["fp32_fallbacks"] or 0),
-        **figures,
+        keep_fp32=str(values["keep_fp32"] or ""), fidelity_mel_db=_opt_float(values["fidelity_mel_db"]),
+        fidelity_snr_db=_opt_float(values["fidelity_snr_db"]), **figures,
     )
 
 
@@ -342,5 +361,6 @@ def _worker_view(w: Worker, lost_after_s: float, now: datetime) -> WorkerView:
         policy_reason=w.policy_reason, voice=w.voice, queues=w.queues,
         state="lost" if lost else registered, registered_state=registered,
         started_at=w.started_at, heartbeat_at=w.heartbeat_at, heartbeat_age_s=age_s, lost=lost,
-        details=dict(w.details or {}),
+        details=dict(w.details or {}), keep_fp32=w.keep_fp32 or "", fidelity_mel_db=w.fidelity_mel_db,
+        fidelity_snr_db=w.fidelity_snr_db, fidelity_duration_error=w.fidelity_duration_error,
     )

@@ -173,6 +173,12 @@ class Worker(Base):
     voice: Mapped[str] = mapped_column(String(512), default="")
     queues: Mapped[str] = mapped_column(String(256), default="")
     state: Mapped[WorkerState] = mapped_column(_enum(WorkerState), default=WorkerState.STARTING)
+    # The modules a mixed policy keeps in fp32 ("text_encoder,duration_predictor,decoder"), and the policy's
+    # fidelity against fp32 measured at start on this device (None: fp32 is the reference itself).
+    keep_fp32: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    fidelity_mel_db: Mapped[float | None] = mapped_column(Float)
+    fidelity_snr_db: Mapped[float | None] = mapped_column(Float)
+    fidelity_duration_error: Mapped[float | None] = mapped_column(Float)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
@@ -201,6 +207,12 @@ class JobMetrics(Base):
     fp32_fallbacks: Mapped[int] = mapped_column(Integer, default=0)
     batches: Mapped[int] = mapped_column(Integer, default=0)
     runtime: Mapped[str] = mapped_column(String(16), default="torch", server_default="torch")  # or onnxruntime
+    # The policy's fp32 modules and its measured fidelity, as on the worker's row (the quality the
+    # throughput above was bought at).
+    keep_fp32: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    fidelity_mel_db: Mapped[float | None] = mapped_column(Float)
+    fidelity_snr_db: Mapped[float | None] = mapped_column(Float)
+    fidelity_duration_error: Mapped[float | None] = mapped_column(Float)
     attempts: Mapped[int] = mapped_column(Integer, default=1)
     finished_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 

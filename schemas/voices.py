@@ -92,6 +92,12 @@ def _package_installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+def _shown(name: str) -> str:
+    """A voice name as it appears in a one-line error: control characters escaped, a long name cut."""
+    text = name if name.isprintable() else name.encode("unicode_escape", "backslashreplace").decode("ascii")
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
 def null_voice_info() -> VoiceInfo:
     """The model-free voice: silence as long as the text would take to say (`schemas.scheduling`'s
     estimate), so a fleet's queue, store and storage are load-tested without a model or a GPU."""
@@ -103,7 +109,7 @@ def _piper_info(voice: str) -> VoiceInfo:
     key = voice.removeprefix("piper:").strip().lower()
     spec = BUNDLED_PIPER.get(key)
     if spec is None:
-        raise UnknownVoice(f"unknown voice '{voice}': no bundled Piper voice '{key}'; {_available_names()}")
+        raise UnknownVoice(f"unknown voice '{_shown(voice)}': no bundled Piper voice '{key}'; {_available_names()}")
     installed = _package_installed(spec.package) and _package_installed("piper")
     detail = spec.description if installed else f"{spec.description}; not installed here: {VOICE_EXTRA_HINT}"
     return VoiceInfo(name=f"piper:{key}", kind=VoiceKind.PIPER, language=spec.language,
@@ -139,7 +145,7 @@ def language_from_code(code: str | None, default: str = "en") -> str:
 def _hf_info(voice: str) -> VoiceInfo:
     repo_id = voice.removeprefix("hf:").strip()
     if not _HF_ID.fullmatch(repo_id) or ".." in repo_id:
-        raise UnknownVoice(f"unknown voice '{voice}': not a valid Hugging Face model id (hf:ORG/NAME); "
+        raise UnknownVoice(f"unknown voice '{_shown(voice)}': not a valid Hugging Face model id (hf:ORG/NAME); "
                            f"{_available_names()}")
     mms = re.fullmatch(r"mms-tts-([a-z]{3})", repo_id.split("/")[1].lower())
     language = language_from_code(mms[1] if mms else None)
@@ -176,12 +182,12 @@ def _folder_info(voice: str) -> VoiceInfo:
     except OSError as err:  # a name too long for the filesystem, a path through a file
         raise UnknownVoice(f"unknown voice '{voice[:80]}…': not a usable folder ({err.strerror})") from err
     if not is_dir:
-        raise UnknownVoice(f"unknown voice '{voice}': not piper:NAME, hf:ORG/NAME or an existing folder; "
+        raise UnknownVoice(f"unknown voice '{_shown(voice)}': not piper:NAME, hf:ORG/NAME or an existing folder; "
                            f"{_available_names()}")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
-        raise UnknownVoice(f"unknown voice '{voice}': the folder has no readable config.json (expected a "
+        raise UnknownVoice(f"unknown voice '{_shown(voice)}': the folder has no readable config.json (expected a "
                            f"save_pretrained or `voices import-piper` folder)") from err
     piper = (folder / "piper_voice.json").is_file()
     rate = config.get("sampling_rate") if isinstance(config, dict) else None
@@ -224,7 +230,7 @@ def resolve_voice_name(name: str | None, default: str = DEFAULT_VOICE,
             raise UnknownVoice(f"voice {NULL_VOICE} has a single speaker: '#{speaker}' names none")
         return null_voice_info()
     if voice.startswith("null:"):
-        raise UnknownVoice(f"unknown voice '{voice}': the model-free voice is named '{NULL_VOICE}' alone")
+        raise UnknownVoice(f"unknown voice '{_shown(voice)}': the model-free voice is named '{NULL_VOICE}' alone")
     if voice.startswith("piper:"):
         info = _piper_info(voice)
     elif voice.startswith("hf:"):

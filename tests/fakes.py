@@ -14,6 +14,7 @@ import numpy as np
 
 from schemas.status import Backend, DType, PrecisionMode, Runtime
 from worker.device import DeviceInfo
+from worker.fidelity import Fidelity
 from worker.precision import Policy
 from worker.synthesis import ChunkAudio, ChunkInput, Engine, EngineRun
 
@@ -39,6 +40,7 @@ class FakeEngine:
     notes: list[str] = field(default_factory=list)
     runtime: Runtime = Runtime.ONNXRUNTIME  # not the column's default, so the tests see it was stored
     num_speakers: int = 1
+    fidelity: Fidelity | None = None
 
     def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], object]) -> EngineRun:
         for n, chunk in enumerate(chunks):

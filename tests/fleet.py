@@ -101,7 +101,10 @@ def running_fleet(broker_url: str, db_url: str, voice: Path | str, tmp_path: Pat
     about the queue, store or storage rather than speech); kills the workers it started on the way out."""
     env = {**os.environ, "TTSFLEET_BROKER_URL": broker_url, "TTSFLEET_DATABASE_URL": db_url,
            "TTSFLEET_OUTPUT_DIR": str(tmp_path / "out"), "TTSFLEET_VOICE": str(voice),
-           "TTSFLEET_HEARTBEAT_S": "1", "TTSFLEET_LEASE_S": "30", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+           "TTSFLEET_HEARTBEAT_S": "1", "TTSFLEET_LEASE_S": "30", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1",
+           # The fault tests stop workers mid-job: they need the tiny voice's jobs to take a while, as they do
+           # on PyTorch. On ONNX Runtime (where a CPU worker would export it) a 100-chunk job takes a second.
+           "TTSFLEET_RUNTIME": "torch"}
     fleet = Fleet(env=env, tmp=tmp_path, workers=[], logs_open=[])
     try:
         yield fleet

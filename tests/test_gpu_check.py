@@ -20,7 +20,7 @@ from bench.gpu_pack import _record_line, trim_wheel
 from bench.gpu_wheels import image_names, read_sections, uncovered_project_deps, voice_distributions
 
 ROOT = Path(__file__).resolve().parent.parent
-STEPS = ["doctor", "canary", "engines", "memory_probe", "oom", "jobs", "intelligibility"]
+STEPS = ["doctor", "canary", "engines", "fidelity", "memory_probe", "oom", "jobs", "intelligibility"]
 
 
 def _check(tmp_path: Path, deadline_s: float = 60.0) -> Check:
@@ -109,8 +109,8 @@ def test_cpu_small_check_end_to_end(tmp_path: Path, tmp_path_factory: pytest.Tem
     assert list(steps) == STEPS and results["mode"] == "small"
     assert {"date_utc", "commit", "python", "torch", "card", "driver"} <= results["environment"].keys()
     assert {name: s["status"] for name, s in steps.items()} == {
-        "doctor": "ok", "canary": "ok", "engines": "ok", "memory_probe": "skipped", "oom": "skipped",
-        "jobs": "ok", "intelligibility": "ok"}
+        "doctor": "ok", "canary": "ok", "engines": "ok", "fidelity": "skipped", "memory_probe": "skipped",
+        "oom": "skipped", "jobs": "ok", "intelligibility": "ok"}
     assert steps["doctor"]["data"]["report"]["dtype"] == "float32"
     canary = steps["canary"]["data"]
     assert canary["accepted"] == ["fp32"] and canary["auto"] == "fp32"
@@ -118,6 +118,8 @@ def test_cpu_small_check_end_to_end(tmp_path: Path, tmp_path_factory: pytest.Tem
     engines = steps["engines"]["data"]
     assert engines["rows"][0]["max_batch_items"] == 1 and len(engines["rows"]) >= 2
     assert all(r["speed_x"] > 0 and r["audio_s"] > 1 for r in [*engines["rows"], engines["naive"]])
+    assert all(r["fidelity_snr_db"] is None and r["keep_fp32"] == "" for r in engines["rows"])  # fp32: the reference
+    assert "CUDA only" in steps["fidelity"]["why"] and "reference (fp32)" in (out / "results.md").read_text()
     assert "fp32_batched_vs_batch1" in engines["ratios"]
     assert all("CUDA only" in steps[s]["why"] for s in ("memory_probe", "oom"))
     jobs = steps["jobs"]["data"]

@@ -329,3 +329,35 @@ def test_a_job_on_the_torch_runtime_speaks_the_named_speaker(multi_folder: Path,
     np.testing.assert_allclose(default, _onnx_speaker_waveform(multi_files.onnx_path, ids, 0), atol=MULTI_MAX_ABS_DIFF)
     del engine.synthesize
     store.dispose()
+
+
+def test_an_imported_folder_runs_on_onnxruntime_and_reloads_without_torch(multi_folder: Path, multi_files: PiperFiles,
+                                                                        tmp_path: Path) -> None:
+    """A `voices import-piper` folder (no ONNX model of its own) is exported at its first onnxruntime load;
+    its later loads take the cached, checked graph without importing torch, and every speaker still
+    sounds as Piper's own graph makes it."""
+    import subprocess
+    import sys
+
+    from worker.device import detect_device
+    from worker.engine import ChunkAudio, ChunkInput, start_engine
+    from worker.precision import choose_policy
+    from worker.voices import load_voice
+
+    cache = tmp_path / "cache"
+    voice = load_voice(str(multi_folder), cache, onnx=True)
+    assert voice.model is None and voice.onnx is not None and voice.num_speakers == len(SPEAKERS)
+    cpu = detect_device("cpu")
+    engine = start_engine(voice, cpu, choose_policy(cpu, runtime="onnxruntime"), deterministic=True, threads=1)
+    for speaker in (0, 2):
+        got: list[ChunkAudio] = []
+        engine.synthesize([ChunkInput(0, "Nobody answered.", 1, speaker)], got.append)
+        expected = _onnx_speaker_waveform(multi_files.onnx_path, voice.encode("Nobody answered.").ids, speaker)
+        assert len(got[0].samples) == len(expected)
+        np.testing.assert_allclose(got[0].samples, expected, atol=MULTI_MAX_ABS_DIFF * 10)
+    probe = ("import sys; from pathlib import Path; from worker.voices import load_voice; "
+             f"v = load_voice({str(multi_folder)!r}, Path({str(cache)!r}), onnx=True); "
+             "print('torch' in sys.modules, v.model is None, v.onnx.path.name, v.num_speakers)")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True", voice.onnx.path.name, str(len(SPEAKERS))]

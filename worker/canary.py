@@ -1,19 +1,30 @@
 """What an engine runs once at start: the canary (a sentence checked for NaN/inf, silence and a plausible
-duration, falling back to safer precisions until one passes) and, on CUDA, the probe that measures memory
-per input token to size the token budget."""
+duration, falling back to safer precisions until one passes), the fidelity check (a low-precision policy's
+audio against fp32's, keeping the decoder, then the flow, in fp32 until it meets the bar: a mixed policy)
+and, on CUDA, the probe that measures memory per input token to size the token budget."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from schemas.errors import DeviceLost, SynthesisFailed, first_line
+from schemas.status import Runtime
 from worker.batching import budget_from_memory
+from worker.fidelity import FIDELITY_SENTENCES, Fidelity, FidelityBar, measure, reference_audio
 from worker.model import bad_audio
-from worker.precision import Policy, apply_process_settings, safer
+from worker.precision import MIXED_ORDER, Policy, apply_process_settings, safer, with_fp32
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from worker.device import DeviceInfo
     from worker.engine import Engine
+    from worker.loaded_voice import LoadedVoice
+    from worker.runner import Runner
 
 log = logging.getLogger("worker.engine")
 
@@ -80,6 +91,90 @@ def measure_budget(engine: Engine) -> tuple[float | None, int]:
         return None, budget_from_memory(0, 1.0)
     bytes_per_token = max(torch.cuda.max_memory_allocated(where) - baseline, 1) / (PROBE_ITEMS * PROBE_TOKENS)
     return bytes_per_token, budget_from_memory(free_bytes, bytes_per_token)
+
+
+def settle_fidelity(runner: Runner, device: DeviceInfo, encode: Callable[[str], list[int]], sample_rate_hz: int,
+                    bar: FidelityBar) -> tuple[Fidelity | None, str | None]:
+    """Measure the runner's policy against strict fp32 (worker.fidelity) and, below `bar`, keep the modules
+    of MIXED_ORDER in fp32 one more at a time (decoder, then flow) until it meets the bar; if even that
+    fails, fall back to `safer` policies. The runner is left on the policy that met the bar.
+
+    Returns (its fidelity, one line saying what changed and why, or None when nothing did). The fidelity
+    is None for a policy that is itself the reference (strict fp32) or runs no autocast (onnxruntime).
+    """
+    if runner.runtime != Runtime.TORCH or not (runner.policy.low_precision or runner.policy.tf32):
+        return None, None
+    ids = [encode(sentence) for sentence in FIDELITY_SENTENCES]
+    reference = reference_audio(runner, device, ids)
+    settled = _settle(runner, device, ids, reference, sample_rate_hz, bar,
+                      measure(runner, device, ids, sample_rate_hz, reference))
+    return settled.fidelity, settled.note
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What the fidelity check found: the policy as asked (`first`, its `measured` fidelity), the policy the
+    runner is left on (`policy`, its `fidelity`: None for strict fp32, the reference), and the one-line
+    `note` saying what changed and why (None when the policy as asked met the bar)."""
+
+    first: Policy
+    measured: Fidelity
+    policy: Policy
+    fidelity: Fidelity | None
+    note: str | None
+
+
+def _settle(runner: Runner, device: DeviceInfo, ids: list[list[int]], reference: list[np.ndarray],
+            sample_rate_hz: int, bar: FidelityBar, measured: Fidelity) -> Settled:
+    first = runner.policy
+    problem = bar.problem(measured)
+    if problem is None:
+        return Settled(first, measured, first, measured, None)
+    note = f"fidelity under {_label(first)} below the bar ({problem})"
+    candidates: list[Policy] = []
+    for n in range(1, len(MIXED_ORDER) + 1 if first.low_precision else 1):
+        modules = MIXED_ORDER[:n]
+        candidates.append(with_fp32(first, modules, f"{', '.join(modules)} kept in fp32 for fidelity"))
+    fallback = safer(first)
+    while fallback is not None:  # fp32 with TF32 is measured too; strict fp32 is the reference itself
+        candidates.append(fallback)
+        fallback = safer(fallback) if fallback.tf32 else None
+    for policy in candidates:
+        runner.set_policy(policy)
+        apply_process_settings(policy, device)
+        if not (policy.low_precision or policy.tf32):
+            return Settled(first, measured, policy, None, f"{note}; falling back to {_label(policy)}")
+        fidelity = measure(runner, device, ids, sample_rate_hz, reference)
+        if bar.problem(fidelity) is None:
+            return Settled(first, measured, policy, fidelity, f"{note}; {_describe(policy)}: {fidelity.summary()}")
+    raise AssertionError("unreachable: the last candidate is strict fp32")
+
+
+def fidelity_report(voice: LoadedVoice, device: DeviceInfo, policy: Policy, bar: FidelityBar) -> Settled:
+    """`doctor --fidelity`: `voice` (with its torch model) under `policy` on `device` measured against strict
+    fp32 — whatever the policy, fp32 included (its runs are compared too) — and, below `bar`, what the
+    start-up check would settle on. The model is left with its noise and policy wrappers removed."""
+    from worker.model import ModelRunner
+
+    runner = ModelRunner(voice.model, device, policy, noise_off=True)
+    try:
+        apply_process_settings(policy, device)
+        ids = [voice.encode(sentence).ids for sentence in FIDELITY_SENTENCES]
+        reference = reference_audio(runner, device, ids)
+        measured = measure(runner, device, ids, voice.sample_rate_hz, reference)
+        if not (policy.low_precision or policy.tf32):
+            return Settled(policy, measured, policy, None, None)
+        return _settle(runner, device, ids, reference, voice.sample_rate_hz, bar, measured)
+    finally:
+        runner.restore()
+
+
+def _describe(policy: Policy) -> str:
+    """`decoder, flow kept in fp32` for a mixed policy, else `falling back to float32 with TF32`."""
+    extra = [m for m in policy.keep_fp32 if m in MIXED_ORDER]
+    if policy.low_precision and extra:
+        return f"{', '.join(extra)} kept in fp32"
+    return f"falling back to {_label(policy)}"
 
 
 def _label(policy: Policy) -> str:

@@ -30,8 +30,9 @@ from worker.batching import (
     padded_tokens,
     plan_batches,
 )
-from worker.canary import measure_budget, run_canary
+from worker.canary import measure_budget, run_canary, settle_fidelity
 from worker.device import DeviceInfo
+from worker.fidelity import DEFAULT_BAR, Fidelity, FidelityBar
 from worker.loaded_voice import LoadedVoice
 from worker.model import bad_audio, free_memory, peak_bytes, reset_peak
 from worker.onnx_runner import make_runner
@@ -63,6 +64,8 @@ class Engine:
 
     `token_budget` (padded input tokens per batch) only ever goes down: an out-of-memory lowers it for
     this and every later job. `broken` is set once a device error was seen; the engine is then useless.
+    `fidelity`: the policy's audio against strict fp32's, measured at start on this device (None where
+    the policy is fp32 itself); for a voice exported to ONNX, the export's against PyTorch.
     """
 
     voice: LoadedVoice
@@ -73,6 +76,7 @@ class Engine:
     max_batch_items: int | None = None
     bytes_per_token: float | None = None
     canary_s: float = 0.0
+    fidelity: Fidelity | None = None
     notes: list[str] = field(default_factory=list)
     broken: bool = field(default=False, init=False)
     _budget_noted: bool = field(default=False, init=False, repr=False)
@@ -333,10 +337,12 @@ class Engine:
 
 def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, token_budget: int | None = None,
                  deterministic: bool = False, max_batch_items: int | None = None,
-                 threads: int | None = None) -> Engine:
+                 threads: int | None = None, fidelity_bar: FidelityBar | None = DEFAULT_BAR) -> Engine:
     """Pick the runner (`make_runner`: onnxruntime or torch, as the policy says and the voice allows; on
     onnxruntime a batch is one chunk per lane, run side by side), move `voice.model` to `device` under
     `policy`, run the canary (falling back to `safer` policies, each fallback recorded in `engine.notes`),
+    measure the fidelity of a low-precision policy against fp32 (`settle_fidelity`: below `fidelity_bar`,
+    the decoder and then the flow are kept in fp32, said in one line in `engine.notes`; None skips it),
     and size the token budget: `token_budget` if given, else measured free memory / memory per token on
     CUDA, else CPU_TOKEN_BUDGET (no limit on onnxruntime, which pads nothing).
 
@@ -357,6 +363,14 @@ def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, toke
                     deterministic=deterministic, max_batch_items=max_batch_items)
     started = time.perf_counter()
     run_canary(engine)
+    if fidelity_bar is not None:
+        engine.fidelity, note = settle_fidelity(runner, device, lambda text: voice.encode(text).ids,
+                                                voice.sample_rate_hz, fidelity_bar)
+        if note is not None:
+            log.warning("%s", note)
+            engine.notes.append(note)
+    if runner.runtime == Runtime.ONNXRUNTIME and voice.onnx is not None:
+        engine.fidelity = voice.onnx.checked
     engine.canary_s = time.perf_counter() - started
     if token_budget is None and runner.device_type == "cuda":
         engine.bytes_per_token, engine.token_budget = measure_budget(engine)

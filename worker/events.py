@@ -34,7 +34,9 @@ class JobFigures:
     `synth_s` sums the chunks' synthesis seconds over every attempt (a resumed job counts the chunks an
     earlier attempt made); `peak_mem_bytes` is device memory on a GPU, the process's peak RSS on a CPU,
     for this attempt's synthesis (None when nothing was left to synthesize or it cannot be read);
-    `runtime` is what ran the voice (torch or onnxruntime).
+    `runtime` is what ran the voice (torch or onnxruntime). `keep_fp32` and `fidelity_*` are the engine's
+    policy's fp32 modules and fidelity against fp32 (`worker.synthesis.policy_quality` gives them;
+    None: not measured, the policy being fp32 itself).
     """
 
     card: str
@@ -49,6 +51,10 @@ class JobFigures:
     fp32_fallbacks: int
     batches: int
     runtime: Runtime = Runtime.TORCH
+    keep_fp32: str = ""
+    fidelity_mel_db: float | None = None
+    fidelity_snr_db: float | None = None
+    fidelity_duration_error: float | None = None
 
 
 class Listener:

@@ -109,6 +109,16 @@ class ModelRunner:
     def release_memory(self) -> None:
         """Nothing beyond `free_memory`, which empties torch's caching allocator."""
 
+    @contextmanager
+    def noiseless(self) -> Iterator[None]:
+        """The model's noise scales at 0 while inside (as `noise_off` sets them for good)."""
+        saved = (self.model.noise_scale, self.model.noise_scale_duration)
+        self.model.noise_scale, self.model.noise_scale_duration = 0.0, 0.0
+        try:
+            yield
+        finally:
+            self.model.noise_scale, self.model.noise_scale_duration = saved
+
     def is_out_of_memory(self, err: BaseException) -> bool:
         """True when `err` is torch's out-of-memory error."""
         import torch

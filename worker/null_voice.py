@@ -38,6 +38,7 @@ class NullEngine:
     runtime: Runtime = Runtime.NONE
     notes: list[str] = field(default_factory=list)
     num_speakers: int = 1
+    fidelity: None = None  # no model, nothing measured against fp32
     _zeros: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32), repr=False)
 
     def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], object]) -> EngineRun:

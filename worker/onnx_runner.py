@@ -23,8 +23,9 @@ import os
 import platform
 import tempfile
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,7 @@ import numpy as np
 from schemas.errors import PermanentError, first_line
 from schemas.status import Runtime
 from worker.device import DeviceInfo
+from worker.fidelity import Fidelity
 from worker.precision import Policy
 from worker.runner import LaneItem, Runner
 
@@ -54,6 +56,8 @@ class OnnxVoice:
     noise_w: float = 0.8
     # Where the graph optimized for this machine is kept (None: optimize at every start, ~1 s).
     cache_dir: Path | None = None
+    # For a graph exported from a transformers voice: its audio against PyTorch's, checked at export.
+    checked: Fidelity | None = None
 
 
 def cores_available() -> int:
@@ -238,6 +242,16 @@ class OnnxRunner:
             if session is not None and id(session) in self._grown:
                 _synthesize(session, [self.pad_id], self._scales, self._sid0, options)
         self._grown.clear()
+
+    @contextmanager
+    def noiseless(self) -> Iterator[None]:
+        """The noise scales at 0 while inside (the length scale kept)."""
+        saved = self._scales.copy()
+        self._scales[0] = self._scales[2] = 0.0
+        try:
+            yield
+        finally:
+            self._scales = saved
 
     def synchronize(self) -> None:
         """Nothing to wait for: `run` returns when the audio exists."""

@@ -134,3 +134,8 @@ class PiperEncoder:
                 ids.extend(self.id_map["_"])
         ids.extend(self.id_map["$"])
         return Encoded(ids=ids, dropped="".join(dropped))
+
+
+def is_piper_folder(folder: Path) -> bool:
+    """True for a folder written by `convert_piper` (or `ttsfleet voices import-piper`)."""
+    return (Path(folder) / PIPER_CONFIG_FILE).is_file() and (Path(folder) / "config.json").is_file()

@@ -25,9 +25,10 @@ from transformers.models.vits.modeling_vits import VitsStochasticDurationPredict
 
 from schemas.errors import PermanentError
 from schemas.voices import VOICE_EXTRA_HINT
-from worker.phonemes import PIPER_CONFIG_FILE, PiperEncoder, read_piper_config
+from worker.phonemes import PIPER_CONFIG_FILE, PiperEncoder, is_piper_folder, read_piper_config
 
-__all__ = ["PIPER_CONFIG_FILE", "PiperEncoder", "PiperVitsModel", "convert_piper", "read_piper_config"]
+__all__ = ["PIPER_CONFIG_FILE", "PiperEncoder", "PiperVitsModel", "convert_piper", "is_piper_folder",
+           "read_piper_config"]
 _TE, _DP = "text_encoder.encoder.layers", "duration_predictor"
 _LN = {"gamma": "weight", "beta": "bias"}
 
@@ -324,8 +325,3 @@ def _load_state(model: Any, state: dict[str, np.ndarray]) -> list[str]:
         else:
             unmapped.append(name)
     return unmapped
-
-
-def is_piper_folder(folder: Path) -> bool:
-    """True for a folder written by `convert_piper` (or `ttsfleet voices import-piper`)."""
-    return (Path(folder) / PIPER_CONFIG_FILE).is_file() and (Path(folder) / "config.json").is_file()

@@ -27,6 +27,10 @@ DTYPES = {Precision.BF16: DType.BFLOAT16, Precision.FP16: DType.FLOAT16, Precisi
 # VITS parts run in fp32 under low precision: they decide the durations (ceil(exp(.)) turns small errors
 # into shifted phoneme boundaries) and cost little next to the flow and the HiFi-GAN decoder.
 VITS_FP32_MODULES = ("text_encoder", "duration_predictor")
+# Every part of a VITS forward at inference, in the order they run. A mixed policy keeps more of them in
+# fp32 when the fidelity check asks for it: the decoder first, then the flow (docs/precision.md).
+VITS_MODULES = ("text_encoder", "duration_predictor", "flow", "decoder")
+MIXED_ORDER = ("decoder", "flow")
 _GTX16_RE = re.compile(r"\bGTX\s*16\d\d\b", re.IGNORECASE)
 
 
@@ -190,6 +194,30 @@ def arch_supported(capability: tuple[int, int], arch_list: tuple[str, ...] | lis
         elif kind == "sm" and major == capability[0] and minor <= capability[1]:
             return True
     return False
+
+
+def autocast_policy(device: DeviceInfo, precision: Precision | str,
+                    keep_fp32: tuple[str, ...] = VITS_FP32_MODULES) -> Policy:
+    """`precision` under torch autocast on `device` whatever the card could run, the modules in `keep_fp32`
+    in fp32: what a card's policy computes, emulated (slowly) on a CPU. For measuring fidelity only
+    (`doctor --fidelity`, benchmarks), never a worker's policy. Raises PrecisionRefused for an unknown
+    precision name; fp32 (and auto on a CPU) is plain fp32."""
+    try:
+        want = Precision(str(precision).lower())
+    except ValueError as err:
+        raise PrecisionRefused(f"unknown precision {precision!r}: use auto, bf16, fp16 or fp32") from err
+    run_on = Backend.CPU if device.backend in (Backend.CPU, Backend.MPS) else Backend.CUDA
+    if want in (Precision.FP32, Precision.AUTO):
+        return Policy(dtype=DType.FLOAT32, tf32=False, mode=PrecisionMode.FP32, run_on=run_on, requested=want,
+                      reason=f"fp32 on {device.name} (the reference)")
+    return Policy(dtype=DTYPES[want], tf32=False, mode=PrecisionMode.AUTOCAST, keep_fp32=keep_fp32, run_on=run_on,
+                  requested=want, reason=f"{want.value} under torch autocast on {device.name}, for measurement")
+
+
+def with_fp32(policy: Policy, modules: tuple[str, ...], why: str) -> Policy:
+    """`policy` with `modules` also kept in fp32 (a mixed policy), `why` added to its reason."""
+    keep = tuple(dict.fromkeys((*policy.keep_fp32, *modules)))
+    return replace(policy, keep_fp32=keep, reason=f"{policy.reason}; {why}")
 
 
 def safer(policy: Policy) -> Policy | None:

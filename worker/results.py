@@ -16,7 +16,7 @@ from worker.context import JobContext
 from worker.events import JobFigures, JobOutcome
 from worker.model import peak_bytes
 from worker.naming import attempt_tag, output_key, owner_tag, tags
-from worker.synthesis import Engine
+from worker.synthesis import Engine, policy_quality
 from worker.unit import Member
 
 log = logging.getLogger("ttsfleet.job")
@@ -99,7 +99,8 @@ def _stage(ctx: JobContext, engine: Engine, member: Member, peak: int | None) ->
     figures = JobFigures(card=device.name, capability=device.capability_str, backend=Backend(device.backend),
                          dtype=DType(engine.policy.dtype), chunks=held.chunks_total, audio_s=assembled.audio_s,
                          synth_s=synth_s, peak_mem_bytes=peak if member.done else None, oom_retries=0,
-                         fp32_fallbacks=redone, batches=member.figures_batches, runtime=engine.runtime)
+                         fp32_fallbacks=redone, batches=member.figures_batches, runtime=engine.runtime,
+                         **policy_quality(engine.policy, engine.fidelity))
     warnings = list(held.warnings)
     if member.dropped:
         warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(member.dropped)))

@@ -9,6 +9,7 @@ back) instead of testing which class it holds. Imports numpy only.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -74,6 +75,10 @@ class Runner(Protocol):
 
     def stream(self, items: Sequence[LaneItem]) -> Generator[tuple[int, np.ndarray | Exception, float]]:
         """(position in `items`, wave or the item's error, seconds) as each item finishes, in any order."""
+        ...
+
+    def noiseless(self) -> AbstractContextManager[None]:
+        """Noise off while inside (the fidelity measure compares audio made without noise)."""
         ...
 
     def synchronize(self) -> None:

@@ -29,6 +29,7 @@ from worker.context import HeldLeases, JobContext
 from worker.events import JobOutcome, Listener, Listeners
 from worker.job import run_delivery, synthesize_job
 from worker.reaper import Republish
+from worker.synthesis import policy_quality
 
 if TYPE_CHECKING:
     from worker.device import DeviceInfo
@@ -177,6 +178,7 @@ class WorkerRuntime:
             "cuda_version": _cuda_version(), "dtype": str(self.policy.dtype), "tf32": self.policy.tf32,
             "policy_reason": self.policy.reason + "".join(f"; {n}" for n in notes),
             "voice": self.settings.voice, "queues": self.settings.queues,
+            **policy_quality(self.policy, engine.fidelity if engine is not None else None),
             "details": {"canary_s": getattr(engine, "canary_s", None), "mode": str(self.policy.mode),
                         "runtime": str(engine.runtime if engine is not None else self.policy.runtime),
                         "threads": getattr(getattr(engine, "runner", None), "threads", None)},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from schemas.status import DType, Runtime
 
 if TYPE_CHECKING:
     from worker.device import DeviceInfo
+    from worker.fidelity import Fidelity
     from worker.precision import Policy
 
 
@@ -64,6 +65,7 @@ class Engine(Protocol):
 
     `num_speakers`: the voice's speaker count (1 for a single-speaker voice); a chunk's `speaker_id` must
     be below it. `notes`: what start-up changed and why (fallbacks, a lowered token budget), one line each.
+    `fidelity`: the policy's audio against fp32's, measured at start (None: the policy is fp32 itself).
     """
 
     @property
@@ -87,6 +89,9 @@ class Engine(Protocol):
     @property
     def notes(self) -> list[str]: ...
 
+    @property
+    def fidelity(self) -> Fidelity | None: ...
+
     def synthesize(self, chunks: Sequence[ChunkInput], on_chunk: Callable[[ChunkAudio], object]) -> EngineRun:
         """Synthesize `chunks`, calling `on_chunk` as each chunk's audio exists (not in input order); what
         `on_chunk` raises propagates after the engine freed its memory."""
@@ -95,3 +100,24 @@ class Engine(Protocol):
     def cleanup(self) -> None:
         """Release what the last call left (never raises for a dead device)."""
         ...
+
+
+
+class PolicyQuality(TypedDict):
+    """The columns a workers row and a job's metrics store about the quality of a policy (named as
+    `worker.events.JobFigures`' fields): its fp32 modules, comma-separated, and its fidelity against fp32
+    (None where the policy is fp32 itself)."""
+
+    keep_fp32: str
+    fidelity_mel_db: float | None
+    fidelity_snr_db: float | None
+    fidelity_duration_error: float | None
+
+
+def policy_quality(policy: Policy, fidelity: Fidelity | None) -> PolicyQuality:
+    """`PolicyQuality` of an engine's policy and fidelity: `JobFigures(..., **policy_quality(engine.policy,
+    engine.fidelity))`."""
+    return PolicyQuality(keep_fp32=",".join(policy.keep_fp32),
+                         fidelity_mel_db=None if fidelity is None else fidelity.mel_distance_db,
+                         fidelity_snr_db=None if fidelity is None else fidelity.snr_db,
+                         fidelity_duration_error=None if fidelity is None else fidelity.duration_error)

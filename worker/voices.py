@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import json
+import logging
 import os
 import shutil
 import tempfile
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from schemas.voices import (
 )
 from worker.loaded_voice import Encoded, LoadedVoice, load_folder_voice
 
+log = logging.getLogger("ttsfleet.worker")
 CONVERTER_VERSION = 1  # bump when convert_piper's output changes, so caches are rebuilt
 LOCK_TIMEOUT_S = 600.0  # a conversion takes ~10 s; waiting longer means another process is stuck
 _MARKER = "ttsfleet_voice.json"
@@ -40,10 +43,12 @@ def load_voice(name: str, cache_dir: Path | None = None, voice_dirs: Sequence[Pa
 
     `voice_dirs`: the only folders whose voice folders may be loaded (a worker passes its settings';
     None, for a library caller loading a folder it chose, skips the check). Remote code is never run.
-    `cache_dir` holds converted bundled voices (a worker passes its settings' `voices_cache_dir`; None,
-    for a library caller without settings, means the user's default cache folder). `onnx`: a bundled Piper
-    voice is loaded for ONNX Runtime only (its verified ONNX file, no torch model, nothing converted, torch
-    not imported); other voices have no ONNX model and load as usual.
+    `cache_dir` holds converted bundled voices and exported graphs (a worker passes its settings'
+    `voices_cache_dir`; None, for a library caller without settings, means the user's default cache
+    folder). `onnx`: the voice is loaded for ONNX Runtime only: a bundled Piper voice as its verified ONNX
+    file (no torch model, nothing converted, torch not imported); any other voice exported to ONNX once
+    and checked against PyTorch (worker.vits_onnx), its torch model then dropped; a voice whose export
+    fails its check keeps its torch model and runs on torch (logged).
 
     Raises UnknownVoice for names that cannot be loaded here (including hub ids while offline),
     PermanentError when the `voice` extra is missing or the bundled voice fails its hash check.
@@ -55,15 +60,70 @@ def load_voice(name: str, cache_dir: Path | None = None, voice_dirs: Sequence[Pa
         folder = bundled_voice_folder(info.name, cache_dir)
         return load_piper_folder(folder, name=info.name)
     if info.kind == VoiceKind.HF:
-        return _load_hf(info.name, info.language)
-    folder = Path(info.name)
-    from worker.piper import is_piper_folder
+        voice = _load_hf(info.name, info.language)
+    else:
+        from worker.phonemes import is_piper_folder
 
-    if is_piper_folder(folder):
-        return load_piper_folder(folder, name=info.name)
-    voice = load_folder_voice(folder, name=info.name, language=info.language)
-    voice.model.float().eval()
-    return voice
+        folder = Path(info.name)
+        ready = _exported_piper_folder(folder, info.name, cache_dir) if onnx and is_piper_folder(folder) else None
+        if ready is not None:
+            return ready
+        if is_piper_folder(folder):
+            voice = load_piper_folder(folder, name=info.name)
+        else:
+            voice = load_folder_voice(folder, name=info.name, language=info.language)
+            voice.model.float().eval()
+    return exported_voice(voice, cache_dir) if onnx else voice
+
+
+def _exported_piper_folder(folder: Path, name: str, cache_dir: Path | None) -> LoadedVoice | None:
+    """A converted Piper folder whose export is cached and checked, loaded for ONNX Runtime without torch:
+    the encoder, sample rate, speakers and scales from its Piper config (as `load_piper_folder` sets them
+    on the model). None when there is no such export yet."""
+    from worker.onnx_runner import OnnxVoice
+    from worker.phonemes import PIPER_CONFIG_FILE, PiperEncoder, read_piper_config
+    from worker.vits_onnx import cached_check, exported_path, weights_hash
+
+    cache = Path(cache_dir) if cache_dir is not None else default_voices_cache_dir(os.environ)
+    key = weights_hash(folder)
+    path = exported_path(cache, key) if key is not None else None
+    checked = cached_check(path) if path is not None else None
+    if path is None or checked is None:
+        return None
+    pcfg = read_piper_config(folder / PIPER_CONFIG_FILE)
+    encoder = PiperEncoder(pcfg)
+    encoder("ok")  # a missing phonemizer fails at load, not at the first chunk
+    inference = pcfg.get("inference", {})
+    onnx = OnnxVoice(path, noise_scale=float(inference.get("noise_scale", 0.667)),
+                     length_scale=float(inference.get("length_scale", 1.0)),
+                     noise_w=float(inference.get("noise_w", 0.8)), cache_dir=cache / "onnxruntime", checked=checked)
+    language = language_from_code(pcfg.get("language", {}).get("code") or pcfg.get("espeak", {}).get("voice"))
+    return LoadedVoice(name=name, model=None, sample_rate_hz=int(pcfg["audio"]["sample_rate"]), language=language,
+                       encode=encoder, folder=folder, onnx=onnx, speakers=max(int(pcfg.get("num_speakers") or 1), 1))
+
+
+def exported_voice(voice: LoadedVoice, cache_dir: Path | None = None) -> LoadedVoice:
+    """`voice` for ONNX Runtime: its transformers model exported to ONNX once (keyed by its weights' hash,
+    in `cache_dir`/exported), checked against PyTorch, the torch model dropped. A failed export or check
+    leaves `voice` as it is (it runs on torch), with a warning in the log.
+
+    Raises RetryableError when another process holds the export's lock too long."""
+    from worker.onnx_runner import OnnxVoice
+    from worker.vits_onnx import export_checked, exported_path, model_hash, weights_hash
+
+    cache = Path(cache_dir) if cache_dir is not None else default_voices_cache_dir(os.environ)
+    key = (weights_hash(voice.folder) if voice.folder is not None else None) or model_hash(voice.model)
+    path = exported_path(cache, key)
+    try:
+        checked = export_checked(voice.model, voice.encode, voice.sample_rate_hz, path)
+    except PermanentError as err:
+        log.warning("voice %s runs on torch: %s", voice.name, err)
+        return voice
+    model = voice.model
+    onnx = OnnxVoice(path, noise_scale=float(model.noise_scale), noise_w=float(model.noise_scale_duration),
+                     length_scale=1.0 / float(getattr(model, "speaking_rate", 1.0) or 1.0),
+                     cache_dir=cache / "onnxruntime", checked=checked)
+    return replace(voice, model=None, onnx=onnx, speakers=voice.num_speakers)
 
 
 # --------------------------------------------------------------------------- bundled Piper voices

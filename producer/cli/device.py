@@ -6,8 +6,9 @@ refuses: a precision the card cannot run is one line and a non-zero exit.
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -74,16 +75,77 @@ def worker(device: DeviceOpt = None, precision: PrecisionOpt = None, queues: Que
     serve(settings, loglevel)
 
 
+FidelityOpt = Annotated[bool, typer.Option(
+    "--fidelity", help="measure the policy's audio against fp32 for the worker's voice (log-mel distance, SNR, "
+                       "lengths); on a CPU the precision runs under torch autocast, emulated and slow")]
+
+
 def doctor(json_output: JsonOpt = False, simulate: SimulateOpt = None, precision: PrecisionOpt = None,
-           device: DeviceOpt = None, runtime: RuntimeOpt = None) -> None:
+           device: DeviceOpt = None, runtime: RuntimeOpt = None, fidelity: FidelityOpt = False,
+           voice: VoiceOpt = None, voice_dirs: VoiceDirsOpt = None, voices_cache_dir: CacheDirOpt = None) -> None:
     """Show the device (or a simulated one) and the precision policy chosen for it, with the reason."""
     from worker.precision import describe, resolve
 
-    info, policy = resolve(device or "auto", precision or "auto", simulate, runtime or "auto")
-    report = describe(info, policy)
+    if fidelity:
+        info, policy, report = _fidelity(device, precision, simulate, voice, voice_dirs, voices_cache_dir)
+    else:
+        info, policy = resolve(device or "auto", precision or "auto", simulate, runtime or "auto")
+        report = describe(info, policy)
     if json_output:
         print_json(report)
         return
+    _print_doctor(info, policy, report)
+
+
+def _fidelity(device: str | None, precision: str | None, simulate: str | None, voice: str | None,
+              voice_dirs: str | None, voices_cache_dir: Path | None) -> tuple[Any, Any, dict[str, Any]]:
+    """The device, the policy measured and the `doctor --json` report with its `fidelity` object. On a CPU
+    the requested precision runs under torch autocast (what a card computes, emulated); on a card it is the
+    policy `worker` would pin (refused alike)."""
+    import time
+
+    from schemas.errors import InvalidInput
+    from schemas.settings import WorkerSettings
+    from schemas.status import Backend
+    from worker.canary import fidelity_report
+    from worker.device import detect_device
+    from worker.fidelity import DEFAULT_BAR
+    from worker.precision import autocast_policy, choose_policy, describe
+    from worker.voices import load_voice
+
+    if simulate:
+        raise InvalidInput("--fidelity measures the device that is here; it cannot be combined with --simulate")
+    settings = WorkerSettings.from_env(environ(), voice=voice, voice_dirs=voice_dirs, voices_cache_dir=voices_cache_dir)
+    info = detect_device(device or "auto")
+    if info.backend == Backend.CUDA:  # refused exactly as `worker` refuses it
+        policy = choose_policy(info, precision or "auto", "torch")
+    else:
+        policy = autocast_policy(info, precision or "auto")
+    started = time.perf_counter()
+    _quiet_transformers()
+    loaded = load_voice(settings.voice, settings.voices_cache_dir, settings.voice_dir_list)
+    settled = fidelity_report(loaded, info, policy, DEFAULT_BAR)
+    report = describe(info, policy)
+    report["fidelity"] = {
+        "voice": settings.voice, "emulated": info.backend != Backend.CUDA, **asdict(settled.measured),
+        "meets_bar": DEFAULT_BAR.problem(settled.measured) is None, "problem": DEFAULT_BAR.problem(settled.measured),
+        "bar": asdict(DEFAULT_BAR), "seconds": round(time.perf_counter() - started, 1),
+        "worker_policy": {"dtype": settled.policy.dtype, "keep_fp32": list(settled.policy.keep_fp32),
+                          **(asdict(settled.fidelity) if settled.fidelity is not None else {}),
+                          "note": settled.note},
+    }
+    return info, policy, report
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or load reports from transformers on a command's output."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _print_doctor(info: Any, policy: Any, report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -102,6 +164,15 @@ def doctor(json_output: JsonOpt = False, simulate: SimulateOpt = None, precision
         ("runtime", policy.runtime),
         ("reason", policy.reason),
     ]
+    measured = report.get("fidelity")
+    if measured is not None:
+        from worker.fidelity import Fidelity
+
+        verdict = "meets the bar" if measured["meets_bar"] else f"below the bar: {measured['problem']}"
+        figures = Fidelity(**{k: measured[k] for k in Fidelity.__dataclass_fields__})
+        rows += [("fidelity", f"{measured['voice']}: {figures.summary()}, {figures.sentences} sentences against "
+                              f"fp32 ({verdict})"),
+                 ("worker runs", measured["worker_policy"]["note"] or "this policy as it is")]
     for key, value in rows:
         table.add_row(key, str(value))
     Console().print(table)

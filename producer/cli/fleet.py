@@ -127,7 +127,7 @@ def _print_csv(keys: Sequence[str], rows: Sequence[StatsRow]) -> None:
 
 
 # Figure columns shown on any terminal; the others need a wide one (or --format json/csv).
-_PRIMARY = ("jobs", "failed", "× real\ntime", "chars/s", "latency\np50 s", "latency\np95 s", "peak\nmem")
+_PRIMARY = ("jobs", "failed", "× real\ntime", "chars/s", "latency\np50 s", "latency\np95 s", "peak\nmem", "fidelity")
 _WIDE_TABLE_COLUMNS = 140
 
 
@@ -163,7 +163,7 @@ def _stats_cells(row: StatsRow | None) -> dict[str, str]:
     if row is None:
         return dict.fromkeys(("jobs", "failed", "audio", "synthesis", "× real\ntime", "chars/s",
                               "wait\np50 s", "wait\np95 s", "latency\np50 s", "latency\np95 s", "peak\nmem",
-                              "OOM\nretries", "fp32\nfallbacks"), "")
+                              "OOM\nretries", "fp32\nfallbacks", "fidelity", "fp32\nmodules"), "")
     return {
         "jobs": str(row.jobs), "failed": str(row.failed_jobs) if row.failed_jobs else "[dim]0[/]",
         "audio": _duration(row.audio_s), "synthesis": _duration(row.synth_s),
@@ -174,7 +174,24 @@ def _stats_cells(row: StatsRow | None) -> dict[str, str]:
         "latency\np95 s": _num(row.p95_latency_s, "{:.2f}"),
         "peak\nmem": _bytes(row.peak_mem_bytes), "OOM\nretries": str(row.oom_retries),
         "fp32\nfallbacks": str(row.fp32_fallbacks),
+        "fidelity": fidelity_text(row.fidelity_mel_db, row.fidelity_snr_db, row.keys.get("dtype")),
+        "fp32\nmodules": _modules(row.keep_fp32),
     }
+
+
+def fidelity_text(mel_db: float | None, snr_db: float | None, dtype: str | None = None) -> str:
+    """`mel 0.53 dB · SNR 26.6 dB` (the worst in a group), or what an unmeasured policy is."""
+    if mel_db is None or snr_db is None:
+        return "fp32 (reference)" if dtype == "float32" else "not measured"
+    return f"mel {mel_db:.2f} dB · SNR {snr_db:.1f} dB"
+
+
+def _modules(keep_fp32: str) -> str:
+    """The modules kept in fp32 beyond the default islands, e.g. `+decoder`; `–` when none."""
+    from worker.precision import VITS_FP32_MODULES
+
+    extra = [m for m in keep_fp32.split(",") if m and m not in VITS_FP32_MODULES]
+    return "+" + ",".join(extra) if extra else "–"
 
 
 def _duration(seconds: float) -> str:
@@ -213,9 +230,9 @@ def workers(lost_after: LostAfterOpt = 60.0, json_output: JsonOpt = False,
     _print_workers_table(views, lost_after)
 
 
-_WORKER_COLUMNS = ("worker", "card", "CC", "memory", "dtype", "tf32", "state", "heartbeat", "host", "voice",
-                   "policy")
-_WORKER_NARROW = 8  # the first columns, all a narrow terminal shows
+_WORKER_COLUMNS = ("worker", "card", "CC", "memory", "dtype", "tf32", "fidelity", "state", "heartbeat", "host",
+                   "voice", "fp32 modules", "policy")
+_WORKER_NARROW = 9  # the first columns, all a narrow terminal shows
 
 
 def _print_workers_table(views: Sequence[WorkerView], lost_after: float) -> None:
@@ -229,10 +246,11 @@ def _print_workers_table(views: Sequence[WorkerView], lost_after: float) -> None
                   title_justify="left", box=box.SIMPLE_HEAD, collapse_padding=True, pad_edge=False)
     for name in shown:
         table.add_column(name, overflow="fold", justify="right" if name in ("memory", "heartbeat") else "left",
-                         no_wrap=name not in ("card", "policy", "voice"))
+                         no_wrap=name not in ("card", "policy", "voice", "fidelity", "fp32 modules"))
     for v in views:
         cells = (v.id, v.card, v.capability or "–", _bytes(v.memory_bytes), v.dtype, "on" if v.tf32 else "off",
-                 _state(v.state), f"{_age(v.heartbeat_age_s)} ago", v.host, v.voice, v.policy_reason)
+                 fidelity_text(v.fidelity_mel_db, v.fidelity_snr_db, v.dtype), _state(v.state),
+                 f"{_age(v.heartbeat_age_s)} ago", v.host, v.voice, v.keep_fp32 or "–", v.policy_reason)
         table.add_row(*cells[: len(shown)])
     console.print(table)
     if not views:
