@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -31,12 +32,18 @@ from worker.batching import (
 )
 from worker.canary import measure_budget, run_canary
 from worker.device import DeviceInfo
+from worker.kokoro_onnx import KokoroOnnxRunner
 from worker.loaded_voice import LoadedVoice
 from worker.model import ModelRunner, bad_audio, free_memory, peak_bytes, reset_peak
 from worker.onnx_runner import LaneItem, OnnxRunner, make_runner
 from worker.precision import Policy, apply_process_settings
 
+if TYPE_CHECKING:
+    from worker.kokoro_torch import KokoroTorchRunner
+
 log = logging.getLogger(__name__)
+
+_LANE_RUNNERS = (OnnxRunner, KokoroOnnxRunner)  # one item per graph call, side by side on lanes
 
 UNSPEAKABLE_PAUSE_S = 0.3
 
@@ -97,7 +104,7 @@ class Engine:
 
     voice: LoadedVoice
     device: DeviceInfo
-    runner: ModelRunner | OnnxRunner
+    runner: ModelRunner | OnnxRunner | KokoroOnnxRunner | KokoroTorchRunner
     token_budget: int
     deterministic: bool = False
     max_batch_items: int | None = None
@@ -148,7 +155,7 @@ class Engine:
         started = time.perf_counter()
         try:
             reset_peak(torch_device)
-            if isinstance(self.runner, OnnxRunner) and self.runner.lanes > 1 and len(items) > 1:
+            if isinstance(self.runner, _LANE_RUNNERS) and self.runner.lanes > 1 and len(items) > 1:
                 self._run_lanes(self.runner, chunks, encoded, items, on_chunk, counts)
             else:
                 for speed in sorted({chunks[item.key].speed for item in items}):  # one speed per batch
@@ -208,8 +215,9 @@ class Engine:
                                        len(batch), counts))
             del waves
 
-    def _run_lanes(self, runner: OnnxRunner, chunks: Sequence[ChunkInput], encoded: list[tuple[list[int], str]],
-                   items: list[Item], on_chunk: Callable[[ChunkAudio], object], counts: _Counts) -> None:
+    def _run_lanes(self, runner: OnnxRunner | KokoroOnnxRunner, chunks: Sequence[ChunkInput],
+                   encoded: list[tuple[list[int], str]], items: list[Item],
+                   on_chunk: Callable[[ChunkAudio], object], counts: _Counts) -> None:
         """Run every item on the runner's lanes as one stream, longest first (the last to start are the
         shortest, so the lanes finish close together), storing each through `on_chunk` while the lanes run
         on: no lane waits for another, nor for the store. A chunk's `synth_s` is its lane time divided by
@@ -281,7 +289,7 @@ class Engine:
             gc.collect()
             return
         try:
-            if isinstance(self.runner, OnnxRunner):
+            if isinstance(self.runner, _LANE_RUNNERS):
                 self.runner.release_memory()
             free_memory(self.runner.torch_device)
         except RuntimeError as err:
@@ -370,7 +378,7 @@ def start_engine(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, toke
     """
     runner = make_runner(voice, device, policy, noise_off=deterministic, threads=threads)
     apply_process_settings(runner.policy, device)
-    if isinstance(runner, OnnxRunner):
+    if isinstance(runner, _LANE_RUNNERS):
         # Piper's graph returns no output lengths, so no padded batches: a "batch" is the items the runner
         # synthesizes side by side, one per lane.
         max_batch_items = runner.lanes
