@@ -1,7 +1,8 @@
 """A small randomly initialized Kokoro, built with the `kokoro` package's own modules and saved as its weights
 are published (`config.json` + a `.pth` of per-module state dicts), so `KModel` loads it as it loads
 Kokoro-82M. Kokoro's decoder fixes its widths (512 and 1024 channels, a 256-wide style), so "small" means
-a one-layer ALBERT of width 32, one layer of duration LSTMs, one resblock kernel per stage and short durations.
+a one-layer ALBERT of width 32, one layer of duration LSTMs, one resblock kernel per stage and
+short durations (about one frame per phoneme).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 import torch
 
 TINY_CONFIG: dict[str, Any] = {
-    "n_token": 178, "hidden_dim": 512, "style_dim": 128, "n_layer": 1, "max_dur": 6, "dropout": 0.2,
+    "n_token": 178, "hidden_dim": 512, "style_dim": 128, "n_layer": 1, "max_dur": 2, "dropout": 0.2,
     "text_encoder_kernel_size": 5, "n_mels": 80,
     "plbert": {"hidden_size": 32, "num_attention_heads": 2, "intermediate_size": 64,
                "max_position_embeddings": 512, "num_hidden_layers": 1, "dropout": 0.1},

@@ -6,14 +6,13 @@ What runs batched, and how padding is kept out of it (with the model's own weigh
 - The decoder and the iSTFTNet vocoder, most of the work. AdaIN's instance normalization takes its mean and
   variance over time: here over each item's own frames (`masked_adain`). Convolutions read their
   neighbours: what lies past an item's end is zeroed before every one, as the zero padding of the item
-  alone would be. The harmonic source's phase is extended by its last value before it is interpolated up
-  (alone, interpolation clamps there); the STFT of the source and the inverse STFT of the output, which
-  reflect-pad at the edges, run per item on its own samples (they are tiny).
+  alone would be. The harmonic source (sines from the F0 curve) and its STFT, and the inverse STFT of the
+  output, which reflect-pad and interpolate at the edges, run per item on its own samples (they are tiny).
 - Not batched: the durations and the F0 and energy curves (`predict`, one item at a time through Kokoro's
   own modules, so its LSTMs see no padding at all). The F0 curve sets the harmonic source's phase, whose STFT
-  angle jumps by 2π in a bin sitting at ±π: a last-bit difference from a batched kernel (packed LSTMs give
-  ~1e-6) became sample differences of the order of the signal itself on a random model. Per item, the curves
-  are exactly what the item gets alone.
+  angle jumps by 2π in a bin sitting at ±π (and is arbitrary in a near-empty one): a last-bit difference from
+  a batched kernel (packed LSTMs give ~1e-6) became sample differences of the order of the signal itself on a
+  random model. Per item, the curves and the source are bit for bit what the item gets alone.
 - Noise: the harmonic source draws a random initial phase and Gaussian noise. Each item draws its own from
   its own generator (`seeds`), in the order and memory layout `KModel` draws them from the global generator,
   so an item's audio does not depend on its batch mates and equals `KModel`'s after `torch.manual_seed`;
@@ -96,30 +95,26 @@ def adain_resblock1(block: Any, x: Tensor, s: Tensor, lengths: Tensor) -> Tensor
     return x
 
 
-def harmonic_source(source: Any, f0: Tensor, lengths: Tensor, generators: Sequence[torch.Generator] | None) -> Tensor:
-    """Kokoro's `SourceModuleHnNSF` on upsampled F0 (B, S, 1): the merged harmonic excitation (B, S)."""
+def harmonic_source(source: Any, f0: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Kokoro's `SourceModuleHnNSF` for one item's upsampled F0 (1, S, 1): its harmonic excitation (1, S).
+    Its noise comes from `generator` (None: no noise), drawn as `KModel` draws it from the global one."""
     sine_gen = source.l_sin_gen
     harmonics = torch.arange(1, sine_gen.harmonic_num + 2, device=f0.device, dtype=f0.dtype)
     fn = f0 * harmonics
     rad = (fn / sine_gen.sampling_rate) % 1
     noise = torch.zeros_like(fn)
-    if generators is not None:
-        for i, gen in enumerate(generators):  # KModel's draws, in its order, from this item's generator
-            initial = torch.rand(1, fn.shape[2], generator=gen, device=gen.device).to(fn.device)
-            initial[:, 0] = 0
-            rad[i, 0, :] = rad[i, 0, :] + initial[0]
-            n = int(lengths[i])
-            # KModel's randn_like fills a tensor laid out as its sines are (harmonics outermost): the same
-            # layout draws the same numbers
-            h = fn.shape[2]
-            drawn = torch.empty_strided((1, n, h), (h * n, 1, n), device=gen.device).normal_(generator=gen)
-            noise[i, :n] = drawn.to(fn.device)[0]
+    if generator is not None:
+        initial = torch.rand(1, fn.shape[2], generator=generator, device=generator.device).to(fn.device)
+        initial[:, 0] = 0
+        rad[:, 0, :] = rad[:, 0, :] + initial
+        # KModel's randn_like fills a tensor laid out as its sines are (harmonics outermost): drawn into the
+        # same layout, the same numbers come out
+        n, h = fn.shape[1], fn.shape[2]
+        noise = torch.empty_strided((1, n, h), (h * n, 1, n), device=generator.device).normal_(generator=generator)
+        noise = noise.to(fn.device)
     scale = sine_gen.upsample_scale
     down = F.interpolate(rad.transpose(1, 2), scale_factor=1 / scale, mode="linear").transpose(1, 2)
     phase = torch.cumsum(down, dim=1) * 2 * torch.pi
-    frames = lengths // scale
-    for i, n in enumerate(frames.tolist()):  # alone, interpolation clamps at the item's last frame
-        phase[i, n:] = phase[i, n - 1]
     phase = F.interpolate(phase.transpose(1, 2) * scale, scale_factor=scale, mode="linear").transpose(1, 2)
     uv = (f0 > sine_gen.voiced_threshold).to(f0.dtype)
     amplitude = uv * sine_gen.noise_std + (1 - uv) * sine_gen.sine_amp / 3
@@ -127,18 +122,26 @@ def harmonic_source(source: Any, f0: Tensor, lengths: Tensor, generators: Sequen
     return torch.tanh(source.l_linear(waves)).transpose(1, 2).squeeze(1)
 
 
+def source_spectra(gen: Any, f0_curve: Tensor, lengths: Tensor,
+                   generators: Sequence[torch.Generator] | None) -> Tensor:
+    """The harmonic source's STFT (magnitude and phase, B x (n_fft + 2) x frames, zero past each item's
+    end), item by item on its own samples: a last-bit difference in the source moves a near-empty bin's
+    phase by up to 2π, so it must be bit for bit what the item gets alone."""
+    spectra = []
+    for i, n in enumerate(lengths.tolist()):
+        f0 = gen.f0_upsamp(f0_curve[i: i + 1, None, :n]).transpose(1, 2)
+        source = harmonic_source(gen.m_source, f0, generators[i] if generators is not None else None)
+        spectra.append(torch.cat(gen.stft.transform(source), dim=1))
+    har = f0_curve.new_zeros(len(spectra), spectra[0].shape[1], max(h.shape[-1] for h in spectra))
+    for i, h in enumerate(spectra):
+        har[i, :, : h.shape[-1]] = h
+    return har
+
+
 def generate(gen: Any, x: Tensor, s: Tensor, f0_curve: Tensor, lengths: Tensor,
              generators: Sequence[torch.Generator] | None) -> list[Tensor]:
     """Kokoro's iSTFTNet `Generator` on a padded batch; one waveform per item, each at its own length."""
-    scale = gen.m_source.l_sin_gen.upsample_scale
-    samples = lengths * scale
-    f0 = gen.f0_upsamp(f0_curve[:, None]).transpose(1, 2)
-    har_source = harmonic_source(gen.m_source, f0, samples, generators)
-    spectra = [torch.cat(gen.stft.transform(har_source[i:i + 1, : int(n)]), dim=1) for i, n in enumerate(samples)]
-    har_lengths = torch.tensor([h.shape[-1] for h in spectra], device=x.device)
-    har = x.new_zeros(len(spectra), spectra[0].shape[1], int(har_lengths.max()), dtype=spectra[0].dtype)
-    for i, h in enumerate(spectra):
-        har[i, :, : h.shape[-1]] = h
+    har = source_spectra(gen, f0_curve, lengths, generators)
     for i in range(gen.num_upsamples):
         x = F.leaky_relu(x, negative_slope=0.1)
         last = i == gen.num_upsamples - 1
