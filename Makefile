@@ -25,7 +25,7 @@ $(VENV)/.voice: $(VENV)/.torch pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.torch pyproject.toml
-	$(PIP) install -q -e ".[voice,test]"
+	$(PIP) install -q -e ".[voice,kokoro,test]"
 	touch $@
 
 demo: $(VENV)/.voice
@@ -54,6 +54,7 @@ BENCH_SPEED_ARGS ?=
 bench-quick: $(VENV)/.test
 	$(PY) -m bench.engine --quick --device $(BENCH_DEVICE)
 	$(PY) -m bench.speed --quick --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
+	$(PY) -m bench.kokoro --quick --device $(BENCH_DEVICE)
 
 # Segment leases measured (1 vs 2 workers, long job + notices FIFO vs segments) beside the simulator's
 # predictions, then the 100-card plan (docs/fleet.md). BENCH_SPEED_ARGS picks the Redis, as for bench.
@@ -63,6 +64,7 @@ bench-fleet: $(VENV)/.test
 bench: $(VENV)/.test
 	$(PY) -m bench.engine --device $(BENCH_DEVICE)
 	$(PY) -m bench.speed --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
+	$(PY) -m bench.kokoro --device $(BENCH_DEVICE)
 
 # The GPU check (docs/benchmarks.md): wheels for a bare device machine, the check itself, its CPU form.
 gpu-wheels: $(VENV)/.test

@@ -164,3 +164,36 @@ def test_without_torch_weights_a_kokoro_voice_runs_its_onnx_model(tmp_path: Path
     assert isinstance(runner, KokoroOnnxRunner)
     assert runner.policy.dtype == "float32" and "int8 ONNX model on the CPU" in runner.policy.reason
     assert KOKORO_JA.model_sha256[:12] in str(runner.voice.model_path)
+
+
+class _Seen(Exception):
+    """Raised from inside a stage once it has recorded whether autocast was on there."""
+
+
+@pytest.mark.parametrize(("keep_fp32", "bert_autocast", "decoder_autocast"), [
+    ((), True, True),
+    (("text_encoder", "duration_predictor"), False, True),  # a VITS policy's islands: their Kokoro stages
+    (("text_encoder", "duration_predictor", "decoder"), False, False),  # the fidelity check's mixed policy
+])
+def test_a_policys_fp32_modules_run_their_kokoro_stages_without_autocast(
+        model: Any, voice: KokoroVoice, monkeypatch: pytest.MonkeyPatch, keep_fp32: tuple[str, ...],
+        bert_autocast: bool, decoder_autocast: bool) -> None:
+    from worker.kokoro_torch import fp32_stages
+
+    seen: dict[str, bool] = {}
+
+    def record(name: str, forward: Any, stop: bool) -> Any:
+        def wrapped(*args: Any, **kwargs: Any) -> Any:
+            seen[name] = torch.is_autocast_enabled("cpu")
+            if stop:
+                raise _Seen
+            return forward(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(model.bert_encoder, "forward", record("bert", model.bert_encoder.forward, False))
+    monkeypatch.setattr(model.decoder.F0_conv, "forward", record("decoder", model.decoder.F0_conv.forward, True))
+    stages = fp32_stages(keep_fp32)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(_Seen):
+        # The prosody stages hold LSTMs, which this CPU's oneDNN cannot run in bf16: kept in fp32 here.
+        batched_forward(model, ITEMS[1:2], _styles(voice, ITEMS[1:2]), 1.0, None, [*stages, "predictor", "prosody"])
+    assert seen == {"bert": bert_autocast, "decoder": decoder_autocast}

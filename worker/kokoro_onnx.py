@@ -10,8 +10,9 @@ so `seed` has nothing to seed and the audio is reproducible whatever the lanes o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import numpy as np
@@ -109,6 +110,11 @@ class KokoroOnnxRunner:
             if session is not None and id(session) in self._grown:
                 _infer(session, [self.pad_id], self.voice.style_for(1), speed, options)
         self._grown.clear()
+
+    @contextmanager
+    def noiseless(self) -> Iterator[None]:
+        """Nothing to switch off: the graph has no noise."""
+        yield
 
     def synchronize(self) -> None:
         """Nothing to wait for: `run` returns when the audio exists."""

@@ -26,6 +26,10 @@ from worker.kokoro_voice import KokoroVoice, join_pieces, split_pieces
 from worker.onnx_runner import LaneItem
 from worker.precision import Policy
 
+# A precision policy names its fp32 modules after the parts of a VITS voice (and the start-up fidelity check
+# keeps more of them in fp32 when the audio falls below its bar): the Kokoro stages doing the same job follow.
+STAGES_FOR = {"text_encoder": ("text_encoder",), "duration_predictor": ("bert", "predictor"),
+              "flow": ("prosody",), "decoder": ("decoder", "generator")}
 HUB_REPO = "hexgrad/Kokoro-82M"
 HUB_MODEL_FILE = "kokoro-v1_0.pth"
 FOLDER_NAMES = ("Kokoro-82M", "kokoro-82m")
@@ -72,6 +76,15 @@ def load_kokoro_model(weights: KokoroWeights) -> Any:
     return model.float().eval()
 
 
+def fp32_stages(keep_fp32: Sequence[str]) -> list[str]:
+    """The `worker.kokoro_batch.STAGES` a policy's `keep_fp32` keeps in fp32: Kokoro stage names as they are,
+    VITS module names through STAGES_FOR."""
+    from worker.kokoro_batch import STAGES
+
+    named = [stage for name in keep_fp32 for stage in (STAGES_FOR.get(name) or (name,))]
+    return [stage for stage in dict.fromkeys(named) if stage in STAGES]
+
+
 def noise_seed(tokens: Sequence[int]) -> int:
     """The seed of a piece's noise: its ids' CRC-32, so a piece sounds the same in any batch, in any job."""
     return zlib.crc32(np.asarray(tokens, dtype=np.int64).tobytes())
@@ -83,7 +96,7 @@ class KokoroTorchRunner:
 
     Noise: each piece's own generator, seeded by `noise_seed` (the same audio for the same piece whatever its
     batch mates); `noise_off`: none at all, as in the int8 ONNX export. Under an autocast policy the stages
-    named in `policy.keep_fp32` that are Kokoro stages (`worker.kokoro_batch.STAGES`) run in fp32.
+    `fp32_stages(policy.keep_fp32)` names run in fp32.
     """
 
     runtime = Runtime.TORCH
@@ -103,6 +116,7 @@ class KokoroTorchRunner:
         self.device_type = self.torch_device.split(":")[0]
         model.to(self.torch_device).eval()
         self.policy = policy
+        self._noiseless = False
 
     def set_policy(self, policy: Policy) -> None:
         """Run under `policy` from now on (the canary's fallbacks)."""
@@ -115,13 +129,13 @@ class KokoroTorchRunner:
         `speaker_id` have no effect (noise is seeded per piece, see the class docstring)."""
         import torch
 
-        from worker.kokoro_batch import STAGES, batched_forward
+        from worker.kokoro_batch import batched_forward
 
         chunks = [split_pieces(item) for item in ids]
         pieces = [piece for chunk in chunks for piece in chunk]
         styles = torch.from_numpy(np.concatenate([self.voice.style_for(len(p)) for p in pieces]))
-        seeds = None if self.noise_off else [noise_seed(p) for p in pieces]
-        islands = [name for name in self.policy.keep_fp32 if name in STAGES]
+        seeds = None if self.noise_off or self._noiseless else [noise_seed(p) for p in pieces]
+        islands = fp32_stages(self.policy.keep_fp32)
         with torch.inference_mode(), self._autocast(fp32):
             waves = batched_forward(self.model, pieces, styles, speed, seeds, islands)
             flat = [w.float().cpu().numpy() for w in waves]
@@ -143,6 +157,15 @@ class KokoroTorchRunner:
             except Exception as err:  # handed to the caller with its item, which decides
                 wave = err
             yield pos, wave, time.perf_counter() - started
+
+    @contextmanager
+    def noiseless(self) -> Iterator[None]:
+        """No noise while inside (the fidelity check compares audio made without it)."""
+        saved, self._noiseless = self._noiseless, True
+        try:
+            yield
+        finally:
+            self._noiseless = saved
 
     @contextmanager
     def _autocast(self, fp32: bool) -> Iterator[None]:
