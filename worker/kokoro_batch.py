@@ -131,7 +131,8 @@ def source_spectra(gen: Any, f0_curve: Tensor, lengths: Tensor,
     for i, n in enumerate(lengths.tolist()):
         f0 = gen.f0_upsamp(f0_curve[i: i + 1, None, :n]).transpose(1, 2)
         source = harmonic_source(gen.m_source, f0, generators[i] if generators is not None else None)
-        spectra.append(torch.cat(gen.stft.transform(source), dim=1))
+        # in fp32 whatever autocast made of the source: cuFFT takes half precision at power-of-two sizes only
+        spectra.append(torch.cat(gen.stft.transform(source.float()), dim=1))
     har = f0_curve.new_zeros(len(spectra), spectra[0].shape[1], max(h.shape[-1] for h in spectra))
     for i, h in enumerate(spectra):
         har[i, :, : h.shape[-1]] = h
@@ -156,7 +157,7 @@ def generate(gen: Any, x: Tensor, s: Tensor, f0_curve: Tensor, lengths: Tensor,
         x = sum((adain_resblock1(block, x, s, lengths) for block in blocks), torch.zeros_like(x)) / gen.num_kernels
     x = gen.conv_post(mask_after(F.leaky_relu(x), lengths))
     bins = gen.post_n_fft // 2 + 1
-    spec, phase = torch.exp(x[:, :bins, :]), torch.sin(x[:, bins:, :])
+    spec, phase = torch.exp(x[:, :bins, :].float()), torch.sin(x[:, bins:, :].float())
     return [gen.stft.inverse(spec[i:i + 1, :, :n], phase[i:i + 1, :, :n]).reshape(-1)
             for i, n in enumerate(lengths.tolist())]
 
