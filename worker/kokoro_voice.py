@@ -117,8 +117,8 @@ def _assemble(spec: KokoroPackage, final: Path) -> None:
 
 
 def load_kokoro_voice(name: str, cache_dir: Path | None = None, spec: KokoroPackage = KOKORO_JA) -> KokoroVoice:
-    """The voice `kokoro:NAME`'s model, style vectors and vocabulary. Raises PermanentError when the
-    kokoro extra is missing, UnknownVoice-free: the name was checked by `schemas.voices` already."""
+    """The voice `kokoro:NAME`'s model, style vectors and vocabulary (the name was checked by
+    `schemas.voices`). Raises PermanentError when the kokoro extra is missing or does not ship the voice."""
     missing = kokoro_missing()
     if missing:
         raise PermanentError(f"Kokoro voices need {', '.join(missing)}: {KOKORO_EXTRA_HINT}")
