@@ -25,7 +25,7 @@ $(VENV)/.voice: $(VENV)/.torch pyproject.toml
 	touch $@
 
 $(VENV)/.test: $(VENV)/.torch pyproject.toml
-	$(PIP) install -q -e ".[voice,test]"
+	$(PIP) install -q -e ".[voice,kokoro,test]"
 	touch $@
 
 demo: $(VENV)/.voice
@@ -54,6 +54,7 @@ BENCH_SPEED_ARGS ?=
 bench-quick: $(VENV)/.test
 	$(PY) -m bench.engine --quick --device $(BENCH_DEVICE)
 	$(PY) -m bench.speed --quick --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
+	$(PY) -m bench.kokoro --quick --device $(BENCH_DEVICE)
 
 # Segment leases measured (1 vs 2 workers, long job + notices FIFO vs segments) beside the simulator's
 # predictions, then the 100-card plan (docs/fleet.md). BENCH_SPEED_ARGS picks the Redis, as for bench.
@@ -64,6 +65,7 @@ bench: $(VENV)/.test services
 	$(PY) -m bench.engine --device $(BENCH_DEVICE)
 	$(PY) -m bench.runtimes
 	$(PY) -m bench.speed --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
+	$(PY) -m bench.kokoro --device $(BENCH_DEVICE)
 	$(PY) -m bench.bookkeeping $(BENCH_BOOKKEEPING_ARGS)
 
 # Bookkeeping at GPU speed (docs/benchmarks.md): `submit` and one worker with the model-free `null:` voice on

@@ -39,7 +39,8 @@ _WESTERN_END = re.compile(rf"[.!?…‽]+[{re.escape(_CLOSERS)}]*")
 _CJK_END = re.compile(rf"[。！？；｡]+[{re.escape(_CLOSERS)}]*")
 # Words after which a full stop usually does not end the sentence.
 _NO_BREAK_AFTER = {"mr", "mrs", "ms", "dr", "st", "prof", "mt", "no", "jr", "sr", "vs", "e.g", "i.e", "cf"}
-_CLAUSE_CUT = re.compile(r"[,;:—–、，；：]\s+")
+# Western clause marks need the space after them; CJK ones are written without one.
+_CLAUSE_CUT = re.compile(r"[,;:—–]\s+|[、，；：]\s*")
 _SPACES = re.compile(r"\s*")
 _WHITESPACE = re.compile(r"\s+")
 _BLANK_LINE = re.compile(r"[^\S\n]*\n\s*\n")

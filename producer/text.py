@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from producer import languages
 from producer.chunks import HEADING_END, LINE_BREAK, MIN_CHUNK_CHARS, TextChunk, split_chunks
+from producer.japanese import normalize_japanese
 from producer.numbers import digits_words, int_words, num2words_lang, number_words, replace_numbers
 from producer.numbers import words as _words
 
@@ -66,8 +67,9 @@ def normalize(text: str, language: str = "en") -> Normalized:
 
     English gets numbers, ordinals, years, dates, times, currency, percentages and abbreviations as
     words; German, Spanish and French get dates, times, money, percentages and ordinals in their own
-    words and order (`producer.languages`); other languages num2words knows get numbers as words. A
-    language's rules only ever run for a voice of that language. Characters nothing can speak
+    words and order (`producer.languages`), Japanese its own (`producer.japanese`); other languages
+    num2words knows get numbers as words. A language's rules only ever run for a voice of that
+    language. Characters nothing can speak
     (emoji, symbols, control characters) are removed and listed in `warnings`. Whitespace is collapsed:
     spaces to one, blank-line runs to a paragraph ("\\n\\n") or chapter ("\\n\\n\\n") break.
     Never raises on any `str`.
@@ -81,6 +83,8 @@ def normalize(text: str, language: str = "en") -> Normalized:
             warnings.append(f"numbers left as digits: no number words for language {language!r}")
     elif lang.startswith("en"):
         text = _normalize_english(text, lang)
+    elif lang == "ja":
+        text = normalize_japanese(text)
     elif lang in languages.RULES:
         text = languages.normalize_dates_money(text, lang)
         text = replace_numbers(text, lang)

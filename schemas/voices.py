@@ -1,9 +1,10 @@
 """Voice names and the catalog of voices (torch-free; the producer refuses unknown voices with it).
 
 A voice is named `piper:NAME` (a bundled Piper voice, converted to a transformers VITS model on first
-use), `hf:ORG/NAME` (a Hugging Face text-to-speech model id; needs hub access unless cached), a local
-folder written by `save_pretrained` or `ttsfleet voices import-piper`, or `null:` (silence, no model: for
-load-testing a fleet's queue, store and storage).
+use), `kokoro:VOICE` (a Kokoro-82M voice from the kokoro extra, `schemas.kokoro`), `hf:ORG/NAME` (a Hugging
+Face text-to-speech model id; needs hub access unless cached), a local folder written by `save_pretrained`
+or `ttsfleet voices import-piper`, or `null:` (silence, no model: for load-testing a fleet's queue, store
+and storage).
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from schemas.errors import UnknownVoice
+from schemas.kokoro import (
+    KOKORO_EXTRA_HINT,
+    KOKORO_PREFIX,
+    KOKORO_SAMPLE_RATE_HZ,
+    KOKORO_VOICES,
+    kokoro_language,
+    kokoro_missing,
+)
 from schemas.settings import DEFAULT_VOICE
 
 VOICE_EXTRA_HINT = "pip install 'ttsfleet[voice]'"
@@ -54,12 +63,14 @@ BUNDLED_PIPER: dict[str, BundledPiperVoice] = {
 
 
 class VoiceKind(StrEnum):
-    """Where a voice comes from: a bundled Piper voice, a Hugging Face model id, or a local folder."""
+    """Where a voice comes from: a bundled Piper voice, a Hugging Face model id, a local folder, or the
+    Kokoro family (`schemas.kokoro`)."""
 
     PIPER = "piper"
     HF = "hf"
     FOLDER = "folder"
     NULL = "null"
+    KOKORO = "kokoro"
 
 
 NULL_VOICE = "null:"
@@ -83,7 +94,7 @@ class VoiceInfo:
 
 
 def _available_names() -> str:
-    bundled = ", ".join(f"piper:{n}" for n in BUNDLED_PIPER)
+    bundled = ", ".join([*(f"piper:{n}" for n in BUNDLED_PIPER), *(f"{KOKORO_PREFIX}{n}" for n in KOKORO_VOICES)])
     return (f"available: {bundled}, {NULL_VOICE} (silence, for load tests), hf:ORG/NAME (needs model hub access "
             "or a cached copy), or a model folder")
 
@@ -114,6 +125,19 @@ def _piper_info(voice: str) -> VoiceInfo:
     detail = spec.description if installed else f"{spec.description}; not installed here: {VOICE_EXTRA_HINT}"
     return VoiceInfo(name=f"piper:{key}", kind=VoiceKind.PIPER, language=spec.language,
                      sample_rate_hz=spec.sample_rate_hz, available=installed, detail=detail)
+
+
+def _kokoro_info(voice: str) -> VoiceInfo:
+    """A Kokoro voice shipped by the kokoro extra; `available` says whether all it needs is installed."""
+    key = voice.removeprefix(KOKORO_PREFIX).strip().lower()
+    if key not in KOKORO_VOICES:
+        shipped = ", ".join(f"{KOKORO_PREFIX}{n}" for n in KOKORO_VOICES)
+        raise UnknownVoice(f"unknown voice '{_shown(voice)}': no Kokoro voice '{key}' ships without a model hub; "
+                           f"Kokoro voices: {shipped}")
+    missing = kokoro_missing()
+    detail = KOKORO_VOICES[key] + (f"; not installed here: {KOKORO_EXTRA_HINT}" if missing else "")
+    return VoiceInfo(name=f"{KOKORO_PREFIX}{key}", kind=VoiceKind.KOKORO, language=kokoro_language(key),
+                     sample_rate_hz=KOKORO_SAMPLE_RATE_HZ, available=not missing, detail=detail)
 
 
 def _hf_cached_config(repo_id: str) -> dict[str, Any] | None:
@@ -182,7 +206,8 @@ def _folder_info(voice: str) -> VoiceInfo:
     except OSError as err:  # a name too long for the filesystem, a path through a file
         raise UnknownVoice(f"unknown voice '{voice[:80]}…': not a usable folder ({err.strerror})") from err
     if not is_dir:
-        raise UnknownVoice(f"unknown voice '{_shown(voice)}': not piper:NAME, hf:ORG/NAME or an existing folder; "
+        raise UnknownVoice(f"unknown voice '{_shown(voice)}': not piper:NAME, kokoro:VOICE, hf:ORG/NAME or an "
+                           f"existing folder; "
                            f"{_available_names()}")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -233,6 +258,11 @@ def resolve_voice_name(name: str | None, default: str = DEFAULT_VOICE,
         raise UnknownVoice(f"unknown voice '{_shown(voice)}': the model-free voice is named '{NULL_VOICE}' alone")
     if voice.startswith("piper:"):
         info = _piper_info(voice)
+    elif voice.startswith(KOKORO_PREFIX):
+        info = _kokoro_info(voice)
+        if not info.available:
+            raise UnknownVoice(f"voice {info.name} is not installed here (missing: {', '.join(kokoro_missing())}); "
+                               f"{KOKORO_EXTRA_HINT}")
     elif voice.startswith("hf:"):
         info = _hf_info(voice)
     else:
@@ -293,9 +323,11 @@ def _cached_hf_vits() -> list[VoiceInfo]:
 
 
 def list_voices(include_hf_cache: bool = True) -> list[VoiceInfo]:
-    """The bundled Piper voices (installed or not), the model-free `null:` voice and, if asked, VITS models
-    in the local HF cache."""
-    voices = [_piper_info(f"piper:{name}") for name in BUNDLED_PIPER] + [null_voice_info()]
+    """The bundled Piper voices and Kokoro voices (installed or not), the model-free `null:` voice and, if
+    asked, VITS models in the local HF cache."""
+    voices = [_piper_info(f"piper:{name}") for name in BUNDLED_PIPER]
+    voices.extend(_kokoro_info(f"{KOKORO_PREFIX}{name}") for name in KOKORO_VOICES)
+    voices.append(null_voice_info())
     if include_hf_cache:
         voices.extend(_cached_hf_vits())
     return voices

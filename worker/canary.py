@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("worker.engine")
 
 CANARY_TEXT = "The quick brown fox jumps over the lazy dog."
+# A voice of another language says a sentence of its own (an English pangram spelled out letter by letter
+# by a Japanese front end is a long, slow canary).
+CANARY_TEXTS = {"ja": "吾輩は猫である。"}
 CANARY_SEED = 20240229
 # Plausible speech: seconds per character of text (real voices say ~0.06-0.08).
 CANARY_S_PER_CHAR = (0.01, 1.0)
@@ -39,9 +42,10 @@ PROBE_ITEMS, PROBE_TOKENS = 4, 256
 def run_canary(engine: Engine) -> None:
     """Synthesize CANARY_TEXT; on NaN/inf, silence, an implausible duration or an error, switch to the next
     safer policy and say why. Raises SynthesisFailed when nothing safer is left."""
-    ids = engine.voice.encode(CANARY_TEXT).ids
+    text = CANARY_TEXTS.get(engine.voice.language, CANARY_TEXT)
+    ids = engine.voice.encode(text).ids
     while True:
-        problem = _canary_problem(engine, ids)
+        problem = _canary_problem(engine, ids, len(text))
         if problem is None:
             return
         policy = engine.policy
@@ -55,7 +59,7 @@ def run_canary(engine: Engine) -> None:
         engine.runner.set_policy(fallback)
 
 
-def _canary_problem(engine: Engine, ids: list[int]) -> str | None:
+def _canary_problem(engine: Engine, ids: list[int], chars: int) -> str | None:
     problem: str | None = None
     try:
         waves, _ = engine.forward([ids], None if engine.deterministic else CANARY_SEED)
@@ -67,10 +71,10 @@ def _canary_problem(engine: Engine, ids: list[int]) -> str | None:
         engine.free()
         return problem or "out of memory"
     audio_s = len(waves[0]) / engine.sample_rate_hz
-    low, high = (bound * len(CANARY_TEXT) for bound in CANARY_S_PER_CHAR)
+    low, high = (bound * chars for bound in CANARY_S_PER_CHAR)
     problem = bad_audio(waves[0])
     if problem is None and not low <= audio_s <= high:
-        problem = f"implausible duration {audio_s:.2f} s for {len(CANARY_TEXT)} characters"
+        problem = f"implausible duration {audio_s:.2f} s for {chars} characters"
     return problem
 
 
@@ -78,7 +82,7 @@ def measure_budget(engine: Engine) -> tuple[float | None, int]:
     """(bytes per input token, token budget) measured on CUDA with a padded probe batch."""
     import torch
 
-    ids = engine.voice.encode(CANARY_TEXT).ids
+    ids = engine.voice.encode(CANARY_TEXTS.get(engine.voice.language, CANARY_TEXT)).ids
     probe = [(ids * (PROBE_TOKENS // max(len(ids), 1) + 1))[:PROBE_TOKENS]] * PROBE_ITEMS
     where = engine.runner.torch_device
     engine.free()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from worker.kokoro_voice import KokoroVoice
     from worker.onnx_runner import OnnxVoice
 
 
@@ -34,6 +35,7 @@ class LoadedVoice:
     sample_rate_hz: int
     language: str
     encode: Callable[[str], Encoded]
+    kokoro: KokoroVoice | None = None  # a Kokoro voice (`model`: its PyTorch model, None for ONNX only)
     folder: Path | None = None
     onnx: OnnxVoice | None = None
     speakers: int | None = None

@@ -284,11 +284,16 @@ def make_runner(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, noise
                 threads: int | None = None) -> Runner:
     """The runner for `voice` under `policy`. An onnxruntime policy runs a voice that has no ONNX model
     (anything but a bundled Piper voice) on torch instead; the runner's policy then says so in its reason.
+    A Kokoro voice's runner is `worker.kokoro_voice.make_kokoro_runner`'s.
 
     Raises PermanentError when the voice was loaded without a torch model but must run on torch.
     """
     from worker.model import ModelRunner
 
+    if voice.kokoro is not None:
+        from worker.kokoro_voice import make_kokoro_runner
+
+        return make_kokoro_runner(voice, device, policy, noise_off=noise_off, threads=threads)
     if policy.runtime == Runtime.ONNXRUNTIME and voice.onnx is not None:
         return OnnxRunner(voice.onnx, device, policy, noise_off=noise_off, threads=threads)
     if policy.runtime == Runtime.ONNXRUNTIME:

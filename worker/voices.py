@@ -54,6 +54,10 @@ def load_voice(name: str, cache_dir: Path | None = None, voice_dirs: Sequence[Pa
     PermanentError when the `voice` extra is missing or the bundled voice fails its hash check.
     """
     info = resolve_voice_name(split_speaker(name)[0], voice_dirs=voice_dirs)  # a speaker is chosen per batch
+    if info.kind == VoiceKind.KOKORO:
+        from worker.kokoro_voice import load_kokoro
+
+        return load_kokoro(info.name, cache_dir, voice_dirs, torch=not onnx)
     if info.kind == VoiceKind.PIPER and onnx:
         return load_piper_onnx(info.name, cache_dir)
     if info.kind == VoiceKind.PIPER:
