@@ -225,6 +225,29 @@ def book_run(h: Harness) -> float:
     return chunks / seconds
 
 
+def file_floor(work: Path, count: int) -> float:
+    """Notices a second this folder's filesystem takes when nothing but a notice's four result files are
+    written and moved into place (a WAV of the bench notices' average length, a manifest, two subtitle
+    files): the floor of any worker writing results there."""
+    from worker.null_voice import null_samples
+
+    texts = notices(count)
+    wav = bytes(44 + 2 * sum(null_samples(t) for t in texts) // len(texts))
+    small = [b"x" * 1500, b"y" * 200, b"z" * 200]
+    stage, out = work / "floor-stage", work / "floor-out"
+    stage.mkdir()
+    out.mkdir()
+    started = time.perf_counter()
+    for n in range(count):
+        for suffix, data in ((".wav", wav), (".manifest.json", small[0]), (".srt", small[1]), (".vtt", small[2])):
+            (stage / f"{n}{suffix}").write_bytes(data)
+            os.replace(stage / f"{n}{suffix}", out / f"notice-{n}{suffix}")
+    seconds = time.perf_counter() - started
+    shutil.rmtree(stage)
+    shutil.rmtree(out)
+    return count / seconds
+
+
 def celery_noop(h: Harness, count: int) -> float:
     """No-op tasks a second that Celery's solo pool drains (acks_late, prefetch 1) from the same Redis."""
     queue = f"bench-noop-{uuid.uuid4().hex[:6]}"
@@ -277,23 +300,27 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2,000 notices a run instead of 10,000")
     parser.add_argument("--checkout", type=Path, default=ROOT, help="the ttsfleet checkout to measure")
     parser.add_argument("--against", type=Path, help="another checkout, measured stage by stage beside it")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where stores and audio go (default: the system's temporary folder)")
     parser.add_argument("--broker-url", default=os.environ.get("TTSFLEET_BROKER_URL", "redis://127.0.0.1:6379/11"))
     parser.add_argument("--pg-url", default=os.environ.get("TTSFLEET_BENCH_PG_URL",
                                                            "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"))
     args = parser.parse_args()
     count = 2_000 if args.quick else 10_000
-    with tempfile.TemporaryDirectory(prefix="ttsfleet-bookkeeping-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="ttsfleet-bookkeeping-", dir=args.workdir) as scratch:
         checkouts = [args.checkout] + ([args.against] if args.against else [])
         harnesses = [Harness(c.resolve(), Path(scratch) / str(n), args.broker_url, args.pg_url)
                      for n, c in enumerate(checkouts)]
         for h in harnesses:
             h.work.mkdir()
         noop = celery_noop(harnesses[0], 2_000)
-        print(f"celery no-op tasks: {noop:.0f}/s", file=sys.stderr)
+        floor = file_floor(harnesses[0].work, count)
+        print(f"celery no-op tasks: {noop:.0f}/s; result files alone: {floor:.0f} notices/s", file=sys.stderr)
         results = measure(harnesses[::-1], count)[::-1]  # the other checkout first in every stage
-    result = results[0] | {"celery_noop_tasks_per_s": round(noop, 1)}
-    result["null_vs_celery_noop"] = round(min(result["null_notices_per_s_sqlite"],
-                                              result["null_notices_per_s_pg"]) / noop, 3)
+    slower = min(results[0]["null_notices_per_s_sqlite"], results[0]["null_notices_per_s_pg"])
+    result = results[0] | {"celery_noop_tasks_per_s": round(noop, 1), "null_vs_celery_noop": round(slower / noop, 3),
+                           "file_floor_notices_per_s": round(floor, 1),
+                           "null_vs_file_floor": round(slower / floor, 3), "workdir": str(args.workdir)}
     if args.against:
         other = results[1]
         result["against"] = other
