@@ -6,9 +6,10 @@ two would both pass the check. Holding this lock around check and write makes th
 other keys go on in parallel.
 
 PostgreSQL: a session-level advisory lock (`pg_advisory_lock`) on a connection of its own, in autocommit so
-it never sits idle inside a transaction, opened per use (NullPool) so waiting never takes a connection from
-the store's pool. SQLite (one host): a lock file beside the system's temporary files. Inside one process a
-plain lock per key goes first, so at most one thread per process waits on the store's lock.
+it never sits idle inside a transaction, from a small pool of its own so waiting never takes a connection
+from the store's pool (a connection whose unlock failed is closed, never reused). SQLite (one host): a lock
+file beside the system's temporary files. Inside one process a plain lock per key goes first, so at most
+one thread per process waits on the store's lock.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.pool import NullPool
 
 from schemas.db import Store, pg_connect_args
 from schemas.errors import RetryableError
@@ -43,7 +43,8 @@ def _lock_engine(store: Store) -> Engine:
     key = url.render_as_string(hide_password=False)
     with _guard:
         if key not in _lock_engines:
-            _lock_engines[key] = create_engine(url, poolclass=NullPool, isolation_level="AUTOCOMMIT",
+            _lock_engines[key] = create_engine(url, isolation_level="AUTOCOMMIT", pool_size=2, max_overflow=16,
+                                               pool_timeout=WAIT_S, pool_pre_ping=True,
                                                connect_args=pg_connect_args(url.query))
         return _lock_engines[key]
 
@@ -85,8 +86,11 @@ def _advisory_lock(store: Store, number: int) -> Iterator[None]:
     finally:
         try:
             conn.execute(text("SELECT pg_advisory_unlock(:n)"), {"n": number})
+        except Exception:
+            conn.invalidate()  # its session ends, and the lock with it
+            raise
         finally:
-            conn.close()  # closing the session releases the lock in any case
+            conn.close()
 
 
 @contextmanager
