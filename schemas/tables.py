@@ -256,6 +256,18 @@ class ServiceJob(Base):
     )
 
 
+class QuotaReservation(Base):
+    """Jobs one key is submitting right now, counted against its quota until their rows exist (the HTTP
+    service takes the quota in a short locked step, then submits without holding the lock)."""
+
+    __tablename__ = "quota_reservations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    jobs: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)  # a process that died mid-submit holds it until then
+
+
 class WebhookAttempt(Base):
     """One POST of a job's webhook: when, the HTTP status or the error, and when the next try is due."""
 

@@ -1,33 +1,43 @@
-"""Accepting jobs over HTTP: the callback URL and voices checked, then per key and under its lock
-(service/locks.py) the client's `Idempotency-Key`, the quota, `producer.submit` and the key's rows.
+"""Accepting jobs over HTTP: the callback URL and voices checked, then the client's `Idempotency-Key`, the
+key's quota, `producer.submit` and the key's rows.
 
 The store holds the idempotency keys, so a retry reaching another `serve` process behind the load balancer
 gets the same jobs. A job's text already makes it idempotent (producer.submit), within the key's own jobs
 (`tenant`): another key's identical text is another job, so it reveals nothing. The header also covers a
-client that retries with a changed body. Holding the key's lock from the first check to the last write
-makes quota and `Idempotency-Key` hold under concurrent requests: without it, 30 requests of one key racing
-past a quota of 5 stored 22 jobs, and 10 retries with one `Idempotency-Key` stored 8 jobs owned by no key.
+client that retries with a changed body.
+
+Both checks hold under concurrent requests (service/locks.py): the quota is taken by a reservation in one
+short step under the key's quota lock (count active jobs and reservations, add one), so the submissions
+themselves run in parallel and the reservation is swapped for the jobs' rows in one transaction; a request
+with an `Idempotency-Key` holds that key's idempotency lock from its lookup to its last row, so a retry
+waits for the first call and then gets its jobs. Without them, 30 requests of one key racing past a quota
+of 5 stored up to 30 jobs, and 10 retries with one `Idempotency-Key` stored 10 jobs for one answer.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
+from datetime import timedelta
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from producer.dialogue import parse_voice_roles
 from producer.ssml import is_ssml, parse_ssml
 from producer.stats import list_workers
 from producer.submit import Submitted, submit
-from schemas.errors import InvalidInput
+from schemas.errors import InvalidInput, RetryableError
 from schemas.messages import JobRequest
 from schemas.status import JobStatus, WebhookState
-from schemas.tables import Job, ServiceJob, utcnow
+from schemas.tables import Job, QuotaReservation, ServiceJob, utcnow
 from schemas.voices import VoiceKind, resolve_voice_name, split_speaker
 from service.callbacks import allowed_networks, check_callback_url
 from service.context import Context
 from service.keys import Caller
 from service.locks import key_lock
+
+RESERVATION_S = 600  # a submission's hold on its key's quota, should its process die before it is done
 
 
 class QuotaExceeded(InvalidInput):
@@ -55,15 +65,34 @@ def _replay(ctx: Context, key_id: str, idempotency_key: str) -> list[Submitted]:
     return [Submitted(r.id, JobStatus(r.status), False, r.chunks_total) for r in ordered]
 
 
-def _check_quota(ctx: Context, key_id: str, adding: int) -> None:
-    with ctx.store.read() as session:
+def _reserve(ctx: Context, key_id: str, adding: int) -> str:
+    """Take `adding` jobs of the key's quota (its queued and running jobs plus the reservations of its
+    submissions in flight), in one short step under the key's quota lock; returns the reservation's id.
+
+    Raises:
+        QuotaExceeded: that would pass the key's quota.
+    """
+    now = utcnow()
+    limit = ctx.settings.max_queued_per_key
+    with key_lock(ctx.store, f"quota:{key_id}"), ctx.store.session() as session:
+        session.execute(delete(QuotaReservation).where(QuotaReservation.expires_at < now))
         active = session.scalar(
             select(func.count()).select_from(ServiceJob).join(Job, Job.id == ServiceJob.job_id)
             .where(ServiceJob.key_id == key_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))) or 0
-    limit = ctx.settings.max_queued_per_key
-    if active + adding > limit:
-        raise QuotaExceeded(f"quota exceeded: this key has {active} queued or running jobs and may have "
-                            f"{limit}; wait for some to finish")
+        held = session.scalar(select(func.coalesce(func.sum(QuotaReservation.jobs), 0))
+                              .where(QuotaReservation.key_id == key_id)) or 0
+        if active + held + adding > limit:
+            raise QuotaExceeded(f"quota exceeded: this key has {active + held} queued or running jobs and may "
+                                f"have {limit}; wait for some to finish")
+        token = uuid.uuid4().hex
+        session.add(QuotaReservation(id=token, key_id=key_id, jobs=adding,
+                                     expires_at=now + timedelta(seconds=RESERVATION_S)))
+    return token
+
+
+def _release(ctx: Context, token: str) -> None:
+    with ctx.store.session() as session:
+        session.execute(delete(QuotaReservation).where(QuotaReservation.id == token))
 
 
 def accept_jobs(ctx: Context, caller: Caller, requests: Sequence[JobRequest], *, idempotency_key: str | None,
@@ -83,18 +112,44 @@ def accept_jobs(ctx: Context, caller: Caller, requests: Sequence[JobRequest], *,
             raise InvalidInput("callback_url needs a webhook secret on the server (TTSFLEET_WEBHOOK_SECRET)")
         check_callback_url(callback_url, allowed_networks(ctx.settings.callback_allow_networks))
     check_hub_voices(ctx, requests)
-    with key_lock(ctx.store, caller.key_id):
-        results = _replay(ctx, caller.key_id, idempotency_key) if idempotency_key is not None else []
-        if not results:
-            _check_quota(ctx, caller.key_id, len(requests))
-            results = submit(requests, ctx.settings, ctx.store, publisher=ctx.publisher, tenant=caller.tenant)
-        _register(ctx, caller.key_id, results, idempotency_key, callback_url)
+    if idempotency_key is None:
+        return _accept(ctx, caller, requests, None, callback_url)
+    with key_lock(ctx.store, f"idempotency:{caller.key_id}"):  # a retry waits for the first call to finish
+        earlier = _replay(ctx, caller.key_id, idempotency_key)
+        if earlier:
+            _register(ctx, caller.key_id, earlier, None, callback_url)
+            return earlier
+        return _accept(ctx, caller, requests, idempotency_key, callback_url)
+
+
+def _accept(ctx: Context, caller: Caller, requests: Sequence[JobRequest], idempotency_key: str | None,
+            callback_url: str | None) -> list[Submitted]:
+    """Reserve the quota, submit (no lock held: a key's submissions run in parallel), then the key's rows
+    in place of the reservation."""
+    token = _reserve(ctx, caller.key_id, len(requests))
+    try:
+        results = submit(requests, ctx.settings, ctx.store, publisher=ctx.publisher, tenant=caller.tenant)
+        _register(ctx, caller.key_id, results, idempotency_key, callback_url, release=token)
+    except BaseException:
+        _release(ctx, token)
+        raise
     return results
 
 
 def _register(ctx: Context, key_id: str, results: Sequence[Submitted], idempotency_key: str | None,
-              callback_url: str | None) -> None:
-    """The key's row for each new job; for a job it already had, the callback given now (if any)."""
+              callback_url: str | None, *, release: str | None = None) -> None:
+    """The key's row for each new job (and its quota reservation `release` dropped, in the same
+    transaction); for a job it already had, the callback given now (if any)."""
+    for _ in range(2):  # the same text submitted twice at once: the second finds the first's row on a retry
+        try:
+            return _register_once(ctx, key_id, results, idempotency_key, callback_url, release)
+        except IntegrityError:
+            continue
+    raise RetryableError("could not register the jobs: conflicting concurrent submissions; try again")
+
+
+def _register_once(ctx: Context, key_id: str, results: Sequence[Submitted], idempotency_key: str | None,
+                   callback_url: str | None, release: str | None) -> None:
     ids = [r.id for r in results]
     with ctx.store.session() as session:
         known = set(session.scalars(select(ServiceJob.job_id).where(ServiceJob.job_id.in_(ids))))
@@ -105,6 +160,8 @@ def _register(ctx: Context, key_id: str, results: Sequence[Submitted], idempoten
                  for i, r in enumerate(results) if r.id not in known]
         if fresh:
             session.execute(insert(ServiceJob), fresh)
+        if release is not None:
+            session.execute(delete(QuotaReservation).where(QuotaReservation.id == release))
         if callback_url is not None and known:
             # A new callback (or a first one) on a job the key already had: delivered when the job ends, at
             # once if it has ended. The same URL again changes nothing (no second delivery).

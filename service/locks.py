@@ -1,9 +1,9 @@
-"""One API key's submissions, one at a time, across every `serve` process on one store.
+"""Mutual exclusion per scope (`quota:KEY`, `idempotency:KEY`) across every `serve` process on one store.
 
-The quota (count the key's active jobs, then add) and the `Idempotency-Key` (look for the first call's
-jobs, then submit) are each a check followed by a write; two requests of one key interleaving between the
-two would both pass the check. Holding this lock around check and write makes them one step per key, while
-other keys go on in parallel.
+The quota (count the key's active jobs and reservations, then reserve) and the `Idempotency-Key` (look for
+the first call's jobs, then submit) are each a check followed by a write; two requests of one key
+interleaving between the two would both pass the check. Holding the scope's lock around check and write
+makes them one step, while other keys (and other scopes) go on in parallel.
 
 PostgreSQL: a session-level advisory lock (`pg_advisory_lock`) on a connection of its own, in autocommit so
 it never sits idle inside a transaction, from a small pool of its own so waiting never takes a connection
@@ -50,23 +50,23 @@ def _lock_engine(store: Store) -> Engine:
 
 
 @contextmanager
-def key_lock(store: Store, key_id: str) -> Iterator[None]:
-    """Hold the submission lock of `key_id` on `store`.
+def key_lock(store: Store, scope: str) -> Iterator[None]:
+    """Hold the lock of `scope` on `store`.
 
     Raises:
         RetryableError: the lock was not had within WAIT_S, or the store could not be reached.
     """
-    scope = f"{store.engine.url.render_as_string(hide_password=False)}#{key_id}"
+    where = f"{store.engine.url.render_as_string(hide_password=False)}#{scope}"
     with _guard:
-        local = _process_locks.setdefault(scope, threading.Lock())
+        local = _process_locks.setdefault(where, threading.Lock())
     if not local.acquire(timeout=WAIT_S):
         raise RetryableError("too many submissions with this key at once; try again shortly")
     try:
         if store.dialect == "postgresql":
-            with _advisory_lock(store, _number(key_id)):
+            with _advisory_lock(store, _number(scope)):
                 yield
         else:
-            with _file_lock(scope):
+            with _file_lock(where):
                 yield
     finally:
         local.release()
@@ -94,10 +94,10 @@ def _advisory_lock(store: Store, number: int) -> Iterator[None]:
 
 
 @contextmanager
-def _file_lock(scope: str) -> Iterator[None]:
+def _file_lock(where: str) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
-    name = hashlib.sha256(scope.encode()).hexdigest()[:24]
+    name = hashlib.sha256(where.encode()).hexdigest()[:24]
     lock = FileLock(Path(tempfile.gettempdir()) / f"ttsfleet-accept-{name}.lock", timeout=WAIT_S)
     try:
         lock.acquire()
