@@ -7,13 +7,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, delete, select, update
 
+from producer.results import lease_is_free
 from schemas.db import Store
 from schemas.errors import InvalidInput, JobNotFound
 from schemas.messages import AttemptError, JobView
 from schemas.status import AudioFormat, JobStatus
-from schemas.tables import Job, JobError, Segment, utcnow
+from schemas.tables import Chunk, Job, JobError, Segment, utcnow
 
 MAX_PAGE = 1000  # jobs one `status` call returns at most
 
@@ -90,29 +91,38 @@ def _select(where: JobFilter) -> Select[Job]:
     return query.limit(where.limit).offset(where.offset)
 
 
+# A chunk's stored audio: cleared when that audio is gone, so the chunk is synthesized again.
+CHUNK_AUDIO_RESET = {"audio_path": None, "samples": None, "audio_s": None, "synth_s": None, "batch_size": None,
+                     "attempt": None, "dtype": None, "fp32_redo": False, "done_at": None}
+
+
 def retry_jobs(store: Store, job_ids: Sequence[str]) -> list[str]:
-    """Put failed jobs back in the queue (attempts counted afresh, stored chunks kept; their error history
-    stays in `attempt_errors`). Returns the ids to publish.
+    """Put failed jobs back in the queue, attempts counted afresh; their error history stays in
+    `attempt_errors`. A failed job's chunk audio was deleted when it failed (the worker keeps none for a job
+    without a result), so its chunks are reset and synthesized again: rows pointing at deleted files made
+    every retry fail. Returns the ids to publish.
 
     Raises:
         JobNotFound: one of `job_ids` is not in the store.
-        InvalidInput: one of them is not failed; nothing is changed.
+        InvalidInput: one of them is not failed, or `gc` is deleting its files right now; nothing is changed.
     """
     views = job_views(store, job_ids)
     not_failed = [f"{v.id} is {v.status.value}" for v in views if v.status != JobStatus.FAILED]
     if not_failed:
         raise InvalidInput(f"only failed jobs can be retried: {', '.join(not_failed)}")
+    ids = list(job_ids)
     with store.session() as session:
-        session.execute(
-            update(Job).where(Job.id.in_(list(job_ids)), Job.status == JobStatus.FAILED)
-            .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, lease_owner=None,
-                    lease_expires_at=None, published_at=utcnow())
-        )
-        session.execute(  # a long job's unfinished segments are counted afresh too
-            update(Segment).where(Segment.job_id.in_(list(job_ids)), Segment.status != JobStatus.SUCCEEDED)
-            .values(status=JobStatus.QUEUED, attempts=0, lease_owner=None, lease_expires_at=None)
-        )
-    return list(job_ids)
+        changed = session.execute(
+            update(Job).where(Job.id.in_(ids), Job.status == JobStatus.FAILED, lease_is_free(utcnow()))
+            .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, started_at=None,
+                    lease_owner=None, lease_expires_at=None, worker_id=None, audio_path=None, audio_s=None,
+                    chunks_done=0, audio_purged_at=None, published_at=utcnow())
+            .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+        if changed != len(set(ids)):
+            raise InvalidInput("a job changed state or is being cleaned up by `gc`; nothing was retried; try again")
+        session.execute(update(Chunk).where(Chunk.job_id.in_(ids)).values(**CHUNK_AUDIO_RESET))
+        session.execute(delete(Segment).where(Segment.job_id.in_(ids)))  # cut afresh when the job is leased
+    return ids
 
 
 def cancel_jobs(store: Store, job_ids: Sequence[str]) -> list[JobView]:

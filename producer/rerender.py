@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 
 from producer.jobs import job_views
+from producer.results import lease_is_free
 from producer.ssml import is_ssml
 from producer.submit import chunk_rows, job_key, plan_speech
 from schemas.db import Store
@@ -72,15 +73,17 @@ def rerender(store: Store, job_id: str, settings: ProducerSettings, *, lexicon: 
         raise InvalidInput(f"job {job_id} speaks with narrator and dialogue voices: rerender keeps one voice a job "
                            "today; submit the corrected text again with --voice narrator=...,dialogue=...")
     plan = plan_speech(new_text, job.voice, request.lexicon, request.speed, settings, where)
-    # A failed or cancelled job's chunk audio was removed when it stopped: only a succeeded one has any.
-    rows = _aligned(old if job.status == JobStatus.SUCCEEDED else [], chunk_rows(job_id, plan))
+    # A failed or cancelled job's chunk audio was removed when it stopped, a purged one's by `gc`: only a
+    # succeeded, unpurged job has any.
+    has_audio = job.status == JobStatus.SUCCEEDED and job.audio_purged_at is None
+    rows = _aligned(old if has_audio else [], chunk_rows(job_id, plan))
     redone = sum(1 for row in rows if row.get("audio_path") is None)
     unchanged = [(c.text, c.break_after, c.voice, c.speed) for c in old] == \
         [(r["text"], r["break_after"], r["voice"], r["speed"]) for r in rows]
-    unchanged = unchanged and job.status == JobStatus.SUCCEEDED
+    unchanged = unchanged and has_audio  # a purged job's audio is made again even for the same text
     new_options = {k: v for k, v in options.items() if k not in ("lexicon", "book_path")} | plan.options
     shape = {"voice": job.voice, "format": job.format,
-             **{k: v for k, v in new_options.items() if k in ("loudness_lufs", "speed", "lexicon")}}
+             **{k: v for k, v in new_options.items() if k in ("loudness_lufs", "speed", "lexicon", "tenant")}}
     values = {"text": new_text, "idempotency_key": job_key(request, shape), "warnings": list(plan.spoken.warnings),
               "chars": plan.spoken.chars}
     if unchanged:  # the audio stands: keep the new text and lexicon
@@ -137,19 +140,23 @@ def _refuse_taken_key(session: Any, job: Job, values: dict[str, object]) -> None
 
 
 def _requeue(store: Store, job: Job, values: dict[str, object], rows: list[dict[str, object]]) -> None:
-    """One transaction: the job back to queued (compare-and-set on the state it was read in), its chunks
-    replaced, its old metrics row removed (the new run writes the job's figures once more)."""
+    """One transaction: the job back to queued (compare-and-set on the state it was read in, purged or not,
+    and on no `gc` holding it), its chunks replaced, its old metrics row removed (the new run writes the
+    job's figures once more), its purge mark cleared (its audio is made again)."""
     now = utcnow()
+    purged = (Job.audio_purged_at.is_(None) if job.audio_purged_at is None
+              else Job.audio_purged_at == job.audio_purged_at)
     with store.session() as session:
         _refuse_taken_key(session, job, values)
         changed = session.execute(
-            update(Job).where(Job.id == job.id, Job.status == job.status)
+            update(Job).where(Job.id == job.id, Job.status == job.status, purged, lease_is_free(now))
             .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, started_at=None,
                     lease_owner=None, lease_expires_at=None, worker_id=None, audio_path=None, audio_s=None,
-                    created_at=now, published_at=now, **values)
+                    audio_purged_at=None, created_at=now, published_at=now, **values)
         ).rowcount  # type: ignore[attr-defined]
         if changed != 1:
-            raise InvalidInput(f"job {job.id} changed state while it was being re-rendered; try again")
+            raise InvalidInput(f"job {job.id} changed state while it was being re-rendered (or `gc` is deleting "
+                               "its audio); try again")
         session.execute(delete(Chunk).where(Chunk.job_id == job.id))
         session.execute(insert(Chunk), rows)
         session.execute(delete(JobMetrics).where(JobMetrics.job_id == job.id))

@@ -169,13 +169,19 @@ def parse_time(value: str, now: datetime | None = None) -> datetime:
     relative = _RELATIVE.match(value)
     if relative:
         amount, unit = float(relative[1]), relative[2].lower()
-        return now - timedelta(seconds=amount * _UNIT_S[unit])
+        try:
+            return now - timedelta(seconds=amount * _UNIT_S[unit])
+        except OverflowError as err:  # before year 1: no datetime holds it
+            raise InvalidInput(f"time {value!r} reaches back before the year 1; give a shorter age") from err
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError as err:
         raise InvalidInput(f"cannot read time {value!r}: use an ISO date/time or an age like 24h, 7d") from err
     if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        try:
+            parsed = parsed.astimezone(UTC).replace(tzinfo=None)
+        except OverflowError as err:  # 0001-01-01T00:00+05:00 is before the year 1 in UTC
+            raise InvalidInput(f"time {value!r} is out of range") from err
     return parsed
 
 

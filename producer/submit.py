@@ -58,8 +58,10 @@ class _Prepared:
 
 
 def submit(requests: Sequence[JobRequest], settings: ProducerSettings, store: Store, *,
-           publisher: Publisher | None, force: bool = False) -> list[Submitted]:
+           publisher: Publisher | None, force: bool = False, tenant: str | None = None) -> list[Submitted]:
     """Store `requests` as jobs and publish the new ones (no publisher: embedded mode, nothing published).
+    `tenant` (an API key's id, from the HTTP service) scopes idempotency: the same text from two tenants is
+    two jobs, so neither learns the other's job id; it is kept in the job's options.
 
     Raises:
         InvalidInput: a request has nothing to speak, is too long, or reuses a job id for other text.
@@ -70,7 +72,7 @@ def submit(requests: Sequence[JobRequest], settings: ProducerSettings, store: St
     if not requests:
         raise InvalidInput("no input: nothing to submit")
     nonce = uuid.uuid4().hex if force else None  # one per call: a forced book stays one book
-    prepared = [_prepare(request, settings, nonce) for request in requests]
+    prepared = [_prepare(request, settings, nonce, tenant) for request in requests]
     results, new_ids = _store(prepared, store)
     if publisher is not None and new_ids:
         _publish(new_ids, prepared, settings, store, publisher)
@@ -81,7 +83,8 @@ def _digest(fields: Mapping[str, object]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None) -> _Prepared:
+def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None,
+             tenant: str | None = None) -> _Prepared:
     where = request.source or "input"
     if len(request.text) > settings.max_text_chars:
         raise InvalidInput(f"{where}: text has {len(request.text):,} characters, above the limit of "
@@ -90,6 +93,8 @@ def _prepare(request: JobRequest, settings: ProducerSettings, nonce: str | None)
     voice, dialogue, spoken = plan.voice, plan.dialogue, plan.spoken
     options: dict[str, object] = {"loudness_lufs": request.loudness_lufs} if request.loudness_lufs is not None else {}
     options |= plan.options
+    if tenant is not None:  # part of the job's shape, so of its idempotency key (rerender keeps it)
+        options["tenant"] = tenant
     # What shapes the audio, and the id a user gave: a change in any of them is a different job.
     shape = {"voice": voice.name, "format": request.format.value, **options,
              **({"dialogue": dialogue.name} if dialogue is not None else {}),

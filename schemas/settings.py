@@ -166,7 +166,10 @@ class ServiceSettings(ProducerSettings):
     require_api_keys: bool = False
     api_keys_file: Path | None = None  # extra keys, one a line (`#` comments), besides those in the store
     webhook_secret: str | None = None  # HMAC-SHA256 key of every webhook; callbacks are refused without one
-    max_upload_bytes: int = Field(default=10_000_000, ge=1)
+    max_upload_bytes: int = Field(default=10_000_000, ge=1)  # body limit of job submission (POST /v1/jobs)
+    max_body_bytes: int = Field(default=1_000_000, ge=1)  # body limit of every other route
+    # A client must send its request's head, and then its body, within this many seconds (408 / closed).
+    client_timeout_s: float = Field(default=60.0, gt=0)
     max_queued_per_key: int = Field(default=1000, ge=1)  # queued + running jobs one API key may have
     cors_origins: str = ""  # comma-separated origins allowed cross-site; empty: CORS off
     speech_timeout_s: float = Field(default=60.0, gt=0)  # /v1/audio/speech waits this long for short input
@@ -174,7 +177,13 @@ class ServiceSettings(ProducerSettings):
     webhook_poll_s: float = Field(default=1.0, gt=0)
     webhook_max_attempts: int = Field(default=8, ge=1)
     webhook_backoff_s: float = Field(default=2.0, gt=0)  # first retry after this; doubles each time
-    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)  # one delivery, from resolving the name to the status
+    # Networks (comma-separated CIDRs) callbacks may reach although they are not public (service/callbacks.py).
+    callback_allow_networks: str = ""
+    # `hf:` voices are taken over HTTP only when a worker already has them or this allows hub downloads.
+    allow_hub_voices: bool = False
+    # The service's local copies of results in an object store are dropped after this long unused.
+    audio_cache_s: float = Field(default=3600.0, gt=0)
 
     @property
     def cors_origin_list(self) -> list[str]:

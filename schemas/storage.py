@@ -20,6 +20,8 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,21 +143,34 @@ class OutputStore:
         return data
 
     def exists(self, location: str) -> bool:
-        return local_path_of(location).exists() if not is_url(location) else bool(self.fs.exists(_path(location)))
+        """Raises RetryableError when a remote store cannot be reached."""
+        if not is_url(location):
+            return local_path_of(location).exists()
+        with _unreachable_is_retryable(location):
+            return bool(self.fs.exists(_path(location)))
 
     def list(self, location: str) -> list[str]:
-        """Locations of the files directly under folder/prefix `location`; empty when there is none."""
+        """Locations of the files directly under folder/prefix `location`; empty when there is none.
+
+        Raises:
+            RetryableError: a remote store cannot be reached.
+        """
         if not is_url(location):
             folder = local_path_of(location)
             return [str(path) for path in folder.iterdir() if path.is_file()] if folder.is_dir() else []
         scheme = location.split("://", 1)[0]
         try:
-            return [f"{scheme}://{entry}" for entry in self.fs.ls(_path(location), detail=False)]
+            with _unreachable_is_retryable(location):
+                return [f"{scheme}://{entry}" for entry in self.fs.ls(_path(location), detail=False)]
         except FileNotFoundError:
             return []
 
     def remove(self, location: str, *, recursive: bool = False) -> None:
-        """Delete a file (or a folder/prefix with `recursive`); a missing one is not an error."""
+        """Delete a file (or a folder/prefix with `recursive`); a missing one is not an error.
+
+        Raises:
+            RetryableError: a remote store cannot be reached (nothing is known to be deleted).
+        """
         if not is_url(location):
             path = local_path_of(location)
             if recursive and path.is_dir():
@@ -164,7 +179,8 @@ class OutputStore:
                 path.unlink(missing_ok=True)
             return
         try:
-            self.fs.rm(_path(location), recursive=recursive)
+            with _unreachable_is_retryable(location):
+                self.fs.rm(_path(location), recursive=recursive)
         except FileNotFoundError:
             pass
 
@@ -178,6 +194,18 @@ class OutputStore:
         except NotImplementedError:
             return None
         return url
+
+
+@contextmanager
+def _unreachable_is_retryable(location: str) -> Iterator[None]:
+    """Any failure of a remote store but a missing file as RetryableError: s3fs lets botocore's own
+    exceptions through (EndpointConnectionError is not an OSError), which callers could not tell from a bug."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except Exception as err:
+        raise RetryableError(f"the output store did not answer for {location}: {type(err).__name__}") from err
 
 
 def _path(location: str) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -243,6 +244,8 @@ class ApiKey(Base):
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # An admin key sees every tenant's jobs; any other key only those it submitted.
+    admin: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ServiceJob(Base):
@@ -267,6 +270,18 @@ class ServiceJob(Base):
         Index("ix_service_jobs_key_id", "key_id"),
         Index("ix_service_jobs_webhook", "webhook_state", "webhook_next_at"),
     )
+
+
+class QuotaReservation(Base):
+    """Jobs one key is submitting right now, counted against its quota until their rows exist (the HTTP
+    service takes the quota in a short locked step, then submits without holding the lock)."""
+
+    __tablename__ = "quota_reservations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    jobs: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime] = mapped_column(DateTime)  # a process that died mid-submit holds it until then
 
 
 class WebhookAttempt(Base):

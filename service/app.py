@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -18,9 +19,9 @@ from schemas.errors import InvalidInput, JobNotFound, RetryableError, TtsfleetEr
 from schemas.settings import ServiceSettings
 from service import fleet_api, jobs_api, speech
 from service.accept import QuotaExceeded
-from service.audio import AudioNotReady
+from service.audio import AudioNotReady, AudioPurged
 from service.context import Context
-from service.jobs_api import PayloadTooLarge
+from service.limits import RequestLimits, Scope
 from service.webhooks import WebhookSender
 
 log = logging.getLogger("ttsfleet.service")
@@ -29,12 +30,12 @@ STATIC = Path(__file__).parent / "static"
 
 def _status_of(err: TtsfleetError) -> tuple[int, str]:
     """HTTP status and message of a ttsfleet error; messages that could name server paths are replaced."""
-    if isinstance(err, PayloadTooLarge):
-        return 413, str(err)
     if isinstance(err, QuotaExceeded):
         return 429, str(err)
     if isinstance(err, AudioNotReady):
         return 409, str(err)
+    if isinstance(err, AudioPurged):
+        return 410, first_line(err)
     if isinstance(err, JobNotFound):
         return 404, first_line(err)
     if isinstance(err, UnknownVoice):
@@ -71,6 +72,14 @@ def _handlers(app: FastAPI) -> None:
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
 
+def _body_limit(settings: ServiceSettings, scope: Scope) -> int:
+    """Job submission takes uploads (TTSFLEET_MAX_UPLOAD_BYTES); every other route JSON at most
+    TTSFLEET_MAX_BODY_BYTES."""
+    if scope.get("method") == "POST" and str(scope.get("path", "")).rstrip("/") == "/v1/jobs":
+        return settings.max_upload_bytes
+    return settings.max_body_bytes
+
+
 def create_app(settings: ServiceSettings, store: Store, *, webhooks: bool = True) -> FastAPI:
     """The application for `settings`; `webhooks` starts the delivery thread with it."""
     ctx = Context.build(settings, store)
@@ -99,6 +108,9 @@ def create_app(settings: ServiceSettings, store: Store, *, webhooks: bool = True
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origin_list, allow_methods=["*"],
                            allow_headers=["*"])
+    # Outermost: the body's size and the client's time are limited before any route or key check runs.
+    app.add_middleware(RequestLimits, limit_for=partial(_body_limit, settings),
+                       client_timeout_s=settings.client_timeout_s)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -6,9 +6,13 @@ with libsndfile (through soundfile) and scipy's polyphase resampler, never with 
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import io
+import os
 import shutil
 import tempfile
+import time
 import uuid
 from datetime import datetime
 from math import gcd
@@ -31,22 +35,38 @@ OPUS_RATE_HZ = 48_000  # Opus encodes 8, 12, 16, 24 or 48 kHz only
 SIDE_FILES = {"srt": ".srt", "vtt": ".vtt", "manifest": ".manifest.json"}
 
 
+CACHE = Path(tempfile.gettempdir()) / "ttsfleet-service"  # shared by every `serve` process on the host
+SWEEP_EVERY_S = 60.0
+_swept_at = [0.0]
+
+
 class AudioNotReady(InvalidInput):
     """Raised when a job's audio is asked for before the job succeeded (HTTP 409)."""
 
 
-def job_audio_path(store: Store, job_id: str) -> Path:
+class AudioPurged(JobNotFound):
+    """Raised when the result TTL (`ttsfleet gc`) deleted a job's audio (HTTP 410)."""
+
+
+def job_audio_path(store: Store, job_id: str, cache_s: float = 3600.0) -> Path:
     """The finished audio file of `job_id`, local: a result in an object store (`s3://...`) is fetched once,
-    with its side files, into a local cache (see `_fetched`).
+    with its side files, into a local cache (see `_fetched`) whose copies go after `cache_s` unused.
 
     Raises:
         JobNotFound: no such job, or its file is gone from the output folder or store.
+        AudioPurged: `gc` deleted it (its cached copy goes too).
         AudioNotReady: the job has not succeeded (yet).
     """
     with store.read() as session:
-        row = session.execute(select(Job.status, Job.audio_path, Job.finished_at).where(Job.id == job_id)).first()
+        row = session.execute(select(Job.status, Job.audio_path, Job.finished_at, Job.audio_purged_at)
+                              .where(Job.id == job_id)).first()
     if row is None:
         raise JobNotFound(f"no such job: {job_id}")
+    _sweep(cache_s)
+    if row.audio_purged_at is not None:
+        _drop_cached(job_id)
+        raise AudioPurged(f"the audio of job {job_id} was deleted by the result TTL on "
+                          f"{row.audio_purged_at:%Y-%m-%d %H:%M} UTC; re-render the job to make it again")
     if row.status != JobStatus.SUCCEEDED or row.audio_path is None:
         raise AudioNotReady(f"job {job_id} is {JobStatus(row.status).value}; its audio exists once it succeeded")
     if is_url(row.audio_path):
@@ -59,13 +79,17 @@ def job_audio_path(store: Store, job_id: str) -> Path:
 
 def _fetched(location: str, job_id: str, finished_at: datetime | None) -> Path:
     """A remote result and its side files, copied once into a local cache folder named after the job and
-    when it finished: a published result never changes in place, and a re-render finishes anew. The folder
-    appears by one rename, so concurrent requests never read half a copy."""
+    when it finished: a published result never changes in place, and a re-render finishes anew (its older
+    copies are dropped then). The folder appears by one rename, so concurrent requests never read half a
+    copy; each use touches it, so the sweep keeps what is in use."""
     stamp = finished_at.strftime("%Y%m%dT%H%M%S%f") if finished_at else "unfinished"
-    folder = Path(tempfile.gettempdir()) / "ttsfleet-service" / f"{job_id}-{stamp}"
+    folder = CACHE / f"{job_id}-{stamp}"
     target = folder / location.rstrip("/").rsplit("/", 1)[-1]
     if target.is_file():
+        with contextlib.suppress(OSError):
+            os.utime(folder)
         return target
+    _drop_cached(job_id)  # an earlier render's copy
     output = open_output_store(location.rsplit("/", 1)[0])
     tmp = folder.with_name(f".{folder.name}.{uuid.uuid4().hex}")
     try:
@@ -81,6 +105,24 @@ def _fetched(location: str, job_id: str, finished_at: datetime | None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _drop_cached(job_id: str) -> None:
+    """Remove every cached copy of `job_id`'s result (any render)."""
+    for folder in CACHE.glob(f"{glob.escape(job_id)}-*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _sweep(cache_s: float, now: float | None = None) -> None:
+    """Remove cached copies unused for `cache_s` seconds; at most once a minute per process."""
+    now = time.time() if now is None else now
+    if now - _swept_at[0] < SWEEP_EVERY_S or not CACHE.is_dir():
+        return
+    _swept_at[0] = now
+    for folder in CACHE.iterdir():
+        with contextlib.suppress(OSError):
+            if now - folder.stat().st_mtime > cache_s:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def side_file(audio: Path, kind: str) -> Path:

@@ -1,4 +1,4 @@
-"""What every request handler shares: settings, the store, the publisher and the caller's API key."""
+"""What every request handler shares: settings, the store, the publisher and the caller (its API key)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from fastapi import HTTPException, Request
 from schemas.broker import Publisher
 from schemas.db import Store
 from schemas.settings import ServiceSettings
-from service.keys import check_key, read_keys_file
+from service.keys import Caller, check_key, read_keys_file
 
-ANONYMOUS = ""  # the key id of requests when keys are not required
+ANONYMOUS = Caller("", admin=True)  # every request when keys are not required: one user, who sees everything
 
 
 def is_loopback(host: str) -> bool:
@@ -58,14 +58,14 @@ def context(request: Request) -> Context:
     return ctx
 
 
-def api_key(request: Request) -> str:
-    """The caller's key id (ANONYMOUS when keys are not required); 401 without a valid `Bearer` key."""
+def api_key(request: Request) -> Caller:
+    """Who is calling (ANONYMOUS when keys are not required); 401 without a valid `Bearer` key."""
     ctx = context(request)
     if not ctx.keys_required:
         return ANONYMOUS
     scheme, _, key = request.headers.get("authorization", "").partition(" ")
-    key_id = check_key(ctx.store, key.strip(), ctx.file_keys) if scheme.lower() == "bearer" and key else None
-    if key_id is None:
+    caller = check_key(ctx.store, key.strip(), ctx.file_keys) if scheme.lower() == "bearer" and key else None
+    if caller is None:
         raise HTTPException(401, "a valid API key is required: Authorization: Bearer KEY (ttsfleet keys create)",
                             headers={"WWW-Authenticate": "Bearer"})
-    return key_id
+    return caller

@@ -4,6 +4,7 @@ throughput; liveness and readiness probes."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -15,9 +16,11 @@ from producer.eta import fleet_throughput
 from producer.stats import compute_stats, job_points, list_workers, parse_by, parse_time
 from schemas.status import JobStatus
 from schemas.tables import Job
-from schemas.voices import list_voices
+from schemas.voices import list_voices, resolve_voice_name
 from service.context import api_key, context
 from service.jobs_api import ERRORS
+from service.keys import Caller
+from service.views import visible_jobs
 
 router = APIRouter(tags=["fleet"])
 ByQuery = Annotated[str, Query(max_length=64, description="comma-separated: card, dtype, model, voice, worker, day")]
@@ -25,7 +28,7 @@ SinceQuery = Annotated[str | None, Query(max_length=64, description="ISO time or
 
 
 @router.get("/v1/stats", responses=ERRORS, summary="Throughput per card and dtype (as `stats --format json`)")
-def stats(request: Request, _key: Annotated[str, Depends(api_key)], by: ByQuery = "card,dtype",
+def stats(request: Request, _key: Annotated[Caller, Depends(api_key)], by: ByQuery = "card,dtype",
           since: SinceQuery = None) -> list[dict[str, Any]]:
     ctx = context(request)
     start = parse_time(since) if since else None
@@ -34,7 +37,7 @@ def stats(request: Request, _key: Annotated[str, Depends(api_key)], by: ByQuery 
 
 @router.get("/v1/stats/chart.png", response_class=Response, responses={200: {"content": {"image/png": {}}}, **ERRORS},
             summary="The card-comparison chart (as `stats --plot`)")
-async def chart(request: Request, _key: Annotated[str, Depends(api_key)], by: ByQuery = "card,dtype",
+async def chart(request: Request, _key: Annotated[Caller, Depends(api_key)], by: ByQuery = "card,dtype",
                 since: SinceQuery = None) -> Response:
     return Response(await run_in_threadpool(_chart_png, request, by, since), media_type="image/png")
 
@@ -52,25 +55,30 @@ def _chart_png(request: Request, by: str, since: str | None) -> bytes:
 
 
 @router.get("/v1/throughput", summary="The fleet's measured speed, which ETAs are computed from")
-def throughput(request: Request, _key: Annotated[str, Depends(api_key)]) -> dict[str, Any]:
+def throughput(request: Request, _key: Annotated[Caller, Depends(api_key)]) -> dict[str, Any]:
     measured = fleet_throughput(context(request).store)
     return {"chars_per_s_per_worker": measured.chars_per_s_per_worker, "workers": measured.workers,
             "chars_per_s": measured.chars_per_s}
 
 
 @router.get("/v1/workers", responses=ERRORS, summary="Registered workers (as `workers --json`) with their current job")
-def workers(request: Request, _key: Annotated[str, Depends(api_key)]) -> list[dict[str, Any]]:
+def workers(request: Request, caller: Annotated[Caller, Depends(api_key)]) -> list[dict[str, Any]]:
     ctx = context(request)
     views = list_workers(ctx.store)
     with ctx.store.read() as session:
         running = dict(session.execute(select(Job.lease_owner, Job.id).where(Job.status == JobStatus.RUNNING)).all())
-    return [{**v.as_dict(), "current_job": running.get(v.id)} for v in views]
+    mine = visible_jobs(ctx, caller, list(running.values()))  # another tenant's job is not named
+    return [{**v.as_dict(), "current_job": running.get(v.id) if running.get(v.id) in mine else None} for v in views]
 
 
-@router.get("/v1/voices", summary="Voices jobs may name (as `voices --json`)")
-def voices(_key: Annotated[str, Depends(api_key)]) -> list[dict[str, Any]]:
+@router.get("/v1/voices", summary="Voices jobs may name (as `voices --json`, plus `hf:` voices workers loaded)")
+def voices(request: Request, _key: Annotated[Caller, Depends(api_key)]) -> list[dict[str, Any]]:
+    listed = list_voices(include_hf_cache=False)
+    on_workers = {w.voice for w in list_workers(context(request).store)
+                  if w.state == "ready" and w.voice.startswith("hf:")} - {v.name for v in listed}
+    listed += [replace(resolve_voice_name(name), available=True) for name in sorted(on_workers)]
     return [{"name": v.name, "kind": v.kind.value, "language": v.language, "sample_rate_hz": v.sample_rate_hz,
-             "available": v.available} for v in list_voices(include_hf_cache=False)]
+             "available": v.available} for v in listed]
 
 
 @router.get("/healthz", summary="Liveness: the process answers")

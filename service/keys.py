@@ -1,5 +1,7 @@
 """API keys: created and revoked with `ttsfleet keys`, stored as SHA-256 digests, checked per request.
 
+A key is a tenant: it sees only the jobs it submitted. An admin key (`keys create --admin`) sees every job.
+
 A key is 32 random bytes (`secrets.token_urlsafe`), so a plain SHA-256 of it cannot be brute-forced; a slow
 password hash (bcrypt, argon2) would only add latency to every request. Keys may also come from a file
 (`TTSFLEET_API_KEYS_FILE`: one key a line, `#` comments), for deployments that mount secrets.
@@ -32,25 +34,41 @@ class KeyView:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    admin: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent a request: the key's id ("" when the server requires no key) and whether it sees every
+    tenant's jobs (an admin key, or a server that requires no key: one user)."""
+
+    key_id: str
+    admin: bool
+
+    @property
+    def tenant(self) -> str | None:
+        """The scope of the caller's jobs: None (shared with the CLI) when no key is required."""
+        return self.key_id or None
 
 
 def key_digest(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_key(store: Store, name: str) -> tuple[str, str]:
-    """Make a key named `name`; returns (id, key). Only the key's digest is stored: show it now or lose it."""
+def create_key(store: Store, name: str, *, admin: bool = False) -> tuple[str, str]:
+    """Make a key named `name` (`admin`: it sees every tenant's jobs); returns (id, key). Only the key's
+    digest is stored: show it now or lose it."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
     key_id = secrets.token_hex(8)
     with store.session() as session:
-        session.add(ApiKey(id=key_id, name=name, key_hash=key_digest(key), created_at=utcnow()))
+        session.add(ApiKey(id=key_id, name=name, key_hash=key_digest(key), created_at=utcnow(), admin=admin))
     return key_id, key
 
 
 def list_keys(store: Store) -> list[KeyView]:
     with store.read() as session:
         rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id)).all()
-    return [KeyView(r.id, r.name, r.created_at, r.revoked_at) for r in rows]
+    return [KeyView(r.id, r.name, r.created_at, r.revoked_at, r.admin) for r in rows]
 
 
 def revoke_key(store: Store, key_id: str) -> None:
@@ -80,14 +98,15 @@ def read_keys_file(path: Path) -> dict[str, str]:
     return {key_digest(k): FILE_KEY_PREFIX + key_digest(k)[:8] for k in keys}
 
 
-def check_key(store: Store, key: str, file_keys: dict[str, str]) -> str | None:
-    """The id of the valid, unrevoked key `key`, or None."""
+def check_key(store: Store, key: str, file_keys: dict[str, str]) -> Caller | None:
+    """The caller holding the valid, unrevoked key `key` (keys from the file are tenants), or None."""
     digest = key_digest(key)
     for known, key_id in file_keys.items():
         if hmac.compare_digest(known, digest):
-            return key_id
+            return Caller(key_id, admin=False)
     with store.read() as session:
-        row = session.execute(select(ApiKey.id, ApiKey.revoked_at).where(ApiKey.key_hash == digest)).first()
+        row = session.execute(select(ApiKey.id, ApiKey.revoked_at, ApiKey.admin)
+                              .where(ApiKey.key_hash == digest)).first()
     if row is None or row.revoked_at is not None:
         return None
-    return str(row.id)
+    return Caller(str(row.id), admin=bool(row.admin))

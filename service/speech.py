@@ -15,6 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sqlalchemy import select
 
 from schemas.errors import InvalidInput, JobNotFound
@@ -25,6 +26,7 @@ from service.accept import accept_jobs
 from service.audio import MEDIA_TYPES, convert, job_audio_path
 from service.context import Context, api_key, context
 from service.jobs_api import ERRORS
+from service.keys import Caller
 from service.models import ModelCard, ModelList, SpeechQueued, SpeechRequest
 from service.views import job_url
 
@@ -40,9 +42,11 @@ def _job_request(body: SpeechRequest) -> JobRequest:
     if body.model not in MODELS:
         raise InvalidInput(f"unknown model {body.model[:64]!r}; GET /v1/models lists {', '.join(MODELS)}")
     voice = None if body.voice.lower() in OPENAI_VOICES else body.voice
-    # Stored losslessly; the response format is made from the stored file.
-    return JobRequest(text=body.input, voice=voice, format=AudioFormat.WAV, priority=TOP_PRIORITY,
-                      speed=None if body.speed == 1.0 else body.speed, source="speech")
+    try:  # stored losslessly; the response format is made from the stored file
+        return JobRequest(text=body.input, voice=voice, format=AudioFormat.WAV, priority=TOP_PRIORITY,
+                          speed=None if body.speed == 1.0 else body.speed)
+    except ValidationError as err:  # a NUL or a lone surrogate in the input or the voice
+        raise InvalidInput(f"invalid speech request: {err.errors()[0]['msg']}") from err
 
 
 def _status(ctx: Context, job_id: str) -> JobStatus:
@@ -71,12 +75,12 @@ def _queued(job_id: str, status: JobStatus) -> JSONResponse:
     200: {"content": {m: {} for m in sorted(set(MEDIA_TYPES.values()))}, "description": "the audio"},
     202: {"model": SpeechQueued, "description": "long input: queued; fetch audio_url when done"}, **ERRORS},
     summary="OpenAI-compatible text to speech")
-async def speech(request: Request, body: SpeechRequest, key_id: Annotated[str, Depends(api_key)]) -> Response:
+async def speech(request: Request, body: SpeechRequest, caller: Annotated[Caller, Depends(api_key)]) -> Response:
     ctx = context(request)
     if body.response_format == "aac":
         raise InvalidInput("response_format aac is not supported; use wav, flac, mp3, opus or pcm")
     job = _job_request(body)
-    [accepted] = await run_in_threadpool(accept_jobs, ctx, key_id, [job], idempotency_key=None, callback_url=None)
+    [accepted] = await run_in_threadpool(accept_jobs, ctx, caller, [job], idempotency_key=None, callback_url=None)
     if len(body.input) > ctx.settings.speech_sync_max_chars:
         return _queued(accepted.id, accepted.status)
     status = await _wait(ctx, accepted.id)
@@ -84,11 +88,11 @@ async def speech(request: Request, body: SpeechRequest, key_id: Annotated[str, D
         if status.is_terminal:
             raise InvalidInput(f"job {accepted.id} {status.value}; see {job_url(accepted.id)}")
         return _queued(accepted.id, status)
-    path = await run_in_threadpool(job_audio_path, ctx.store, accepted.id)
+    path = await run_in_threadpool(job_audio_path, ctx.store, accepted.id, ctx.settings.audio_cache_s)
     audio = await run_in_threadpool(convert, path, body.response_format)
     return Response(audio, media_type=MEDIA_TYPES[body.response_format], headers={"X-Ttsfleet-Job": accepted.id})
 
 
 @router.get("/v1/models", response_model=ModelList, summary="OpenAI-compatible model list")
-def models(_key: Annotated[str, Depends(api_key)]) -> ModelList:
+def models(_caller: Annotated[Caller, Depends(api_key)]) -> ModelList:
     return ModelList(data=[ModelCard(id=m) for m in MODELS])

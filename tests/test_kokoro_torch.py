@@ -153,8 +153,8 @@ def test_weights_are_found_in_a_voice_directory_or_the_hub_cache(tmp_path: Path,
 def test_without_torch_weights_a_kokoro_voice_runs_its_onnx_model(tmp_path: Path) -> None:
     from worker.device import parse_simulated
     from worker.kokoro_onnx import KokoroOnnxRunner
-    from worker.kokoro_voice import make_kokoro_runner
     from worker.precision import choose_policy
+    from worker.runners import make_kokoro_runner
     from worker.voices import load_voice
 
     loaded = load_voice("kokoro:jf_alpha", tmp_path, [tmp_path], onnx=False)  # no weights anywhere here

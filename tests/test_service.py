@@ -9,9 +9,7 @@ import io
 import json
 import os
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +18,7 @@ import pytest
 import soundfile as sf
 
 from tests.conftest import REDIS_TEST_URL
-from tests.service_fleet import WEBHOOK_SECRET, Service, running_service
+from tests.service_fleet import WEBHOOK_SECRET, Receiver, Service, running_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,33 +38,6 @@ def service(tiny_vits_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         yield svc
     client.flushdb()
     client.close()
-
-
-class Receiver:
-    """A webhook receiver on loopback that answers 500 to the first `fail_first` POSTs, then 200."""
-
-    def __init__(self, fail_first: int) -> None:
-        self.calls: list[tuple[int, dict[str, str], bytes]] = []
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                status = 500 if len(receiver.calls) < fail_first else 200
-                receiver.calls.append((status, dict(self.headers), body))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def test_the_openai_client_round_trip(service: Service) -> None:

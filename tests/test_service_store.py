@@ -1,12 +1,13 @@
 """The HTTP service's state in SQL, on SQLite and PostgreSQL: per-key quota, Idempotency-Key, the webhook
 claim (compare-and-set: two `serve` processes never deliver the same attempt), ETA, and the OpenAPI
-document fuzzed by schemathesis (no 5xx, responses match the schema)."""
+document fuzzed by schemathesis on both stores (no 5xx, responses match the schema)."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from schemas.tables import Chunk, Job, JobMetrics, utcnow
 from service.app import create_app
 from service.keys import create_key
 from service.webhooks import WebhookSender, signature
+from tests.service_fleet import LOOPBACK_NETWORKS
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +36,8 @@ def store(db_url: str) -> Iterator[Store]:
 
 def _settings(db_url: str, redis_url: str, **extra: object) -> ServiceSettings:
     return ServiceSettings(database_url=db_url, broker_url=redis_url, queue="ttsfleet-service-test",
-                           voice_dirs="/tmp", webhook_secret="s3cret", **extra)  # type: ignore[arg-type]
+                           voice_dirs="/tmp", webhook_secret="s3cret", callback_allow_networks=LOOPBACK_NETWORKS,
+                           **extra)  # type: ignore[arg-type]
 
 
 def test_quota_idempotency_and_keys(db_url: str, redis_url: str, store: Store) -> None:
@@ -69,17 +72,18 @@ def test_two_senders_never_claim_the_same_delivery(db_url: str, redis_url: str, 
         assert request.headers["X-Ttsfleet-Signature"] == signature("s3cret", request.content)
         return httpx.Response(503)
 
-    senders = [WebhookSender(settings, store, httpx.Client(transport=httpx.MockTransport(answer)))
-               for _ in range(2)]
-    now = utcnow()
-    claims = [s._claim(now) for s in senders]
-    assert sorted(len(c) for c in claims) == [0, 1]
-    winner = senders[0] if claims[0] else senders[1]
-    winner._deliver(job["id"])
-    assert len(seen) == 1
-    assert sum(s.run_once(now) for s in senders) == 0  # back-off: not due yet
-    later = now + timedelta(seconds=settings.webhook_backoff_s * 2 + 1)
-    assert sorted(len(s._claim(later)) for s in senders) == [0, 1]  # due again: still one claim
+    senders = [WebhookSender(settings, store, transport=httpx.MockTransport(answer)) for _ in range(2)]
+    an_hour_ago = utcnow() - timedelta(hours=1)
+    claims = [s._claim(job["id"], an_hour_ago) for s in senders]
+    assert sorted(c is None for c in claims) == [False, True]  # one claim, one refusal; it lapsed since
+
+    async def both(at: datetime | None = None) -> list[int]:
+        return list(await asyncio.gather(*(s.run_once(at) for s in senders)))
+
+    assert sorted(asyncio.run(both())) == [0, 1] and len(seen) == 1  # one attempt (503), back-off after it
+    assert asyncio.run(both()) == [0, 0]  # not due yet
+    retry_at = utcnow() + timedelta(seconds=settings.webhook_backoff_s + 1)
+    assert sorted(asyncio.run(both(retry_at))) == [0, 1] and len(seen) == 2  # due again: still one attempt
 
 
 def test_eta_from_measured_throughput(db_url: str, redis_url: str, store: Store) -> None:
@@ -111,7 +115,8 @@ def test_the_service_never_imports_torch_or_the_worker() -> None:
 
 
 @pytest.mark.slow
-def test_openapi_fuzzed_by_schemathesis(sqlite_url: str, redis_url: str) -> None:
+def test_openapi_fuzzed_by_schemathesis(db_url: str, redis_url: str) -> None:
+    """Every operation, on SQLite and PostgreSQL (a NUL in a job id reached PostgreSQL as a 500)."""
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from schemathesis.checks import (
@@ -121,8 +126,8 @@ def test_openapi_fuzzed_by_schemathesis(sqlite_url: str, redis_url: str) -> None
         status_code_conformance,
     )
 
-    store = open_store(sqlite_url)
-    app = create_app(_settings(sqlite_url, redis_url, speech_timeout_s=0.2), store, webhooks=False)
+    store = open_store(db_url)
+    app = create_app(_settings(db_url, redis_url, speech_timeout_s=0.2), store, webhooks=False)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     failures = []
     for operation in schema.get_all_operations():
@@ -144,14 +149,15 @@ def test_openapi_fuzzed_by_schemathesis(sqlite_url: str, redis_url: str) -> None
 
 
 def test_keys_from_a_file_and_revoked_store_keys(tmp_path, store: Store) -> None:  # type: ignore[no-untyped-def]
-    from service.keys import check_key, read_keys_file, revoke_key
+    from service.keys import Caller, check_key, read_keys_file, revoke_key
 
     keys_file = tmp_path / "keys"
     keys_file.write_text("# mounted secret\nfile-key-one\n\n", encoding="utf-8")
     file_keys = read_keys_file(keys_file)
     assert check_key(store, "file-key-one", file_keys) is not None
     key_id, key = create_key(store, "team")
-    assert check_key(store, key, file_keys) == key_id and check_key(store, "nope", file_keys) is None
+    assert check_key(store, key, file_keys) == Caller(key_id, admin=False)
+    assert check_key(store, "nope", file_keys) is None
     revoke_key(store, key_id)
     assert check_key(store, key, file_keys) is None
 

@@ -211,3 +211,37 @@ def test_submit_refuses_a_voice_folder_outside_the_voice_directories(tiny_vits_d
     assert done.returncode == 1
     assert done.stderr.startswith("error: voice folder") and "TTSFLEET_VOICE_DIRS" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+HUB_SCRIPT = """
+import time
+from schemas.errors import UnknownVoice
+from worker.voices import load_voice
+started = time.monotonic()
+try:
+    load_voice("hf:example-org/mms-tts-xyz")
+except UnknownVoice as err:
+    print(f"{time.monotonic() - started:.1f} s: {err}")
+"""
+
+
+@pytest.mark.slow
+def test_a_model_hub_that_does_not_answer_is_an_unknown_voice_within_seconds(tmp_path: Path) -> None:
+    """A worker asked for an `hf:` voice it does not have, with the hub's address black-holed (a loopback port
+    that accepts and never answers): before the fix it waited for ever (huggingface_hub asks for no timeout);
+    now one bounded request decides."""
+    import socket
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{hole.getsockname()[1]}", "HF_HUB_OFFLINE": "0",
+           "TRANSFORMERS_OFFLINE": "0", "HF_HOME": str(tmp_path / "hf")}
+    try:
+        done = subprocess.run([sys.executable, "-c", HUB_SCRIPT], env=env, capture_output=True, text=True,
+                              timeout=240)
+    finally:
+        hole.close()
+    print(done.stdout.strip())
+    assert done.returncode == 0 and "did not answer" in done.stdout, done.stdout + done.stderr[-2000:]
+    assert float(done.stdout.split(" s:")[0]) < 90

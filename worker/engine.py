@@ -35,9 +35,9 @@ from worker.device import DeviceInfo
 from worker.fidelity import DEFAULT_BAR, Fidelity, FidelityBar
 from worker.loaded_voice import LoadedVoice
 from worker.model import bad_audio, free_memory, peak_bytes, reset_peak
-from worker.onnx_runner import make_runner
 from worker.precision import Policy, apply_process_settings
 from worker.runner import LaneItem, Runner
+from worker.runners import make_runner
 from worker.synthesis import ChunkAudio, ChunkInput, EngineRun
 
 if TYPE_CHECKING:

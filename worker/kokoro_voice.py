@@ -19,9 +19,9 @@ import re
 import tempfile
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -35,14 +35,7 @@ from schemas.kokoro import (
     kokoro_missing,
 )
 from schemas.settings import default_voices_cache_dir
-from schemas.status import Backend, DType, PrecisionMode, Runtime
-from worker.device import DeviceInfo
 from worker.loaded_voice import Encoded, LoadedVoice
-from worker.precision import Policy
-
-if TYPE_CHECKING:
-    from worker.kokoro_onnx import KokoroOnnxRunner
-    from worker.kokoro_torch import KokoroTorchRunner
 
 PIECE_BREAK = -1  # between two pieces of one chunk's ids: each piece is its own model call
 MAX_PIECE_CHARS = 500  # a phoneme string longer than this is cut at punctuation (the package's limit)
@@ -219,44 +212,14 @@ def join_pieces(waves: Sequence[np.ndarray], rate_hz: int = KOKORO_SAMPLE_RATE_H
     return np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros(0, dtype=np.float32)
 
 
-def load_kokoro(name: str, cache_dir: Path | None = None, voice_dirs: Sequence[Path] | None = None, *,
-                torch: bool = False) -> LoadedVoice:
-    """The voice `kokoro:NAME` ready for an engine: the ONNX model, style vectors and Japanese encoder, plus
-    with `torch` the PyTorch Kokoro model where its weights are present (`worker.kokoro_torch`: a `Kokoro-82M`
-    folder in a voice directory, or hexgrad/Kokoro-82M in the Hugging Face cache); `model` stays None
-    without them, and the engine runs the ONNX model on the CPU instead.
+def load_kokoro(name: str, cache_dir: Path | None = None) -> LoadedVoice:
+    """The voice `kokoro:NAME` ready for an engine: the ONNX model, style vectors and Japanese encoder
+    (`model` None: `worker.runners.load_kokoro_model_for` adds the PyTorch model where its weights are).
 
     Raises PermanentError when the kokoro extra is missing or its model fails the hash check.
     """
     voice = load_kokoro_voice(name, cache_dir)
     encoder = JapaneseEncoder(voice.vocab)
     encoder("あ")  # a missing front end fails at load, not at the first chunk
-    model = None
-    if torch:
-        from worker.kokoro_torch import find_kokoro_weights, load_kokoro_model
-
-        weights = find_kokoro_weights(voice_dirs or ())
-        model = load_kokoro_model(weights) if weights is not None else None
-    return LoadedVoice(name=voice.name, model=model, sample_rate_hz=KOKORO_SAMPLE_RATE_HZ,
+    return LoadedVoice(name=voice.name, model=None, sample_rate_hz=KOKORO_SAMPLE_RATE_HZ,
                        language=kokoro_language(voice.name), encode=encoder, kokoro=voice)
-
-
-def make_kokoro_runner(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, noise_off: bool = False,
-                       threads: int | None = None) -> KokoroOnnxRunner | KokoroTorchRunner:
-    """The runner for a Kokoro voice: the PyTorch model, length-batched under `policy`, when the policy runs
-    torch and the weights were loaded; otherwise the int8 ONNX model on ONNX Runtime on this host's CPU,
-    whose policy then says so in its reason (a GPU worker without the weights still speaks Kokoro, slowly).
-    """
-    from worker.kokoro_onnx import KokoroOnnxRunner
-
-    assert voice.kokoro is not None
-    if policy.runtime == Runtime.TORCH and voice.model is not None:
-        from worker.kokoro_torch import KokoroTorchRunner
-
-        return KokoroTorchRunner(voice.model, voice.kokoro, device, policy, noise_off=noise_off, threads=threads)
-    if policy.runtime != Runtime.ONNXRUNTIME:
-        why = "no PyTorch Kokoro weights here (docs/voices.md)" if voice.model is None else "torch not chosen"
-        policy = replace(policy, dtype=DType.FLOAT32, tf32=False, mode=PrecisionMode.FP32, keep_fp32=(),
-                         run_on=Backend.CPU, runtime=Runtime.ONNXRUNTIME,
-                         reason=f"{policy.reason}; {voice.name}: {why}, so its int8 ONNX model on the CPU")
-    return KokoroOnnxRunner(voice.kokoro, device, policy, threads=threads)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,12 +37,12 @@ from schemas.status import Runtime
 from worker.device import DeviceInfo
 from worker.fidelity import Fidelity
 from worker.precision import Policy
-from worker.runner import LaneItem, Runner
+from worker.runner import LaneItem
 
-__all__ = ["LaneItem", "OnnxRunner", "OnnxVoice", "make_runner"]
+__all__ = ["LaneItem", "OnnxRunner", "OnnxVoice"]
 
 if TYPE_CHECKING:
-    from worker.loaded_voice import LoadedVoice
+    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,27 +278,3 @@ def _synthesize(session: Any, item: Sequence[int], scales: np.ndarray, sid: np.n
     if sid is not None:
         feed["sid"] = sid
     return np.ascontiguousarray(session.run(None, feed, options)[0].reshape(-1), dtype=np.float32)
-
-
-def make_runner(voice: LoadedVoice, device: DeviceInfo, policy: Policy, *, noise_off: bool = False,
-                threads: int | None = None) -> Runner:
-    """The runner for `voice` under `policy`. An onnxruntime policy runs a voice that has no ONNX model
-    (anything but a bundled Piper voice) on torch instead; the runner's policy then says so in its reason.
-    A Kokoro voice's runner is `worker.kokoro_voice.make_kokoro_runner`'s.
-
-    Raises PermanentError when the voice was loaded without a torch model but must run on torch.
-    """
-    from worker.model import ModelRunner
-
-    if voice.kokoro is not None:
-        from worker.kokoro_voice import make_kokoro_runner
-
-        return make_kokoro_runner(voice, device, policy, noise_off=noise_off, threads=threads)
-    if policy.runtime == Runtime.ONNXRUNTIME and voice.onnx is not None:
-        return OnnxRunner(voice.onnx, device, policy, noise_off=noise_off, threads=threads)
-    if policy.runtime == Runtime.ONNXRUNTIME:
-        policy = replace(policy, runtime=Runtime.TORCH,
-                         reason=f"{policy.reason}; voice {voice.name} has no ONNX model: torch")
-    if voice.model is None:
-        raise PermanentError(f"voice {voice.name} was loaded for onnxruntime only; it has no torch model")
-    return ModelRunner(voice.model, device, policy, noise_off=noise_off, threads=threads)

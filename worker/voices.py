@@ -56,8 +56,10 @@ def load_voice(name: str, cache_dir: Path | None = None, voice_dirs: Sequence[Pa
     info = resolve_voice_name(split_speaker(name)[0], voice_dirs=voice_dirs)  # a speaker is chosen per batch
     if info.kind == VoiceKind.KOKORO:
         from worker.kokoro_voice import load_kokoro
+        from worker.runners import with_kokoro_weights
 
-        return load_kokoro(info.name, cache_dir, voice_dirs, torch=not onnx)
+        loaded = load_kokoro(info.name, cache_dir)
+        return loaded if onnx else with_kokoro_weights(loaded, voice_dirs or ())
     if info.kind == VoiceKind.PIPER and onnx:
         return load_piper_onnx(info.name, cache_dir)
     if info.kind == VoiceKind.PIPER:
@@ -257,24 +259,87 @@ def load_piper_onnx(name: str, cache_dir: Path | None = None) -> LoadedVoice:
                        encode=encoder, onnx=onnx, speakers=max(int(pcfg.get("num_speakers") or 1), 1))
 
 
-def _load_hf(name: str, language: str) -> LoadedVoice:
-    """A VITS model by hub id (`hf:ORG/NAME`), from the local cache when offline."""
-    import torch
-    from transformers import AutoConfig, AutoTokenizer, VitsModel
+HUB_TIMEOUT_S = 10.0  # one connect, read or write with the model hub; huggingface_hub sets none
 
+
+class _BoundedTransport:
+    """An httpx transport giving every request to the hub a timeout where it has none: huggingface_hub
+    passes `timeout=None` (model_info, while resolving a revision), so a hub that stopped answering held
+    the worker for ever. Written here because huggingface_hub has no setting for it; it takes a client
+    factory, and this bounds the client's transport."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def handle_request(self, request: Any) -> Any:
+        given = dict(request.extensions.get("timeout") or {})
+        request.extensions["timeout"] = {kind: HUB_TIMEOUT_S if given.get(kind) is None else given[kind]
+                                         for kind in ("connect", "read", "write", "pool")}
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _bound_hub_requests() -> None:
+    """Make huggingface_hub's shared client time out (its own request hooks kept); once per process."""
+    import httpx
+    import huggingface_hub
+
+    session = huggingface_hub.get_session()
+    if isinstance(getattr(session, "_transport", None), _BoundedTransport):
+        return
+    hooks = session.event_hooks
+    huggingface_hub.set_client_factory(lambda: httpx.Client(
+        event_hooks=hooks, follow_redirects=True, timeout=None,
+        transport=_BoundedTransport(httpx.HTTPTransport())))  # type: ignore[arg-type]
+
+
+def _load_hf(name: str, language: str) -> LoadedVoice:
+    """A VITS model by hub id (`hf:ORG/NAME`): from the local cache without touching the hub when it is
+    there; else from the hub, once the hub has answered one bounded request (HUB_TIMEOUT_S), so a hub that
+    does not answer is an UnknownVoice within seconds, not a worker stalled for minutes of retries."""
     repo_id = name.removeprefix("hf:")
+    _bound_hub_requests()
     try:
-        config = AutoConfig.from_pretrained(repo_id, trust_remote_code=False)
-        if config.model_type != "vits":
-            raise UnknownVoice(f"voice '{name}' is a {config.model_type!r} model; only VITS text-to-speech "
-                               f"models are supported")
-        model = VitsModel.from_pretrained(repo_id, dtype=torch.float32, trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(repo_id, trust_remote_code=False)
+        return _hf_voice(name, repo_id, language, local_only=True)
+    except OSError:
+        pass  # not (wholly) in the cache
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    if not offline:
+        _probe_hub(name, repo_id)
+    try:
+        return _hf_voice(name, repo_id, language, local_only=False)
     except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
         why = "HF_HUB_OFFLINE is set" if offline else "the hub could not be reached or has no such model"
         raise UnknownVoice(f"voice '{name}' is not in the local Hugging Face cache and {why}; use piper:joe or "
                            f"a model folder (ttsfleet voices)") from err
+
+
+def _probe_hub(name: str, repo_id: str) -> None:
+    """Raises UnknownVoice unless the hub answers (any HTTP status) within HUB_TIMEOUT_S."""
+    import httpx
+    from huggingface_hub import constants
+
+    try:
+        httpx.head(f"{constants.ENDPOINT}/api/models/{repo_id}", timeout=HUB_TIMEOUT_S, follow_redirects=True)
+    except httpx.HTTPError as err:
+        raise UnknownVoice(f"voice '{name}' is not in the local Hugging Face cache and the model hub did not answer "
+                           f"within {HUB_TIMEOUT_S:g} s; use piper:joe or a model folder (ttsfleet voices)") from err
+
+
+def _hf_voice(name: str, repo_id: str, language: str, *, local_only: bool) -> LoadedVoice:
+    """Raises OSError when the files are not there (in the cache, with `local_only`)."""
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, VitsModel
+
+    config = AutoConfig.from_pretrained(repo_id, trust_remote_code=False, local_files_only=local_only)
+    if config.model_type != "vits":
+        raise UnknownVoice(f"voice '{name}' is a {config.model_type!r} model; only VITS text-to-speech models are "
+                           "supported")
+    model = VitsModel.from_pretrained(repo_id, dtype=torch.float32, trust_remote_code=False,
+                                      local_files_only=local_only)
+    tokenizer = AutoTokenizer.from_pretrained(repo_id, trust_remote_code=False, local_files_only=local_only)
     model.float().eval()
     return LoadedVoice(name=name, model=model, sample_rate_hz=int(model.config.sampling_rate),
                        language=language, encode=_char_encoder(tokenizer))

@@ -200,7 +200,7 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
 
 def retry(job_ids: JobIdsArg, as_json: JsonOpt = False, broker_url: BrokerUrlOpt = None,
           database_url: DatabaseUrlOpt = None) -> None:
-    """Re-queue failed jobs (attempts counted afresh, stored chunks kept, earlier errors kept in status)."""
+    """Re-queue failed jobs (attempts counted afresh, every chunk synthesized again, earlier errors kept in status)."""
     from producer.jobs import job_views, retry_jobs
     from producer.submit import publish_stored
     from schemas.broker import Publisher

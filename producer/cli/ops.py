@@ -39,10 +39,11 @@ def backlog(queue: QueueOpt = None, per_worker: PerWorkerOpt = 1, as_json: JsonO
 
 def gc(ttl_s: TtlOpt = None, as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None,
        output_dir: OutputDirOpt = None) -> None:
-    """Delete the audio of jobs that ended longer ago than the result TTL and mark them purged."""
+    """Delete the audio of jobs that ended longer ago than the result TTL and mark them purged (non-zero exit
+    when the output store fails; run it again)."""
     from producer.results import purge_expired
     from schemas.db import open_store
-    from schemas.errors import InvalidInput
+    from schemas.errors import InvalidInput, RetryableError
     from schemas.storage import open_output_store
 
     settings = ProducerSettings.from_env(environ(), database_url=database_url, output_dir=output_dir,
@@ -52,9 +53,12 @@ def gc(ttl_s: TtlOpt = None, as_json: JsonOpt = False, database_url: DatabaseUrl
     purged = purge_expired(open_store(settings.database_url), open_output_store(settings.output_location),
                            settings.result_ttl_s)
     if as_json:
-        print_json({"purged": purged.job_ids, "files_deleted": purged.files})
+        print_json({"purged": purged.job_ids, "files_deleted": purged.files}
+                   | ({"error": purged.error} if purged.error else {}))
     else:
         Console(stderr=True).print(f"{len(purged.job_ids)} jobs purged, {purged.files} files deleted")
+    if purged.error:  # the job being purged is left unmarked: the next pass deletes what is left
+        raise RetryableError(f"gc stopped: the output store failed ({purged.error}); run gc again")
 
 
 def migrate(as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None:

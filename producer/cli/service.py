@@ -27,8 +27,16 @@ def serve(
                                                           "require keys on loopback too")] = None,
     api_keys_file: Annotated[Path | None, _opt("--api-keys-file", "extra keys, one a line")] = None,
     webhook_secret: Annotated[str | None, _opt("--webhook-secret", "HMAC-SHA256 key signing webhooks")] = None,
-    max_upload_bytes: Annotated[int | None, _opt("--max-upload-bytes", "larger bodies get 413 (default 10 MB)")]
-    = None,
+    max_upload_bytes: Annotated[int | None, _opt("--max-upload-bytes", "larger job submissions get 413 "
+                                                                        "(default 10 MB)")] = None,
+    max_body_bytes: Annotated[int | None, _opt("--max-body-bytes", "larger bodies on other routes get 413 "
+                                                                    "(default 1 MB)")] = None,
+    client_timeout_s: Annotated[float | None, _opt("--client-timeout-s", "a request's head, then its body, must "
+                                                                          "arrive within this (default 60)")] = None,
+    callback_allow_networks: Annotated[str | None, _opt("--callback-allow-networks", "CIDRs callbacks may reach "
+                                                                                      "though not public")] = None,
+    allow_hub_voices: Annotated[bool | None, _opt("--allow-hub-voices/--no-allow-hub-voices",
+                                                  "accept hf: voices that workers must download")] = None,
     max_queued_per_key: Annotated[int | None, _opt("--max-queued-per-key", "queued+running jobs per key "
                                                                           "(default 1000)")] = None,
     cors_origins: Annotated[str | None, _opt("--cors-origins", "comma-separated origins; empty: CORS off")] = None,
@@ -46,6 +54,8 @@ def serve(
     settings = ServiceSettings.from_env(
         environ(), host=host, port=port, require_api_keys=require_api_keys, api_keys_file=api_keys_file,
         webhook_secret=webhook_secret, max_upload_bytes=max_upload_bytes, max_queued_per_key=max_queued_per_key,
+        max_body_bytes=max_body_bytes, client_timeout_s=client_timeout_s,
+        callback_allow_networks=callback_allow_networks, allow_hub_voices=allow_hub_voices,
         cors_origins=cors_origins, speech_timeout_s=speech_timeout_s, speech_sync_max_chars=speech_sync_max_chars,
         broker_url=broker_url, database_url=database_url, voice=voice, voice_dirs=voice_dirs)
     run_server(settings)
@@ -59,14 +69,16 @@ def _store(database_url: str | None):  # type: ignore[no-untyped-def]
 
 
 @keys_app.command("create")
-def create(name: Annotated[str, typer.Argument(help="who the key is for")], as_json: JsonOpt = False,
-           database_url: DatabaseUrlOpt = None) -> None:
-    """Create a key and print it (only its hash is stored: it cannot be shown again)."""
+def create(name: Annotated[str, typer.Argument(help="who the key is for")],
+           admin: Annotated[bool, typer.Option("--admin", help="the key sees every tenant's jobs")] = False,
+           as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None:
+    """Create a key and print it (only its hash is stored: it cannot be shown again). A key sees only the
+    jobs it submitted; an --admin key sees every job."""
     from service.keys import create_key
 
-    key_id, key = create_key(_store(database_url), name)
+    key_id, key = create_key(_store(database_url), name, admin=admin)
     if as_json:
-        print_json({"id": key_id, "name": name, "key": key})
+        print_json({"id": key_id, "name": name, "key": key, "admin": admin})
     else:
         typer.echo(f"{key_id}  {key}")
 
@@ -78,11 +90,11 @@ def list_(as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None
 
     views = list_keys(_store(database_url))
     if as_json:
-        print_json([{"id": v.id, "name": v.name, "created_at": v.created_at.isoformat() + "Z",
+        print_json([{"id": v.id, "name": v.name, "admin": v.admin, "created_at": v.created_at.isoformat() + "Z",
                      "revoked_at": v.revoked_at.isoformat() + "Z" if v.revoked_at else None} for v in views])
         return
     for v in views:
-        typer.echo(f"{v.id}  {v.name}  created {v.created_at:%Y-%m-%d %H:%M}Z"
+        typer.echo(f"{v.id}  {v.name}{'  admin' if v.admin else ''}  created {v.created_at:%Y-%m-%d %H:%M}Z"
                    + (f"  revoked {v.revoked_at:%Y-%m-%d %H:%M}Z" if v.revoked_at else ""))
 
 
