@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from sqlalchemy import Select, delete, select, update
 
 from producer.results import lease_is_free
-from schemas.db import Store
+from schemas.db import Store, changed_rows
 from schemas.errors import InvalidInput, JobNotFound
+from schemas.job_options import JobOptions
 from schemas.messages import AttemptError, JobView
 from schemas.status import AudioFormat, JobStatus
 from schemas.tables import Chunk, Job, JobError, Segment, utcnow
@@ -37,7 +38,7 @@ def _view(job: Job, errors: Sequence[JobError] = (), segments: Sequence[Segment]
         format=AudioFormat(job.format), priority=job.priority, title=job.title, warnings=list(job.warnings or []),
         attempts=job.attempts, created_at=_utc_iso(job.created_at),
         finished_at=_utc_iso(job.finished_at) if job.finished_at else None,
-        book_path=(job.options or {}).get("book_path"),
+        book_path=JobOptions.from_stored(job.options).book_path,
         audio_purged_at=_utc_iso(job.audio_purged_at) if job.audio_purged_at else None,
         attempt_errors=[AttemptError(attempt=e.attempt, worker_id=e.worker_id, at=_utc_iso(e.at), error=e.error)
                         for e in errors],
@@ -112,12 +113,11 @@ def retry_jobs(store: Store, job_ids: Sequence[str]) -> list[str]:
         raise InvalidInput(f"only failed jobs can be retried: {', '.join(not_failed)}")
     ids = list(job_ids)
     with store.session() as session:
-        changed = session.execute(
-            update(Job).where(Job.id.in_(ids), Job.status == JobStatus.FAILED, lease_is_free(utcnow()))
-            .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, started_at=None,
-                    lease_owner=None, lease_expires_at=None, worker_id=None, audio_path=None, audio_s=None,
-                    chunks_done=0, audio_purged_at=None, published_at=utcnow())
-            .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
+        changed = changed_rows(session, update(Job).where(
+            Job.id.in_(ids), Job.status == JobStatus.FAILED, lease_is_free(utcnow())).values(
+            status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, started_at=None, lease_owner=None,
+            lease_expires_at=None, worker_id=None, audio_path=None, audio_s=None, chunks_done=0,
+            audio_purged_at=None, published_at=utcnow()))
         if changed != len(set(ids)):
             raise InvalidInput("a job changed state or is being cleaned up by `gc`; nothing was retried; try again")
         session.execute(update(Chunk).where(Chunk.job_id.in_(ids)).values(**CHUNK_AUDIO_RESET))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -21,8 +21,9 @@ from producer.jobs import job_views
 from producer.results import lease_is_free
 from producer.ssml import is_ssml
 from producer.submit import chunk_rows, job_key, plan_speech
-from schemas.db import Store
+from schemas.db import Store, compare_and_set
 from schemas.errors import InvalidInput, JobNotFound
+from schemas.job_options import JobOptions
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings
 from schemas.status import AudioFormat, JobStatus
@@ -58,12 +59,12 @@ def rerender(store: Store, job_id: str, settings: ProducerSettings, *, lexicon: 
     if job.status not in _RERENDERABLE:
         raise InvalidInput(f"job {job_id} is {job.status.value}: only a finished, failed or cancelled job can be "
                            "re-rendered; wait for it (ttsfleet wait) or cancel it first")
-    options: dict[str, Any] = dict(job.options or {})
-    own = dict(lexicon) if lexicon is not None else dict(options.get("lexicon", []))
+    options = JobOptions.from_stored(job.options)
+    own = dict(lexicon) if lexicon is not None else dict(options.lexicon)
     new_text = job.text if text is None else text
     where = job.source or job_id
     request = JobRequest(text=new_text, voice=job.voice, format=AudioFormat(job.format), lexicon=own or None,
-                         speed=options.get("speed"), loudness_lufs=options.get("loudness_lufs"),
+                         speed=options.speed, loudness_lufs=options.loudness_lufs,
                          source=where, title=job.title, group_title=job.group_title, group_index=job.group_index)
     if len(new_text) > settings.max_text_chars:
         raise InvalidInput(f"{where}: text has {len(new_text):,} characters, above the limit of "
@@ -81,17 +82,17 @@ def rerender(store: Store, job_id: str, settings: ProducerSettings, *, lexicon: 
     unchanged = [(c.text, c.break_after, c.voice, c.speed) for c in old] == \
         [(r["text"], r["break_after"], r["voice"], r["speed"]) for r in rows]
     unchanged = unchanged and has_audio  # a purged job's audio is made again even for the same text
-    new_options = {k: v for k, v in options.items() if k not in ("lexicon", "book_path")} | plan.options
-    shape = {"voice": job.voice, "format": job.format,
-             **{k: v for k, v in new_options.items() if k in ("loudness_lufs", "speed", "lexicon", "tenant")}}
+    planned = JobOptions.from_stored(plan.options)  # the lexicon and speed the text is now said with
+    kept = replace(options, lexicon=planned.lexicon, speed=planned.speed)
+    new_options = replace(kept, book_path=None, render=options.render + 1)
+    shape = {"voice": job.voice, "format": job.format, **{k: v for k, v in new_options.stored().items()
+                                                          if k in ("loudness_lufs", "speed", "lexicon", "tenant")}}
     values = {"text": new_text, "idempotency_key": job_key(request, shape), "warnings": list(plan.spoken.warnings),
               "chars": plan.spoken.chars}
     if unchanged:  # the audio stands: keep the new text and lexicon
-        kept = {k: v for k, v in options.items() if k != "lexicon"} | plan.options
-        _record(store, job, values | {"options": kept})
+        _record(store, job, values | {"options": kept.stored()})
         return Rerendered(job_views(store, [job_id])[0], 0, False)
-    new_options["render"] = int(options.get("render") or 0) + 1
-    values |= {"options": new_options, "chunks_total": len(rows), "chunks_done": len(rows) - redone}
+    values |= {"options": new_options.stored(), "chunks_total": len(rows), "chunks_done": len(rows) - redone}
     _requeue(store, job, values, rows)
     return Rerendered(job_views(store, [job_id])[0], redone, True)
 
@@ -148,13 +149,11 @@ def _requeue(store: Store, job: Job, values: dict[str, object], rows: list[dict[
               else Job.audio_purged_at == job.audio_purged_at)
     with store.session() as session:
         _refuse_taken_key(session, job, values)
-        changed = session.execute(
-            update(Job).where(Job.id == job.id, Job.status == job.status, purged, lease_is_free(now))
-            .values(status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, started_at=None,
-                    lease_owner=None, lease_expires_at=None, worker_id=None, audio_path=None, audio_s=None,
-                    audio_purged_at=None, created_at=now, published_at=now, **values)
-        ).rowcount  # type: ignore[attr-defined]
-        if changed != 1:
+        if not compare_and_set(session, update(Job).where(
+                Job.id == job.id, Job.status == job.status, purged, lease_is_free(now)).values(
+                status=JobStatus.QUEUED, attempts=0, error=None, finished_at=None, started_at=None,
+                lease_owner=None, lease_expires_at=None, worker_id=None, audio_path=None, audio_s=None,
+                audio_purged_at=None, created_at=now, published_at=now, **values)):
             raise InvalidInput(f"job {job.id} changed state while it was being re-rendered (or `gc` is deleting "
                                "its audio); try again")
         session.execute(delete(Chunk).where(Chunk.job_id == job.id))

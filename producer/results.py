@@ -19,8 +19,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, or_, select, update
 
-from schemas.db import Store
+from schemas.db import Store, compare_and_set
 from schemas.errors import RetryableError, first_line
+from schemas.job_options import JobOptions
 from schemas.messages import JobView
 from schemas.settings import Settings
 from schemas.status import JobStatus
@@ -90,19 +91,18 @@ def _expired(store: Store, cutoff: datetime) -> list[_Expired]:
         jobs = session.scalars(select(Job).where(Job.status.in_(ENDED), Job.finished_at < cutoff,
                                                  Job.audio_purged_at.is_(None))
                                .order_by(Job.finished_at).limit(GC_BATCH)).all()
-        return [_Expired(j.id, JobStatus(j.status), j.finished_at, j.audio_path, (j.options or {}).get("book_path"))
-                for j in jobs if j.finished_at is not None]
+        return [_Expired(j.id, JobStatus(j.status), j.finished_at, j.audio_path,
+                         JobOptions.from_stored(j.options).book_path) for j in jobs if j.finished_at is not None]
 
 
 def _take(store: Store, job: _Expired, owner: str) -> bool:
     """Compare-and-set: the job is ours to purge if it is still as it was read and nobody holds it."""
     now = utcnow()
     with store.session() as session:
-        return session.execute(
-            update(Job).where(Job.id == job.id, Job.status == job.status, Job.finished_at == job.finished_at,
-                              Job.audio_purged_at.is_(None), lease_is_free(now))
-            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=PURGE_LEASE_S))
-            .execution_options(synchronize_session=False)).rowcount == 1  # type: ignore[attr-defined]
+        return compare_and_set(session, update(Job).where(
+            Job.id == job.id, Job.status == job.status, Job.finished_at == job.finished_at,
+            Job.audio_purged_at.is_(None), lease_is_free(now)).values(
+            lease_owner=owner, lease_expires_at=now + timedelta(seconds=PURGE_LEASE_S)))
 
 
 def lease_is_free(now: datetime) -> ColumnElement[bool]:

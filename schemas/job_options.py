@@ -16,7 +16,7 @@ class JobOptions:
     """`speed`: times the voice's rate (None: 1); `seed`: the noise seed (None: from the job id);
     `loudness_lufs`: the job's target loudness (None: as synthesized); `lexicon`: (word, replacement)
     pairs; `render`: how many times `rerender` redid the job; `author`/`cover_b64`: a book's metadata for
-    its `.m4b`; `book_path`: the book's `.m4b` once made."""
+    its `.m4b`; `book_path`: the book's `.m4b` once made; `tenant`: the API key whose job it is."""
 
     speed: float | None = None
     seed: int | None = None
@@ -26,6 +26,7 @@ class JobOptions:
     author: str | None = None
     cover_b64: str | None = None
     book_path: str | None = None
+    tenant: str | None = None  # the API key that submitted the job (part of its idempotency key)
     other: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
 
     @classmethod

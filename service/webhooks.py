@@ -31,7 +31,7 @@ import httpx
 from sqlalchemy import ColumnElement, and_, or_, select, update
 
 from producer.jobs import job_views
-from schemas.db import Store
+from schemas.db import Store, compare_and_set
 from schemas.settings import ServiceSettings
 from schemas.status import JobStatus, WebhookState
 from schemas.tables import Job, ServiceJob, WebhookAttempt, utcnow
@@ -144,10 +144,9 @@ class WebhookSender:
     def _claim(self, job_id: str, now: datetime) -> _Claim | None:
         """Compare-and-set: this sender takes the delivery if it is still due and nobody holds it."""
         with self.store.session() as session:
-            won = session.execute(update(ServiceJob).where(ServiceJob.job_id == job_id, self._due_clause(now))
-                                  .values(webhook_claimed_by=self.owner, webhook_claim_expires_at=now + self._lease)
-                                  .execution_options(synchronize_session=False)).rowcount  # type: ignore[attr-defined]
-            if won != 1:
+            if not compare_and_set(session, update(ServiceJob).where(
+                    ServiceJob.job_id == job_id, self._due_clause(now)).values(
+                    webhook_claimed_by=self.owner, webhook_claim_expires_at=now + self._lease)):
                 return None
             row = session.execute(select(ServiceJob.callback_url, ServiceJob.webhook_attempts)
                                   .where(ServiceJob.job_id == job_id)).one()
