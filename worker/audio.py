@@ -94,8 +94,17 @@ def _pcm16(samples: np.ndarray) -> np.ndarray:
         data = data.squeeze()
         if data.ndim != 1:
             raise ValueError(f"chunk audio must be mono (1-D), got shape {samples.shape}")
-    scaled = np.multiply(data, np.float32(32767.0), dtype=np.float32)
-    if not np.isfinite(scaled).all():
+    return _to_pcm16(np.multiply(data, np.float32(32767.0), dtype=np.float32))
+
+
+def _to_pcm16(scaled: np.ndarray) -> np.ndarray:
+    """Samples already scaled to 16-bit range (a float32 array of our own, changed in place) as 16-bit PCM.
+
+    Raises:
+        ValueError: a sample is NaN or infinite.
+    """
+    # One sum finds NaN or infinity anywhere (they propagate); a full check only names the problem.
+    if not np.isfinite(np.sum(scaled, dtype=np.float64)) and not np.isfinite(scaled).all():
         raise ValueError("chunk audio holds NaN or infinite samples")
     np.clip(scaled, -32768.0, 32767.0, out=scaled)
     return np.rint(scaled, out=scaled).astype("<i2")
@@ -268,7 +277,8 @@ def assemble(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: AudioFor
     gain = _loudness_gain(pieces, sample_rate_hz, loudness_lufs) if loudness_lufs is not None else 1.0
     tags = tags or Tags(title=title)
     paths = [out_path, *(out_path.with_suffix(s) for s in (".manifest.json", ".srt", ".vtt"))]
-    out_path.parent.mkdir(parents=True, exist_ok=True)
+    if not out_path.parent.is_dir():
+        out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         cues, written = _write_audio(pieces, sample_rate_hz, AudioFormat(fmt), out_path, gain,
                                      Tags(tags.title or title, tags.album, tags.artist, tags.track))
@@ -328,7 +338,7 @@ def _pcm16_parts(piece: AssemblyPiece, sample_rate_hz: int, gain: float) -> list
         StoredAudio(piece.audio) if isinstance(piece.audio, Path) else None)
     pcm = _read_pcm16(stored.path, stored.offset, stored.frames, sample_rate_hz) if stored and gain == 1.0 else None
     if pcm is None:
-        return [_pcm16(_faded(_samples(piece, sample_rate_hz), sample_rate_hz, gain))]
+        return [_to_pcm16(_faded(_samples(piece, sample_rate_hz), sample_rate_hz, gain * 32767.0))]
     ramp = min(int(FADE_S * sample_rate_hz), len(pcm) // 2)
     if ramp <= 0:
         return [pcm]
@@ -359,9 +369,12 @@ def publish(staged: AssembledAudio, out_path: Path) -> AssembledAudio:
     """
     final = AssembledAudio(out_path, staged.audio_s, staged.sample_rate_hz,
                            *(out_path.with_suffix(s) for s in (".manifest.json", ".srt", ".vtt")))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     for src, dst in zip(_files(staged), _files(final), strict=True):
-        os.replace(src, dst)
+        try:
+            os.replace(src, dst)
+        except FileNotFoundError:  # the first result in a new folder (checked only then: a stat per file)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dst)
     return final
 
 
