@@ -97,3 +97,13 @@ def test_an_option_out_of_range_is_a_usage_error_naming_the_option(args: list[st
     done = cli(*args)
     assert done.returncode == 2, done.stderr
     assert f"Invalid value for '{option}'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_with_output_redirected_reports_progress_as_lines(tmp_path: Path) -> None:
+    """Redirected `run` output (a file, a pipe) gets plain progress lines on stderr, not silence."""
+    env = _env(tmp_path, TTSFLEET_VOICE="null:")
+    jobs = "".join(json.dumps({"text": f"Notice {n}. The office opens at nine."}) + "\n" for n in range(3))
+    (tmp_path / "jobs.jsonl").write_text(jobs)
+    result = cli("run", "jobs.jsonl", env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "jobs done" in result.stderr and "3/3 jobs done" in result.stderr.splitlines()[-1], result.stderr

@@ -19,13 +19,14 @@ from schemas.db import Store
 from schemas.messages import JobRequest
 from schemas.scheduling import Candidate, choose, plan_segments
 from schemas.settings import ProducerSettings, WorkerSettings
-from schemas.status import JobStatus
+from schemas.status import DType, JobStatus
 from schemas.tables import Chunk, JobMetrics, Segment, utcnow
 from tests.conftest import TEST_VOICE_DIRS
-from tests.fakes import Crash, FakeEngine
+from tests.fakes import Crash, FakeEngine, tone
 from worker import lease, reaper, segments
 from worker.job import JobContext, synthesize_job
 from worker.reaper import Republish
+from worker.synthesis import ChunkAudio
 
 LONG = " ".join(f"Line {i} of the chapter is read." for i in range(24))  # 24 chunks of ~30 characters
 SEGMENT_CHARS = 120  # about 4 chunks a segment
@@ -197,3 +198,49 @@ def test_card_aware_choice_gives_long_work_to_fast_cards_and_notices_to_slow_one
     assert choose([book, notice], 2.0, 5.0) is notice
     assert choose([book, notice, urgent], 10.0, 5.0) is urgent  # priority first, always
     assert choose([], 1.0, 1.0) is None
+
+
+def test_a_cancel_reaches_a_running_segment_within_seconds_under_load(settings, db, make_ctx, tiny_vits_dir) -> None:
+    """A segment's chunks come out of one long engine batch (stored only at its end), on a machine kept
+    busy by two spinning processes: the cancel must stop the worker within a couple of seconds, not at the
+    end of the batch (about 4 s later here)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    job_id = _submit(settings, db, tiny_vits_dir)
+    assert lease.claim(db, job_id, "holder/cpu/1", lease_s=60) is not None
+    assert segments.ensure_segments(db, job_id, 360) == 2  # two segments of 12 chunks
+    ctx, _, _ = make_ctx("a/cpu/1")
+
+    class SlowBatch(FakeEngine):
+        def synthesize(self, chunks, on_chunk):  # type: ignore[no-untyped-def]
+            for chunk in chunks:
+                time.sleep(0.4)
+                self.seen.append(chunk.idx)
+                on_chunk(ChunkAudio(idx=chunk.idx, samples=tone(len(chunk.text)), synth_s=0.4,
+                                    batch_size=len(chunks), dtype=DType.FLOAT32, fp32_redo=False, dropped=""))
+
+    engine = SlowBatch()
+    cancelled_at: list[float] = []
+
+    def cancel_soon() -> None:
+        time.sleep(0.6)
+        cancel_jobs(db, [job_id])
+        cancelled_at.append(time.perf_counter())
+
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        threading.Thread(target=cancel_soon, daemon=True).start()
+        outcome = synthesize_job(job_id, dataclasses.replace(ctx, engine_for=lambda _voice: engine))
+        stopped_at = time.perf_counter()
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+    assert outcome.status == JobStatus.CANCELLED
+    assert stopped_at - cancelled_at[0] < 2.0, f"the worker went on {stopped_at - cancelled_at[0]:.1f} s"
+    assert len(engine.seen) < 8  # of the segment's 12 chunks
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Chunk).where(Chunk.audio_path.is_not(None))) == 0

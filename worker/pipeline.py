@@ -14,7 +14,7 @@ import logging
 from schemas.errors import PermanentError, RetryableError, SynthesisFailed, WorkerStopping
 from schemas.voices import voice_speaker
 from worker import lease, reaper, results, segments
-from worker.chunk_sink import ChunkSink
+from worker.chunk_sink import ChunkSink, UnitLost
 from worker.context import JobContext
 from worker.events import JobOutcome
 from worker.naming import chunk_seed, job_seed
@@ -43,6 +43,9 @@ def run_unit(unit: Unit, ctx: JobContext) -> list[JobOutcome]:
     _hold(ctx, unit)
     try:
         _synthesize(unit, ctx, engine, sink)
+        sink.flush()
+        outcomes += _settle(unit, ctx)
+    except UnitLost:  # every job of the unit was cancelled or taken over mid-call
         sink.flush()
         outcomes += _settle(unit, ctx)
     except PermanentError as err:

@@ -150,6 +150,16 @@ def store_chunks(store: Store, seg: SegmentClaim, owner: str, lease_s: float,
     return new > 0 and counts[0] >= counts[1], counts[0], counts[1]
 
 
+def still_held(store: Store, owner: str, held: Sequence[tuple[str, int]]) -> set[tuple[str, int]]:
+    """Which (job id, segment idx) of `held` are still running under our lease with their job alive (one
+    read; the others were cancelled or taken over)."""
+    with store.read() as session:
+        rows = session.execute(select(Segment.job_id, Segment.idx).join(Job, Job.id == Segment.job_id).where(
+            Segment.job_id.in_({job_id for job_id, _ in held}), Segment.status == JobStatus.RUNNING,
+            Segment.lease_owner == owner, Job.status.in_(ALIVE)))
+        return {(job_id, idx) for job_id, idx in rows}
+
+
 def finish_segment(store: Store, seg: SegmentClaim, owner: str) -> bool:
     """running -> succeeded for our segment (all its chunks stored)."""
     with store.session() as session:

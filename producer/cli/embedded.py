@@ -6,6 +6,7 @@ worker runs, so an interrupted `run` resumes when it is run again with the same 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -20,8 +21,35 @@ from producer.submit import submit
 from schemas.db import open_store
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings, WorkerSettings
-from worker.events import Listener
+from worker.events import JobFigures, JobOutcome, Listener
 from worker.runtime import WorkerRuntime
+
+
+class _ProgressLines(Listener):
+    """Progress as a plain line on stderr every `every_s` when a bar cannot be drawn (output redirected to a
+    file or a pipe): a long book otherwise prints nothing for minutes."""
+
+    def __init__(self, console: Console, chunks_total: int, jobs_total: int, every_s: float = 15.0) -> None:
+        self._console, self._every_s = console, every_s
+        self._chunks_total, self._jobs_total = chunks_total, jobs_total
+        self._chunks = self._jobs = 0
+        self._started = self._shown = time.monotonic()
+
+    def chunk_done(self, job_id: str, done: int, total: int) -> None:
+        self._chunks += 1
+        self._maybe_show()
+
+    def job_finished(self, outcome: JobOutcome, figures: JobFigures) -> None:
+        self._jobs += 1
+        self._maybe_show(force=self._jobs == self._jobs_total)
+
+    def _maybe_show(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._shown >= self._every_s:
+            self._shown = now
+            chunks = f"{min(self._chunks, self._chunks_total)}/{self._chunks_total} chunks"
+            self._console.print(f"synthesizing: {chunks}, {self._jobs}/{self._jobs_total} jobs done, "
+                                f"{now - self._started:.0f} s", soft_wrap=True)
 
 
 class _ProgressBar(Listener):
@@ -83,12 +111,14 @@ def synthesize_stored(job_ids: Sequence[str], settings: ProducerSettings, env: M
 
 def _synthesize_all(runtime: WorkerRuntime, todo: list[JobView], console: Console, show_progress: bool) -> None:
     """Run the jobs as a worker runs a message's (units of up to `join_jobs`); the bar counts chunks still to
-    make (a resumed job has fewer)."""
+    make (a resumed job has fewer). Without `show_progress` (stdout is not a terminal), progress is a line on
+    stderr every 15 s instead (nothing when the console is quiet)."""
+    chunks_total = sum(v.chunks_total - v.chunks_done for v in todo)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not show_progress) as progress:
-        bar = progress.add_task(f"synthesizing {len(todo)} job(s)",
-                                total=sum(v.chunks_total - v.chunks_done for v in todo))
-        runtime.add_listener(_ProgressBar(progress, bar))
+        bar = progress.add_task(f"synthesizing {len(todo)} job(s)", total=chunks_total)
+        runtime.add_listener(_ProgressBar(progress, bar) if show_progress
+                             else _ProgressLines(console, chunks_total, len(todo)))
         for outcome in runtime.run_delivery([view.id for view in todo]) if todo else []:
             if outcome.status is None:
                 console.print(f"job {outcome.job_id}: {outcome.detail}")
