@@ -76,11 +76,12 @@ def _reserve(ctx: Context, key_id: str, adding: int) -> str:
     limit = ctx.settings.max_queued_per_key
     with key_lock(ctx.store, f"quota:{key_id}"), ctx.store.session() as session:
         session.execute(delete(QuotaReservation).where(QuotaReservation.expires_at < now))
-        active = session.scalar(
-            select(func.count()).select_from(ServiceJob).join(Job, Job.id == ServiceJob.job_id)
-            .where(ServiceJob.key_id == key_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING]))) or 0
-        held = session.scalar(select(func.coalesce(func.sum(QuotaReservation.jobs), 0))
-                              .where(QuotaReservation.key_id == key_id)) or 0
+        # One statement, so one snapshot: a submission registering between two reads (its jobs' rows in,
+        # its reservation out, in one transaction outside the lock) would be counted by neither.
+        active_q = (select(func.count()).select_from(ServiceJob).join(Job, Job.id == ServiceJob.job_id)
+                    .where(ServiceJob.key_id == key_id, Job.status.in_([JobStatus.QUEUED, JobStatus.RUNNING])))
+        held_q = select(func.coalesce(func.sum(QuotaReservation.jobs), 0)).where(QuotaReservation.key_id == key_id)
+        active, held = session.execute(select(active_q.scalar_subquery(), held_q.scalar_subquery())).one()
         if active + held + adding > limit:
             raise QuotaExceeded(f"quota exceeded: this key has {active + held} queued or running jobs and may "
                                 f"have {limit}; wait for some to finish")
