@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from producer.chunks import TextChunk, gap_break, split_chunks
-from producer.lexicon import PHONEME_BLOCK, Lexicon, vowelless_words
+from producer.lexicon import PHONEME_BLOCK, Lexicon, lexicon_line_hint, vowelless_words
 from producer.ssml import SsmlSpan, is_ssml, parse_ssml
 from producer.text import normalize
 
@@ -56,12 +56,15 @@ def spoken_chunks(text: str, *, language: str, lexicon: Lexicon, max_chunk_chars
     warnings += list(dict.fromkeys(w for s in said for w in s.warnings))
     unused = set(lexicon.entries).intersection(*(s.unused for s in said)) if said else set()
     if unused:
-        warnings.append("lexicon entries that match no word of this job: " + ", ".join(sorted(unused)))
+        warnings.append("lexicon entries that match no word of this job: " + ", ".join(sorted(unused))
+                        + " (check their spelling: an entry with a capital matches that spelling only, and numbers "
+                        "are matched as words, 'twelve' not '12')")
     spelled = list(dict.fromkeys(w for s in said for w in s.spelled))
     if spelled:
-        warnings.append("words without a vowel, which the voice spells letter by letter (add them to a "
-                        "lexicon to say them otherwise): " + ", ".join(spelled[:20])
-                        + (f" and {len(spelled) - 20} more" if len(spelled) > 20 else ""))
+        warnings.append("words without a vowel, which the voice spells letter by letter: " + ", ".join(spelled[:20])
+                        + (f" and {len(spelled) - 20} more" if len(spelled) > 20 else "")
+                        + "; to have one said as a word, add a lexicon line, edit how it is said (text or "
+                        f"[[ phonemes ]]) and pass --lexicon lexicon.tsv: {lexicon_line_hint(spelled[0])}")
     chunks: list[TextChunk] = []
     voices: list[str | None] = []
     speeds: list[float | None] = []
