@@ -196,7 +196,7 @@ def vowelless_words(text: str, lexicon: Lexicon) -> list[str]:
 
 
 def _latin(word: str) -> bool:
-    return word.replace("’", "'").replace("ʼ", "'").isascii()
+    return word.isascii() or word.replace("’", "'").replace("ʼ", "'").isascii()
 
 
 def lexicon_line_hint(word: str) -> str:

@@ -27,12 +27,12 @@ __all__ = ["book_readings", "house_number_words", "prose_years"]
 _ADDRESS = (r"Street|Road|Avenue|Lane|Place|Square|Terrace|Row|Drive|Way|Court|Crescent|Close|Gardens|"
             r"Boulevard|Flat|Apartment|Apt|Suite|Unit|Room|House|number|No")
 # A number with one capital letter glued to it is an address or a name ("221B", "12A", "3D"), never a
-# sum; a lower-case letter only next to an address word (else "5m" stays metres).
-_HOUSE_UPPER = re.compile(r"(?<![\w.,/'’-])(?P<num>\d{1,4})(?P<letter>[A-Z])(?![\w'’-]|[.,]\d)")
-_HOUSE_BEFORE = re.compile(rf"\b(?P<addr>(?:{_ADDRESS})\.?\s+)(?P<num>\d{{1,4}})(?P<letter>[a-z])(?![\w'’-]|[.,]\d)",
-                           re.IGNORECASE)
-_HOUSE_AFTER = re.compile(rf"(?<![\w.,/'’-])(?P<num>\d{{1,4}})(?P<letter>[a-z])(?P<rest>\s+(?:[A-Z][a-z]+\s+)?"
-                          rf"(?:{_ADDRESS})\b)")
+# sum; a lower-case letter only next to an address word (else "5m" stays metres). The patterns start
+# at a digit (fast on long texts); the words around are looked at only where one matches.
+_HOUSE = re.compile(r"(?P<num>\d{1,4})(?P<letter>[A-Za-z])(?![\w'’-]|[.,]\d)")
+_NOT_BEFORE_HOUSE = re.compile(r"[\w.,/'’-]")
+_ADDRESS_BEFORE = re.compile(rf"\b(?:{_ADDRESS})\.?\s+$", re.IGNORECASE)
+_ADDRESS_AFTER = re.compile(rf"\s+(?:[A-Z][a-z]+\s+)?(?:{_ADDRESS})\b")
 
 
 def house_number_words(digits: str) -> str:
@@ -51,14 +51,17 @@ def house_number_words(digits: str) -> str:
 
 
 def _house(m: re.Match[str]) -> str:
-    said = f"{house_number_words(m['num'])} {m['letter'].upper()}"
-    return f"{m.groupdict().get('addr') or ''}{said}{m.groupdict().get('rest') or ''}"
+    letter = m["letter"]
+    if m.start() and _NOT_BEFORE_HOUSE.match(m.string, m.start() - 1):  # inside a longer word or number
+        return m[0]
+    if letter.islower() and not (_ADDRESS_BEFORE.search(m.string, max(0, m.start() - 16), m.start())
+                                 or _ADDRESS_AFTER.match(m.string, m.end())):
+        return m[0]
+    return f"{house_number_words(m['num'])} {letter.upper()}"
 
 
 def _house_numbers(text: str) -> str:
-    text = _HOUSE_BEFORE.sub(_house, text)
-    text = _HOUSE_AFTER.sub(_house, text)
-    return _HOUSE_UPPER.sub(_house, text)
+    return _HOUSE.sub(_house, text)
 
 # ------------------------------------------------------------------------------------------- fractions
 
@@ -98,40 +101,48 @@ def _fractions(text: str) -> str:
 # A four-digit number from 1000 to 2099 is a year after one of these words ("in 1984", "since 1066", "the
 # year of Our Lord 1775", "A.D. 1492", "in early 1775") ...
 _YEAR_BEFORE = (r"in|since|by|until|till|from|of|year|circa|ca\.|c\.|before|after|during|around|to|Lord|Domini|"
-                r"AD|A\.D\.|anno|early|late|mid|spring|summer|autumn|winter")
+                r"anno|early|late|mid|spring|summer|autumn|winter")
 # ... unless a plural count noun follows: "in 1984 people" is a number of people. Words ending in -s that
 # are no plural nouns do not count ("in 1984 was", "by 1850 his").
 _NOT_PLURAL = r"was|is|has|as|his|its|this|thus|us|yes|whereas|always|perhaps|unless|less|towards|afterwards"
 _COUNTED = (rf"\s+(?:(?!(?:{_NOT_PLURAL})\b)[a-z]+s|people|men|women|children|feet|teeth|geese|mice|sheep|"
             r"deer|fish|head|more|other|others|million|thousand)\b")
-_PROSE_YEAR = re.compile(rf"\b(?P<before>(?:{_YEAR_BEFORE}))(?P<space>\s+)(?P<year>1\d\d\d|20\d\d)\b"
-                         rf"(?![.,]\d)(?!{_COUNTED})", re.IGNORECASE)
+_AD_YEAR = re.compile(r"\bA\.?D\.?(\s+)(\d{1,4})\b(?![.,]\d)")  # "A.D. 1492", "AD 79": the letters, the year
+_BEFORE_YEAR = re.compile(rf"(?<![\w.])(?:{_YEAR_BEFORE})\s+$", re.IGNORECASE)
+_YEAR = re.compile(rf"(?:1\d\d\d|20\d\d)\b(?![.,]\d)(?!{_COUNTED})")
 
 
 def prose_years(text: str) -> str:
-    """Four-digit years in running prose as years ("in nineteen eighty-four"); see `_YEAR_BEFORE`."""
+    """Four-digit years in running prose as years ("in nineteen eighty-four"); see `_YEAR_BEFORE`. The
+    pattern starts at the digits; the word before is looked at only there."""
     def year(m: re.Match[str]) -> str:
-        before = "A D" if m["before"].upper().replace(".", "") == "AD" else m["before"]
-        return f"{before}{m['space']}{words(int(m['year']), to='year')}"
+        before = _BEFORE_YEAR.search(m.string, max(0, m.start() - 24), m.start())
+        if before is None or not m.string[m.start() - 1].isspace():
+            return m[0]
+        return words(int(m[0]), to="year")
 
-    return _PROSE_YEAR.sub(year, text)
+    text = _AD_YEAR.sub(lambda m: f"A D{m[1]}{words(int(m[2]), to='year')}", text)
+    return _YEAR.sub(year, text)
+
 
 # -------------------------------------------------------------------------------------- Roman numerals
 
 # Words a Roman numeral counts after: "Chapter XIV", "Book II", "Part IV", "World War II".
 _SECTION_WORDS = r"Chapter|Book|Part|Volume|Vol\.|Act|Scene|Canto|Stave|Section|Psalm|Appendix|Article|World War"
-_SECTION = re.compile(rf"\b(?P<label>{_SECTION_WORDS})(?P<space>\s+)(?P<num>[IVXLCDM]+|[ivxlcdm]{{2,}})"
-                      r"\b(?!['’]\w)", re.IGNORECASE)
 # Names of monarchs and popes that take a regnal number: "Henry VIII", "Louis XIV", "Pius X".
 _REGNAL_NAMES = ("Henry|Edward|George|William|Richard|James|Charles|Louis|Elizabeth|Mary|Anne|Victoria|John|"
                  "Philip|Peter|Catherine|Frederick|Napoleon|Pius|Leo|Gregory|Benedict|Innocent|Clement|Boniface|"
                  "Urban|Alexander|Nicholas|Ferdinand|Alfonso|Carlos|Gustav|Gustavus|Henri|Francis|Otto|Wilhelm|"
                  "Friedrich|Ivan|Ramesses|Rameses|Ptolemy|Constantine|Harold|Edmund|Stephen|Robert|David|Paul")
+# The pattern starts at a numeral (fast on long texts); the word before is looked at only there.
+_NUMERAL = re.compile(r"(?<=\s)(?:[IVXLCDM]+|[ivxlcdm]{2,})\b(?!['’]\w)")
+_SECTION_BEFORE = re.compile(rf"(?<!\w)(?:{_SECTION_WORDS})\s+$", re.IGNORECASE)
+_NAME_BEFORE = re.compile(rf"(?<!\w)(?:{_REGNAL_NAMES})\s+$")
+_REGNAL_NUMERAL = re.compile(r"I|[IVXLC]{2,}|[VXLC]")
 # "I" after a name is the pronoun unless what follows says otherwise ("Charles I was", "Charles I of",
 # "Charles I." but not "Henry I said").
-_AFTER_FIRST = r"(?=\s*$|\s*[^\w\s]|\s+(?:of|and|was|had|became|died|reigned|ruled|succeeded|married)\b|\s+[A-Z])"
-_REGNAL = re.compile(rf"\b(?P<name>{_REGNAL_NAMES})(?P<space>\s+)(?P<num>(?:I{_AFTER_FIRST})|[IVXLC]{{2,}}|[VXLC])"
-                     r"\b(?!['’]\w)")
+_AFTER_FIRST = re.compile(r"\s*$|\s*[^\w\s]|\s+(?:of|and|was|had|became|died|reigned|ruled|succeeded|married)\b|"
+                          r"\s+[A-Z]")
 
 
 def _roman(numeral: str) -> int | None:
@@ -145,21 +156,24 @@ def _capitalized(said: str) -> str:
     return said[:1].upper() + said[1:]
 
 
-def _section(m: re.Match[str]) -> str:
-    label = m["label"]
-    if m["num"] == "I" and not label[0].isupper():  # "part I think": the pronoun
-        return m[0]
-    value = _roman(m["num"])
-    return m[0] if value is None else f"{label}{m['space']}{_capitalized(words(value))}"
-
-
-def _regnal(m: re.Match[str]) -> str:
-    value = _roman(m["num"])
-    return m[0] if value is None else f"{m['name']}{m['space']}the {_capitalized(words(value, to='ordinal'))}"
+def _numeral(m: re.Match[str]) -> str:
+    numeral, window = m[0], max(0, m.start() - 24)
+    section = _SECTION_BEFORE.search(m.string, window, m.start())
+    if section is not None:
+        if numeral == "I" and not section[0][0].isupper():  # "part I think": the pronoun
+            return numeral
+        value = _roman(numeral)
+        return numeral if value is None else _capitalized(words(value))
+    if not _REGNAL_NUMERAL.fullmatch(numeral) or _NAME_BEFORE.search(m.string, window, m.start()) is None:
+        return numeral
+    if numeral == "I" and not _AFTER_FIRST.match(m.string, m.end()):
+        return numeral
+    value = _roman(numeral)
+    return numeral if value is None else f"the {_capitalized(words(value, to='ordinal'))}"
 
 
 def _roman_numerals(text: str) -> str:
-    return _REGNAL.sub(_regnal, _SECTION.sub(_section, text))
+    return _NUMERAL.sub(_numeral, text)
 
 
 def book_readings(text: str) -> str:

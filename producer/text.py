@@ -22,7 +22,8 @@ from producer.numbers import digits_words, int_words, num2words_lang, number_wor
 from producer.numbers import words as _words
 from producer.reading import book_readings, prose_years
 
-__all__ = ["MIN_CHUNK_CHARS", "Normalized", "TextChunk", "has_speakable", "normalize", "split_chunks"]
+__all__ = ["MIN_CHUNK_CHARS", "PIECE_END", "Normalized", "TextChunk", "has_speakable", "normalize", "split_chunks",
+           "written_form"]
 
 @dataclass(frozen=True, slots=True)
 class Normalized:
@@ -45,7 +46,11 @@ _MONTH_BY_PREFIX = {m[:3].lower(): i for i, m in enumerate(_MONTHS, 1)} | {"sept
 _MONTH_RE = (r"(?P<month>Jan(?:uary|\.)?|Feb(?:ruary|\.)?|Mar(?:ch|\.)?|Apr(?:il|\.)?|May|Jun(?:e|\.)?|"
              r"Jul(?:y|\.)?|Aug(?:ust|\.)?|Sep(?:t(?:ember|\.)?|\.)?|Oct(?:ober|\.)?|Nov(?:ember|\.)?|"
              r"Dec(?:ember|\.)?)")
-_SENTENCE_END_AHEAD = r"(?=\s*$|\s*\n|\s+[A-Z\"'“‘(])"
+# Where one written piece of a text ends and the next begins (`producer.spoken` marks them to know which
+# written text each spoken chunk says): a Unicode noncharacter, which no text holds and every rule leaves
+# alone. A piece ends where a sentence does.
+PIECE_END = "\ufdd0"
+_SENTENCE_END_AHEAD = r"(?=\s*$|\s*\n|\s*\ufdd0|\s+[A-Z\"'“‘(])"
 _CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
                "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", "sen", "sen")}
 _SCALES = r"(?:thousand|million|billion|trillion)"
@@ -84,8 +89,7 @@ def normalize(text: str, language: str = "en") -> Normalized:
     Never raises on any `str`.
     """
     warnings: list[str] = []
-    text = unicodedata.normalize("NFC", text.translate(_DROP_INVISIBLE))
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _clean(text)
     lang = num2words_lang(language)
     if lang is None:
         if any(ch.isdigit() for ch in text):
@@ -105,6 +109,18 @@ def normalize(text: str, language: str = "en") -> Normalized:
         warnings.append("unspeakable characters dropped: " + " ".join(dropped)
                         + " (to have one said, write it as words in the text)")
     return Normalized(text=_collapse_whitespace(text), warnings=warnings)
+
+
+def _clean(text: str) -> str:
+    text = unicodedata.normalize("NFC", text.translate(_DROP_INVISIBLE))
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def written_form(text: str, max_space_chars: int) -> str:
+    """`text` as a reader sees it, the way `normalize` starts: NFC, invisible formatting characters
+    dropped, line ends as LF; whitespace collapsed where a run is longer than `max_space_chars`."""
+    text = _clean(text)
+    return _collapse_whitespace(text) if re.search(rf"\s{{{max_space_chars + 1}}}", text) else text.strip()
 
 
 def _digit_groups(m: re.Match[str]) -> str:
@@ -263,7 +279,7 @@ def _kept_stop(m: re.Match[str]) -> str:
 
 # Characters `_drop_unspeakable` may have to look at: everything but plain printable ASCII and the few
 # unspeakable ASCII symbols. Text without any (most English text) is returned without a per-character pass.
-_MAYBE_UNSPEAKABLE = re.compile(r"[^\t\n\x20-\x7e]|[*_~^|\\`<>{}#]")
+_MAYBE_UNSPEAKABLE = re.compile(r"[^\t\n\x20-\x7e\ufdd0]|[*_~^|\\`<>{}#]")
 
 
 def _drop_unspeakable(text: str) -> tuple[str, list[str]]:
@@ -272,7 +288,7 @@ def _drop_unspeakable(text: str) -> tuple[str, list[str]]:
     kept: list[str] = []
     dropped: dict[str, None] = {}
     for ch in text:
-        if ch in "\n\t":
+        if ch in "\n\t" or ch == PIECE_END:
             kept.append(ch)
         elif ch in _EMOJI_GLUE or "\U0001f3fb" <= ch <= "\U0001f3ff" or "\U000e0020" <= ch <= "\U000e007f":
             continue

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from producer.inputs import read_inputs
 from producer.jobs import job_views
-from producer.naming import output_stem, safe_name
+from producer.naming import display_title, output_stem, safe_name
 from producer.submit import submit
 from schemas.db import Store
 from schemas.messages import JobRequest
@@ -60,6 +60,13 @@ def test_names_come_from_the_input() -> None:
     assert output_stem(JobRequest(text="<speak>They’ll <emphasis>say</emphasis> hi!</speak>"), "id1") == "theyll-say-hi"
     assert output_stem(JobRequest(text="Hello, world."), "3f2a9c") == "hello-world"
     assert output_stem(JobRequest(text="😀 ☃"), "3f2a9c") == "3f2a9c"
+    # what a job is listed as: its title, else its file's name, else its first words (stdin, JSONL, API)
+    assert display_title("Given", "/in/story.txt", "x") == "Given"
+    assert display_title(None, "/in/story.txt", "x") == "story.txt"
+    assert display_title(None, "notices.jsonl:3", "Water service on Elm Street stops from nine.") == \
+        "Water service on Elm Street stops"
+    assert display_title(None, "stdin", "Hello there.") == display_title(None, None, "Hello there.") == "Hello there"
+    assert display_title(None, None, "😀") is None
     chapter = JobRequest(text="x", source="b.epub", title="The Storm: Part 1/2", group_title="Book?", group_index=0)
     assert output_stem(chapter, "id1") == "Book_/01 - The Storm_ Part 1_2"
     assert safe_name("..") == safe_name("  ") == "untitled"

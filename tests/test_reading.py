@@ -146,3 +146,36 @@ def test_no_text_lost(parts: list[tuple[str, str]]) -> None:
         position = said.index(word.lower(), position) + 1
     dropped = {c for c in text if not c.isalnum() and c not in " ,.\n/’" and c not in INVISIBLE}
     assert not dropped or result.warnings
+
+
+def test_each_chunk_keeps_the_written_text_it_says() -> None:
+    spoken = spoken_chunks("We meet at 6 p.m. sharp. It costs $12.50, about 1/3 of it!\n\nNo numbers here.",
+                           language="en", lexicon=Lexicon(), max_chunk_chars=40, where="t")
+    pairs = list(zip((c.text for c in spoken.chunks), spoken.written, strict=True))
+    assert pairs == [("We meet at six P M sharp.", "We meet at 6 p.m. sharp."),
+                     ("It costs twelve dollars and fifty", "It costs $12.50, about 1/3 of it!"),
+                     ("cents, about one third of it!", ""),  # goes on with the written text before
+                     ("No numbers here.", None)]  # the same as spoken: nothing stored
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(_WORDS | _NUMBERS, _SEPARATORS), min_size=1, max_size=25))
+def test_the_marks_change_nothing_the_voice_says(parts: list[tuple[str, str]]) -> None:
+    """Chunks cut with the written pieces marked say exactly the normalized text, and the written texts
+    they carry are the written text, whole and in order."""
+    text = "".join(p + s for p, s in parts)
+    spoken = spoken_chunks(text, language="en", lexicon=Lexicon(), max_chunk_chars=40, where="t")
+    assert " ".join(c.text for c in spoken.chunks).split() == normalize(text, "en").text.split()
+    written = spoken.written or (None,) * len(spoken.chunks)
+    shown = [c.text if w is None else w for c, w in zip(spoken.chunks, written, strict=True)]
+    assert " ".join(shown).split() == text.replace("\u2060", "").split()
+
+
+def test_subtitle_cues_show_the_written_text_over_the_chunks_that_say_it() -> None:
+    from worker.subtitles import cues
+
+    chunks = [{"text": "six P M.", "written": "6 p.m.", "start_s": 0.0, "end_s": 1.0},
+              {"text": "twelve dollars and fifty", "written": "$12.50 each.", "start_s": 1.3, "end_s": 2.0},
+              {"text": "cents each.", "written": "", "start_s": 2.1, "end_s": 3.0},
+              {"text": "Old manifest.", "start_s": 3.3, "end_s": 4.0}]
+    assert cues(chunks) == [(0.0, 1.0, "6 p.m."), (1.3, 3.0, "$12.50 each."), (3.3, 4.0, "Old manifest.")]
