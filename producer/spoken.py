@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from producer.chunks import TextChunk, gap_break, split_chunks
+from producer.chunks import MIN_CHUNK_CHARS, TextChunk, gap_break, split_chunks
 from producer.lexicon import PHONEME_BLOCK, Lexicon, lexicon_line_hint, vowelless_words
 from producer.ssml import SsmlSpan, is_ssml, parse_ssml
 from producer.text import PIECE_END, normalize, written_form
@@ -107,9 +107,9 @@ class _Said:
 
 
 def _say(span: SsmlSpan, language: str, lexicon: Lexicon, max_chunk_chars: int) -> _Said:
-    """The span normalized with its written pieces (sentences, cut at the cap) marked, so each spoken
-    chunk knows the written text it says; the marks change nothing the voice says."""
-    pieces = _written_pieces(span.text, max_chunk_chars)
+    """The span normalized with its written sentences marked, so each spoken chunk knows the written text
+    it says; the marks change nothing the voice says."""
+    pieces = _written_pieces(span.text)
     normalized, warnings = _normalize_around_phonemes(PIECE_END.join(pieces), language)
     applied = lexicon.apply(normalized)
     parts = applied.text.split(PIECE_END)
@@ -123,18 +123,17 @@ def _say(span: SsmlSpan, language: str, lexicon: Lexicon, max_chunk_chars: int) 
                  [None if w == c.text else w for c, w in zip(chunks, texts, strict=True)])
 
 
-def _written_pieces(text: str, max_chunk_chars: int) -> list[str]:
-    """The written text cut as the spoken text is (sentences, at most the cap): the subtitles' pieces."""
-    shown = written_form(text.replace(PIECE_END, "\ufffd"), max_chunk_chars // 4)
-    try:
-        return [c.text for c in split_chunks(shown, max_chunk_chars)] if shown else []
-    except ValueError:  # a whitespace run the cap cannot carry: one piece
-        return [shown]
+def _written_pieces(text: str) -> list[str]:
+    """The written text cut into sentences, as the spoken text is: marks go only where a sentence ends,
+    which no reading rule reaches across (a cut inside a sentence could split "2 1/2" or "of 1775")."""
+    shown = written_form(text.replace(PIECE_END, "\ufffd"))
+    return [c.text for c in split_chunks(shown, max(len(shown), MIN_CHUNK_CHARS))] if shown else []
 
 
 def _written_of(cut: list[TextChunk], parts: list[str], pieces: list[str]) -> list[str]:
-    """Per chunk of the spoken text, the written pieces that start in it, joined ("": none start there,
-    the chunk goes on with the piece before). `parts`: the spoken text of each piece, in order."""
+    """Per chunk of the spoken text, its written text: the sentences that start in it, shared out over
+    the chunks that go on saying them (a long sentence cut at the cap, `_shared`); "" for a chunk whose
+    share is no word (it goes on with the one before). `parts`: the spoken text of each piece, in order."""
     if not cut:
         return []
     if len(parts) != len(pieces):  # a mark lost (never seen): the spoken text stands for the written
@@ -143,7 +142,42 @@ def _written_of(cut: list[TextChunk], parts: list[str], pieces: list[str]) -> li
     owned: list[list[str]] = [[] for _ in cut]
     for piece, start in zip(pieces, itertools.accumulate((len(p) for p in parts[:-1]), initial=0), strict=True):
         owned[max(bisect.bisect_right(chunk_starts, start) - 1, 0)].append(piece)
-    return [" ".join(" ".join(found).split()) for found in owned]
+    written: list[str] = []
+    first = 0
+    while first < len(cut):
+        end = next((k for k in range(first + 1, len(cut)) if owned[k]), len(cut))
+        written += _shared(" ".join(owned[first]).split(), [c.text for c in cut[first:end]])
+        first = end
+    return written
+
+
+_KEY = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)*")
+_ANCHOR_WINDOW = 60  # spoken words a written word is looked for in (a number's words run to a few dozen)
+
+
+def _key(word: str) -> str | None:
+    """A written or spoken word as it is compared: its letters, lower case; None for a number or symbol."""
+    core = word.strip(".,;:!?\"“”‘'()[]…—–-")
+    return core.lower() if _KEY.fullmatch(core) else None
+
+
+def _shared(words: list[str], spoken: list[str]) -> list[str]:
+    """`words` (written) shared out over the chunks `spoken` that say them, in order: a word the voice
+    says as written ("things") goes to the chunk that says it; anything else (a number, an abbreviation)
+    to the chunk of the word before it, so "1,234,567" is shown with the chunk where its words begin."""
+    if len(spoken) == 1:
+        return [" ".join(words)]
+    said = [(_key(word), k) for k, text in enumerate(spoken) for word in text.split()]
+    shares: list[list[str]] = [[] for _ in spoken]
+    chunk, at = 0, 0
+    for word in words:
+        key = _key(word)
+        if key is not None:
+            found = next((i for i in range(at, min(at + _ANCHOR_WINDOW, len(said))) if said[i][0] == key), None)
+            if found is not None:
+                chunk, at = said[found][1], found + 1
+        shares[chunk].append(word)
+    return [" ".join(share) for share in shares]
 
 
 def _phoneme_blocks_whole(chunks: list[TextChunk], written: list[str]) -> tuple[list[TextChunk], list[str]]:

@@ -116,11 +116,10 @@ def _clean(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def written_form(text: str, max_space_chars: int) -> str:
+def written_form(text: str) -> str:
     """`text` as a reader sees it, the way `normalize` starts: NFC, invisible formatting characters
-    dropped, line ends as LF; whitespace collapsed where a run is longer than `max_space_chars`."""
-    text = _clean(text)
-    return _collapse_whitespace(text) if re.search(rf"\s{{{max_space_chars + 1}}}", text) else text.strip()
+    dropped, line ends as LF, no whitespace around it."""
+    return _clean(text).strip()
 
 
 def _digit_groups(m: re.Match[str]) -> str:

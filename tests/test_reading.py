@@ -153,16 +153,25 @@ def test_each_chunk_keeps_the_written_text_it_says() -> None:
                            language="en", lexicon=Lexicon(), max_chunk_chars=40, where="t")
     pairs = list(zip((c.text for c in spoken.chunks), spoken.written, strict=True))
     assert pairs == [("We meet at six P M sharp.", "We meet at 6 p.m. sharp."),
-                     ("It costs twelve dollars and fifty", "It costs $12.50, about 1/3 of it!"),
-                     ("cents, about one third of it!", ""),  # goes on with the written text before
+                     ("It costs twelve dollars and fifty", "It costs $12.50,"),  # a sentence cut at the cap:
+                     ("cents, about one third of it!", "about 1/3 of it!"),  # its words go where they are said
                      ("No numbers here.", None)]  # the same as spoken: nothing stored
+    spoken = spoken_chunks("It holds 1,234,567 things and more.", language="en", lexicon=Lexicon(),
+                           max_chunk_chars=40, where="t")
+    assert [(c.text, w) for c, w in zip(spoken.chunks, spoken.written, strict=True)] == [
+        ("It holds one million,", "It holds 1,234,567"),
+        ("two hundred and thirty-four thousand,", ""),  # goes on with the written text before
+        ("five hundred and sixty-seven things and", "things and"), ("more.", None)]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(_WORDS | _NUMBERS, _SEPARATORS), min_size=1, max_size=25))
+@given(st.lists(st.tuples(_WORDS | _NUMBERS, st.sampled_from([" ", ", ", ". ", " in ", " of "])), min_size=1,
+                max_size=25))
 def test_the_marks_change_nothing_the_voice_says(parts: list[tuple[str, str]]) -> None:
     """Chunks cut with the written pieces marked say exactly the normalized text, and the written texts
-    they carry are the written text, whole and in order."""
+    they carry are the written text, whole and in order. (Across a blank line the marks do change one
+    thing, for the better: a date rule no longer reaches from one paragraph into the next, "1/3" then
+    "12/25/2024" is not "the third of December".)"""
     text = "".join(p + s for p, s in parts)
     spoken = spoken_chunks(text, language="en", lexicon=Lexicon(), max_chunk_chars=40, where="t")
     assert " ".join(c.text for c in spoken.chunks).split() == normalize(text, "en").text.split()

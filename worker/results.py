@@ -124,7 +124,9 @@ def _stage(ctx: JobContext, engine: Engine, member: Member, peak: int | None) ->
                          **policy_quality(engine.policy, engine.fidelity))
     warnings = list(held.warnings)
     if member.dropped:
-        warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(member.dropped)))
+        warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(member.dropped))
+                        + " (to have a word with them said, add a lexicon line spelling it as the voice can: "
+                        "WORD<TAB>how it is said, or [[ phonemes ]])")
     made = tuple({"idx": idx, "samples": len(c.samples), "audio_s": len(c.samples) / engine.sample_rate_hz,
                   "synth_s": c.synth_s, "batch_size": c.batch_size, "attempt": held.attempt, "dtype": str(c.dtype),
                   "fp32_redo": c.fp32_redo} for idx, c in member.made.items()) if not member.durable else ()
