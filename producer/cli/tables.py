@@ -62,7 +62,8 @@ def warnings_cell(warnings: Sequence[str], verbose: bool) -> str:
 
 
 def _notes(v: JobView, verbose: bool) -> str:
-    lines = [f"error: {v.error}"] if v.status == JobStatus.FAILED and v.error else []
+    ended_badly = v.status.is_terminal and v.status != JobStatus.SUCCEEDED  # failed or cancelled: say why
+    lines = [f"error: {v.error}"] if ended_badly and v.error else []
     if v.status != JobStatus.FAILED and v.attempt_errors:  # put back after an error: say which
         lines.append(f"last error (attempt {v.attempt_errors[-1].attempt}): {v.attempt_errors[-1].error}")
     if v.segments_total and v.status == JobStatus.RUNNING:  # who is helping with a long job right now
