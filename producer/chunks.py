@@ -65,8 +65,8 @@ def split_chunks(text: str, max_chars: int) -> list[TextChunk]:
         raise ValueError(f"max_chars must be at least {MIN_CHUNK_CHARS}, got {max_chars}")
     if not text.strip():
         return []
-    longest_ws = max((len(m[0]) for m in re.finditer(r"\s+", text)), default=0)
-    if longest_ws > max_chars // 4:
+    if re.search(rf"\s{{{max_chars // 4 + 1}}}", text):  # found by the regex engine, not a Python loop
+        longest_ws = max(len(m[0]) for m in re.finditer(r"\s+", text))
         raise ValueError(f"whitespace run of {longest_ws} characters exceeds max_chars // 4; normalize first")
     chunks: list[TextChunk] = []
     for unit in _sentence_units(text):

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Select, delete, select, update
 
+from producer.naming import display_title
 from producer.results import lease_is_free
 from schemas.db import Store, changed_rows
 from schemas.errors import InvalidInput, JobNotFound
@@ -35,7 +36,8 @@ def _view(job: Job, errors: Sequence[JobError] = (), segments: Sequence[Segment]
     return JobView(
         id=job.id, status=job.status, chunks_done=job.chunks_done, chunks_total=job.chunks_total,
         audio_path=job.audio_path, audio_s=job.audio_s, error=job.error, voice=job.voice,
-        format=AudioFormat(job.format), priority=job.priority, title=job.title, warnings=list(job.warnings or []),
+        format=AudioFormat(job.format), priority=job.priority,
+        title=display_title(job.title, job.source, job.text), warnings=list(job.warnings or []),
         attempts=job.attempts, created_at=_utc_iso(job.created_at),
         finished_at=_utc_iso(job.finished_at) if job.finished_at else None,
         book_path=JobOptions.from_stored(job.options).book_path,

@@ -16,6 +16,7 @@ matching itself is one compiled regular expression.
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,9 @@ from schemas.messages import MAX_LEXICON_ENTRIES as MAX_ENTRIES
 PHONEME_BLOCK = re.compile(r"\[\[.*?\]\]", re.DOTALL)  # Piper's escape: `[[ phonemes ]]`
 VOICE_LEXICON_FILE = "lexicon.tsv"  # a folder voice's default lexicon
 _VOWELS = set("aeiouyAEIOUY")
-_WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)*")
+# A word, contractions included with any apostrophe a book prints ("they’ll", "don't", "ma’amʼs"): their
+# tail alone ("ll", "t") is no word of its own, and the phonemizer says the whole contraction correctly.
+_WORD = re.compile(r"[^\W\d_]+(?:['’ʼ][^\W\d_]+)*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,5 +191,15 @@ def vowelless_words(text: str, lexicon: Lexicon) -> list[str]:
     spoken = PHONEME_BLOCK.sub(" ", text)
     known = {w.lower() for w in lexicon.entries}
     found = {w for w in _WORD.findall(spoken)
-             if len(w) >= 2 and w.isascii() and not (set(w) & _VOWELS) and w.lower() not in known}
+             if len(w) >= 2 and _latin(w) and not (set(w) & _VOWELS) and w.lower() not in known}
     return sorted(found)
+
+
+def _latin(word: str) -> bool:
+    return word.isascii() or word.replace("’", "'").replace("ʼ", "'").isascii()
+
+
+def lexicon_line_hint(word: str) -> str:
+    """A shell line that adds `word` to a lexicon file, ready to paste (the user then edits how it is
+    said): `printf 'Pfft\\tPfft\\n' >> lexicon.tsv`."""
+    return f"printf {shlex.quote(word + chr(92) + 't' + word + chr(92) + 'n')} >> lexicon.tsv"

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 from schemas.messages import JobRequest
 from schemas.tables import Job
 
-__all__ = ["MAX_NAME_CHARS", "assign_names", "book_folder", "free_name", "output_stem", "safe_name"]
+__all__ = ["MAX_NAME_CHARS", "assign_names", "book_folder", "display_title", "first_words", "free_name", "output_stem",
+           "safe_name", "slug"]
 
 MAX_NAME_CHARS = 120  # one path part; the whole name stays far below the 1024-character column
 
@@ -55,21 +56,57 @@ def book_folder(request: JobRequest) -> str:
 
 def output_stem(request: JobRequest, fallback: str) -> str:
     """The name (without extension, before any collision suffix) of the job's audio under the output
-    folder; a book chapter's includes its folder ("Book/01 - Title"). A request from no file (the Python
-    or HTTP API) is named `fallback` (its job id)."""
+    folder; a book chapter's includes its folder ("Book/01 - Title"). Text from stdin or from no file (the
+    Python or HTTP API) is named by its first words ("the-quick-brown-fox-jumps-over"), else `fallback`
+    (its job id)."""
     if request.group_title is not None:
         number = (request.group_index or 0) + 1
         title = safe_name(request.title or f"Chapter {number}", f"Chapter {number}")
         return f"{book_folder(request)}/{number:02d} - {title}"
     if request.id is not None:
         return safe_name(request.id)
-    if request.source is None:
-        return safe_name(fallback)
+    if request.source is None or request.source == "stdin":  # text without a name: its first words
+        return safe_name(slug(first_words(request.text)) or fallback, fallback)
     source = request.source
     line = re.fullmatch(r"(?P<file>.+):(?P<line>\d+)", source)
     if line:  # a JSONL line without an id: the file's name and the line number
         return safe_name(f"{PurePosixPath(line['file']).stem}-{line['line']}")
     return safe_name(PurePosixPath(source.replace("\\", "/")).stem or source, "stdin")
+
+
+FIRST_WORDS = 6  # words of a text that name it
+FIRST_WORDS_CHARS = 48
+_SPOKEN_WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
+_MARKUP = re.compile(r"<[^>]*>")
+
+
+def first_words(text: str) -> str:
+    """The opening words of a text (SSML tags left out), at most FIRST_WORDS of them and about
+    FIRST_WORDS_CHARS characters: "The quick brown fox jumps over"; "" when it has none."""
+    head = text[:2000]
+    if head.lstrip().startswith("<"):
+        head = _MARKUP.sub(" ", head)
+    found: list[str] = []
+    for m in _SPOKEN_WORD.finditer(head):
+        if len(found) == FIRST_WORDS or (found and len(" ".join([*found, m[0]])) > FIRST_WORDS_CHARS):
+            break
+        found.append(m[0][:FIRST_WORDS_CHARS])
+    return " ".join(found)
+
+
+def slug(words: str) -> str:
+    """Lower-case words joined by hyphens: "the-quick-brown-fox" (apostrophes dropped: "theyll")."""
+    return re.sub(r"[^\w]+", "-", re.sub(r"['’]", "", words.lower())).strip("-_")
+
+
+def display_title(title: str | None, source: str | None, text: str) -> str | None:
+    """What a job is called where it is listed (`run`, `status`, the dashboard): its own title, else its
+    file's name, else its first words (stdin, a JSONL line, the HTTP API)."""
+    if title:
+        return title
+    if source is not None and source != "stdin" and not re.fullmatch(r".+:\d+", source):
+        return PurePosixPath(source.replace("\\", "/")).name or None
+    return first_words(text) or None
 
 
 def free_name(stem: str, suffix: str, taken: Callable[[str], bool]) -> str:

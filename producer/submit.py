@@ -127,14 +127,15 @@ def job_key(request: JobRequest, shape: Mapping[str, object]) -> str:
 def chunk_rows(job_id: str, plan: SpeechPlan) -> list[dict[str, object]]:
     """The job's chunk rows; a chunk the dialogue voice or an SSML `<voice>` span says names it in `voice`
     (None: the job's voice); one in an SSML `<prosody rate>` span has its speed factor in `speed` (None: 1),
-    which the worker multiplies by the job's."""
+    which the worker multiplies by the job's; `written` is the written text it says, for subtitles."""
     dialogue = plan.dialogue.name if plan.dialogue is not None else None
     voices = plan.voices or (None,) * len(plan.spoken.chunks)
     speeds = plan.spoken.speeds or (None,) * len(plan.spoken.chunks)
-    return [{"job_id": job_id, "idx": i, "text": c.text, "break_after": c.break_after, "chars": len(c.text),
-             "voice": dialogue if quoted else voice, "speed": speed}
-            for i, (c, quoted, voice, speed) in enumerate(zip(plan.spoken.chunks, plan.quoted, voices, speeds,
-                                                               strict=True))]
+    written = plan.spoken.written or (None,) * len(plan.spoken.chunks)
+    return [{"job_id": job_id, "idx": i, "text": c.text, "written": shown, "break_after": c.break_after,
+             "chars": len(c.text), "voice": dialogue if quoted else voice, "speed": speed}
+            for i, (c, quoted, voice, speed, shown) in enumerate(zip(plan.spoken.chunks, plan.quoted, voices, speeds,
+                                                                      written, strict=True))]
 
 
 @dataclass(frozen=True, slots=True)

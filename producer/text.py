@@ -20,8 +20,10 @@ from producer.chunks import HEADING_END, LINE_BREAK, MIN_CHUNK_CHARS, TextChunk,
 from producer.japanese import normalize_japanese
 from producer.numbers import digits_words, int_words, num2words_lang, number_words, replace_numbers
 from producer.numbers import words as _words
+from producer.reading import book_readings, prose_years
 
-__all__ = ["MIN_CHUNK_CHARS", "Normalized", "TextChunk", "has_speakable", "normalize", "split_chunks"]
+__all__ = ["MIN_CHUNK_CHARS", "PIECE_END", "Normalized", "TextChunk", "has_speakable", "normalize", "split_chunks",
+           "written_form"]
 
 @dataclass(frozen=True, slots=True)
 class Normalized:
@@ -44,7 +46,11 @@ _MONTH_BY_PREFIX = {m[:3].lower(): i for i, m in enumerate(_MONTHS, 1)} | {"sept
 _MONTH_RE = (r"(?P<month>Jan(?:uary|\.)?|Feb(?:ruary|\.)?|Mar(?:ch|\.)?|Apr(?:il|\.)?|May|Jun(?:e|\.)?|"
              r"Jul(?:y|\.)?|Aug(?:ust|\.)?|Sep(?:t(?:ember|\.)?|\.)?|Oct(?:ober|\.)?|Nov(?:ember|\.)?|"
              r"Dec(?:ember|\.)?)")
-_SENTENCE_END_AHEAD = r"(?=\s*$|\s*\n|\s+[A-Z\"'“‘(])"
+# Where one written piece of a text ends and the next begins (`producer.spoken` marks them to know which
+# written text each spoken chunk says): a Unicode noncharacter, which no text holds and every rule leaves
+# alone. A piece ends where a sentence does.
+PIECE_END = "\ufdd0"
+_SENTENCE_END_AHEAD = r"(?=\s*$|\s*\n|\s*\ufdd0|\s+[A-Z\"'“‘(])"
 _CURRENCIES = {"$": ("dollar", "dollars", "cent", "cents"), "€": ("euro", "euros", "cent", "cents"),
                "£": ("pound", "pounds", "penny", "pence"), "¥": ("yen", "yen", "sen", "sen")}
 _SCALES = r"(?:thousand|million|billion|trillion)"
@@ -60,6 +66,14 @@ _SYMBOLS_EN = {"&": " and ", "+": " plus ", "=": " equals ", "@": " at ", "°C":
 _EMOJI_GLUE = {"\u200d", "\u20e3"} | {chr(c) for c in range(0xFE00, 0xFE10)}
 _UNSPEAKABLE_CATEGORIES = {"So", "Sk", "Sm", "Co", "Cn", "Cs", "Cc", "Cf"}
 _UNSPEAKABLE_ASCII = set("*_~^|\\`<>{}#")
+# Invisible formatting characters: they only steer line breaking, joining, hyphenation or direction on a
+# page, so removing them (with no space in their place) leaves exactly the text a reader sees: soft hyphen,
+# combining grapheme joiner, Arabic letter mark, Mongolian vowel separator, zero-width space / (non-)joiner,
+# direction marks and embeddings, word joiner and invisible operators, direction isolates, BOM. Dropped
+# without a warning: there is nothing the user could do about them, and nothing is lost.
+INVISIBLE = frozenset("\u00ad\u034f\u061c\u180e\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d"
+                      "\u202e\u2060\u2061\u2062\u2063\u2064\u2066\u2067\u2068\u2069\ufeff")
+_DROP_INVISIBLE = {ord(ch): None for ch in INVISIBLE}
 
 
 def normalize(text: str, language: str = "en") -> Normalized:
@@ -75,12 +89,12 @@ def normalize(text: str, language: str = "en") -> Normalized:
     Never raises on any `str`.
     """
     warnings: list[str] = []
-    text = unicodedata.normalize("NFC", text).replace("\ufeff", "")
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = _clean(text)
     lang = num2words_lang(language)
     if lang is None:
         if any(ch.isdigit() for ch in text):
-            warnings.append(f"numbers left as digits: no number words for language {language!r}")
+            warnings.append(f"numbers left as digits: no number words for language {language!r} (write them "
+                            "as words, or add lexicon lines such as 12<TAB>the words)")
     elif lang.startswith("en"):
         text = _normalize_english(text, lang)
     elif lang == "ja":
@@ -92,8 +106,20 @@ def normalize(text: str, language: str = "en") -> Normalized:
         text = replace_numbers(text, lang)
     text, dropped = _drop_unspeakable(text)
     if dropped:
-        warnings.append("unspeakable characters dropped: " + " ".join(dropped))
+        warnings.append("unspeakable characters dropped: " + " ".join(dropped)
+                        + " (to have one said, write it as words in the text)")
     return Normalized(text=_collapse_whitespace(text), warnings=warnings)
+
+
+def _clean(text: str) -> str:
+    text = unicodedata.normalize("NFC", text.translate(_DROP_INVISIBLE))
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def written_form(text: str) -> str:
+    """`text` as a reader sees it, the way `normalize` starts: NFC, invisible formatting characters
+    dropped, line ends as LF, no whitespace around it."""
+    return _clean(text).strip()
 
 
 def _digit_groups(m: re.Match[str]) -> str:
@@ -117,6 +143,7 @@ def _normalize_english(text: str, lang: str) -> str:
     text = _times(text)
     text = _currency(text)
     text = _abbreviations(text)
+    text = book_readings(text)
     text = re.sub(r"(\d+(?:\.\d+)?)\s?(?:%|percent\b)", lambda m: f"{number_words(m[1])} percent", text)
     text = re.sub(r"(?<=\d)\s?[–—]\s?(?=\d)", "-", text)
     text = re.sub(r"(?<![\w.,-])\d+(?:-\d+)+(?![\w-])", _digit_groups, text)
@@ -124,10 +151,10 @@ def _normalize_english(text: str, lang: str) -> str:
     text = re.sub(r"\b(1[1-9]\d0|20[0-9]0)s\b", lambda m: _plural(_year_words(m[1])), text)
     text = re.sub(r"\b(\d{1,4})(\s+)(AD|BC|BCE|CE)\b",
                 lambda m: f"{_year_words(m[1])}{m[2]}{' '.join(m[3])}", text)
-    text = re.sub(r"\b(in|since|by|until|till|from|of|year|circa|before|after|during|around|to)(\s+)"
-                r"(1\d\d\d|20\d\d)\b(?![.,]\d)", lambda m: f"{m[1]}{m[2]}{_year_words(m[3])}", text,
-                flags=re.IGNORECASE)
+    text = prose_years(text)
     text = re.sub(r"#(?=\d)", "number ", text)
+    # a number glued to letters is said apart from them ("5kg", "MP3"): "five kg", not "fivekg"
+    text = re.sub(r"(?<=\d)(?=[^\W\d_])|(?<=[^\W\d_])(?=\d)", " ", text)
     return replace_numbers(text, lang)
 
 
@@ -251,7 +278,7 @@ def _kept_stop(m: re.Match[str]) -> str:
 
 # Characters `_drop_unspeakable` may have to look at: everything but plain printable ASCII and the few
 # unspeakable ASCII symbols. Text without any (most English text) is returned without a per-character pass.
-_MAYBE_UNSPEAKABLE = re.compile(r"[^\t\n\x20-\x7e]|[*_~^|\\`<>{}#]")
+_MAYBE_UNSPEAKABLE = re.compile(r"[^\t\n\x20-\x7e\ufdd0]|[*_~^|\\`<>{}#]")
 
 
 def _drop_unspeakable(text: str) -> tuple[str, list[str]]:
@@ -260,9 +287,9 @@ def _drop_unspeakable(text: str) -> tuple[str, list[str]]:
     kept: list[str] = []
     dropped: dict[str, None] = {}
     for ch in text:
-        if ch in "\n\t":
+        if ch in "\n\t" or ch == PIECE_END:
             kept.append(ch)
-        elif ch in _EMOJI_GLUE or "\U0001f3fb" <= ch <= "\U0001f3ff":
+        elif ch in _EMOJI_GLUE or "\U0001f3fb" <= ch <= "\U0001f3ff" or "\U000e0020" <= ch <= "\U000e007f":
             continue
         elif ch in _UNSPEAKABLE_ASCII or unicodedata.category(ch) in _UNSPEAKABLE_CATEGORIES:
             dropped[ch] = None

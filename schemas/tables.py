@@ -110,6 +110,9 @@ class Chunk(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     idx: Mapped[int] = mapped_column(Integer, primary_key=True)
     text: Mapped[str] = mapped_column(Text)
+    # The written text this chunk says, for subtitles ("6 p.m." where `text` says "six P M"): None where
+    # it is `text`, "" where the chunk goes on with the written text of the chunk before (migration 0014)
+    written: Mapped[str | None] = mapped_column(Text)
     break_after: Mapped[BreakKind] = mapped_column(_enum(BreakKind), default=BreakKind.SENTENCE)
     chars: Mapped[int] = mapped_column(Integer)
     # The voice that says this chunk when it is not the job's (dialogue spoken by a second voice)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from producer.inputs import read_inputs
 from producer.jobs import job_views
-from producer.naming import output_stem, safe_name
+from producer.naming import display_title, output_stem, safe_name
 from producer.submit import submit
 from schemas.db import Store
 from schemas.messages import JobRequest
@@ -54,8 +54,19 @@ def test_names_come_from_the_input() -> None:
     assert output_stem(JobRequest(text="x", source="/in/story.txt"), "id1") == "story"
     assert output_stem(JobRequest(text="x", source="notices.jsonl:3"), "id1") == "notices-3"
     assert output_stem(JobRequest(text="x", source="notices.jsonl:3", id="n-7"), "n-7") == "n-7"
-    assert output_stem(JobRequest(text="x", source="stdin"), "id1") == "stdin"
-    assert output_stem(JobRequest(text="x"), "3f2a9c") == "3f2a9c"  # the Python/HTTP API: its id
+    # text without a name (stdin, the Python/HTTP API): its first words; nothing to name it by: its id
+    assert output_stem(JobRequest(text="The quick brown fox jumps over the lazy dog.", source="stdin"), "id1") == \
+        "the-quick-brown-fox-jumps-over"
+    assert output_stem(JobRequest(text="<speak>They’ll <emphasis>say</emphasis> hi!</speak>"), "id1") == "theyll-say-hi"
+    assert output_stem(JobRequest(text="Hello, world."), "3f2a9c") == "hello-world"
+    assert output_stem(JobRequest(text="😀 ☃"), "3f2a9c") == "3f2a9c"
+    # what a job is listed as: its title, else its file's name, else its first words (stdin, JSONL, API)
+    assert display_title("Given", "/in/story.txt", "x") == "Given"
+    assert display_title(None, "/in/story.txt", "x") == "story.txt"
+    assert display_title(None, "notices.jsonl:3", "Water service on Elm Street stops from nine.") == \
+        "Water service on Elm Street stops"
+    assert display_title(None, "stdin", "Hello there.") == display_title(None, None, "Hello there.") == "Hello there"
+    assert display_title(None, None, "😀") is None
     chapter = JobRequest(text="x", source="b.epub", title="The Storm: Part 1/2", group_title="Book?", group_index=0)
     assert output_stem(chapter, "id1") == "Book_/01 - The Storm_ Part 1_2"
     assert safe_name("..") == safe_name("  ") == "untitled"
@@ -73,7 +84,8 @@ def test_collisions_get_the_first_free_number_and_the_id_stays_in_the_manifest(s
                                format=AudioFormat.FLAC, priority=5), settings, db, publisher=None)
     third = submit(read_inputs([str(tmp_path / "c" / "story.txt")], io.StringIO(), voice=None,
                                format=AudioFormat.WAV, priority=5), settings, db, publisher=None)
-    many = submit([JobRequest(text=f"Notice {n}.", source="stdin") for n in range(3)], settings, db, publisher=None)
+    many = submit([JobRequest(text=f"The market opens at nine today, day {n}.", source="stdin") for n in range(3)],
+                  settings, db, publisher=None)
     ids = [j.id for j in [*first, *later, *third]]
     _run_all(settings, db, ids)
     paths = [Path(str(v.audio_path)) for v in job_views(db, ids)]
@@ -81,7 +93,10 @@ def test_collisions_get_the_first_free_number_and_the_id_stays_in_the_manifest(s
     assert paths == [out / "story.wav", out / "story (2).wav", out / "story.flac", out / "story (3).wav"]
     _run_all(settings, db, [j.id for j in many])
     assert [Path(str(v.audio_path)).name for v in job_views(db, [j.id for j in many])] == [
-        "stdin.wav", "stdin (2).wav", "stdin (3).wav"]
+        "the-market-opens-at-nine-today.wav", "the-market-opens-at-nine-today (2).wav",
+        "the-market-opens-at-nine-today (3).wav"]
+    assert [v.title for v in job_views(db, [j.id for j in [*first, *many]])] == [
+        "story.txt", "story.txt", *["The market opens at nine today"] * 3]
     manifest = json.loads(paths[1].with_suffix(".manifest.json").read_text(encoding="utf-8"))
     assert manifest["job_id"] == ids[1] and manifest["audio"] == "story (2).wav"
 

@@ -140,7 +140,7 @@ def test_a_job_sends_quoted_speech_to_the_dialogue_voice(engine: Engine, two_spe
     assert sorted(said) == [(0, 0), (1, 1), (2, 0), (3, 0)]
     assert set(voices) == {str(two_speakers.resolve())}  # one model loaded for both speakers
     [view] = job_views(store, [job.id])
-    assert view.audio_path is not None and Path(view.audio_path).name == f"{job.id}.wav"  # no file: its id
+    assert view.audio_path is not None and Path(view.audio_path).name == "the-door-opened-who-is-there.wav"
     store.dispose()
 
 

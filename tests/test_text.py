@@ -122,13 +122,14 @@ def test_other_languages_get_their_number_words() -> None:
 def test_unknown_language_keeps_digits_and_warns() -> None:
     result = normalize("Room 12.", "xx")
     assert result.text == "Room 12."
-    assert result.warnings == ["numbers left as digits: no number words for language 'xx'"]
+    assert result.warnings == ["numbers left as digits: no number words for language 'xx' (write them as words, "
+                               "or add lexicon lines such as 12<TAB>the words)"]
 
 
 def test_emoji_are_dropped_with_a_warning_and_structure_kept() -> None:
     result = normalize("\ufeffHello 😀 world\r\n\r\n\r\n\r\n\r\nNext  part ☃.")
     assert result.text == "Hello world\n\n\nNext part."
-    assert result.warnings == ["unspeakable characters dropped: 😀 ☃"]
+    assert result.warnings == ["unspeakable characters dropped: 😀 ☃ (to have one said, write it as words in the text)"]
 
 
 def test_has_speakable() -> None:

@@ -51,12 +51,14 @@ class StoredAudio:
 
 @dataclass(frozen=True, slots=True)
 class AssemblyPiece:
-    """One chunk: its audio (samples in memory, a file, or a range of one), its text (for the manifest and
-    subtitles) and the break after it."""
+    """One chunk: its audio (samples in memory, a file, or a range of one), its spoken text (for the
+    manifest), the break after it, and the written text it says (for subtitles; None: the spoken text, "":
+    it goes on with the written text of the chunk before)."""
 
     audio: np.ndarray | Path | StoredAudio
     text: str
     break_after: BreakKind
+    written: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +352,8 @@ def _pcm16_parts(piece: AssemblyPiece, sample_rate_hz: int, gain: float) -> list
 
 def _cue(idx: int, piece: AssemblyPiece, start_frame: int, frames: int) -> dict[str, Any]:
     return {"idx": idx, "text": piece.text.strip(), "start_frame": start_frame, "end_frame": start_frame + frames,
-            "break_after": piece.break_after.value}
+            "break_after": piece.break_after.value,
+            "written": piece.text.strip() if piece.written is None else piece.written.strip()}
 
 
 def _tag(out: sf.SoundFile, tags: Tags) -> None:

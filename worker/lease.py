@@ -62,6 +62,7 @@ class PendingChunk:
     voice: str | None = None  # None: the job's voice
     speed: float | None = None  # a factor on the job's speed (an SSML prosody rate span); None: 1
     break_after: BreakKind = BreakKind.SENTENCE
+    written: str | None = None  # the written text it says, for subtitles (schemas.tables.Chunk.written)
 
     def speed_with(self, job_speed: float) -> float:
         """The speed this chunk is said at: its own factor times the job's."""
@@ -155,10 +156,10 @@ def _pending(session: Any, job_ids: list[str]) -> dict[str, list[PendingChunk]]:
     pending: dict[str, list[PendingChunk]] = {job_id: [] for job_id in job_ids}
     if job_ids:
         rows = session.execute(
-            select(C.job_id, C.idx, C.text, C.voice, C.speed, C.break_after)
+            select(C.job_id, C.idx, C.text, C.voice, C.speed, C.break_after, C.written)
             .where(C.job_id.in_(job_ids), C.audio_path.is_(None)).order_by(C.job_id, C.idx)).all()
-        for job_id, idx, text, voice, speed, break_after in rows:
-            pending[job_id].append(PendingChunk(idx, text, voice, speed, BreakKind(break_after)))
+        for job_id, idx, text, voice, speed, break_after, written in rows:
+            pending[job_id].append(PendingChunk(idx, text, voice, speed, BreakKind(break_after), written))
     return pending
 
 

@@ -124,7 +124,9 @@ def _stage(ctx: JobContext, engine: Engine, member: Member, peak: int | None) ->
                          **policy_quality(engine.policy, engine.fidelity))
     warnings = list(held.warnings)
     if member.dropped:
-        warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(member.dropped)))
+        warnings.append("characters the voice cannot speak were skipped: " + "".join(sorted(member.dropped))
+                        + " (to have a word with them said, add a lexicon line spelling it as the voice can: "
+                        "WORD<TAB>how it is said, or [[ phonemes ]])")
     made = tuple({"idx": idx, "samples": len(c.samples), "audio_s": len(c.samples) / engine.sample_rate_hz,
                   "synth_s": c.synth_s, "batch_size": c.batch_size, "attempt": held.attempt, "dtype": str(c.dtype),
                   "fp32_redo": c.fp32_redo} for idx, c in member.made.items()) if not member.durable else ()
@@ -139,8 +141,8 @@ def _pieces(ctx: JobContext, member: Member) -> tuple[list[audio.AssemblyPiece],
     held = member.held
     if len(member.pending) == held.chunks_total and member.made and not member.durable:
         made = [member.made[c.idx] for c in member.pending]
-        return ([audio.AssemblyPiece(m.samples, c.text, c.break_after) for c, m in zip(member.pending, made,
-                                                                                         strict=True)],
+        return ([audio.AssemblyPiece(m.samples, c.text, c.break_after, c.written)
+                 for c, m in zip(member.pending, made, strict=True)],
                 sum(m.synth_s for m in made), sum(1 for m in made if m.fp32_redo), set())
     pieces: list[audio.AssemblyPiece] = []
     missing: list[int] = []
@@ -149,12 +151,13 @@ def _pieces(ctx: JobContext, member: Member) -> tuple[list[audio.AssemblyPiece],
     for row in lease.done_chunks(ctx.store, held.job_id):
         chunk = member.made.get(row.idx)
         if chunk is not None:
-            pieces.append(audio.AssemblyPiece(chunk.samples, row.text, row.break_after))
+            pieces.append(audio.AssemblyPiece(chunk.samples, row.text, row.break_after, row.written))
             synth_s, redone = synth_s + chunk.synth_s, redone + chunk.fp32_redo
         elif row.audio_path is not None:
             pieces.append(audio.AssemblyPiece(member.files.stored(row.audio_path, row.audio_offset,
                                                                   row.samples if row.audio_offset is not None
-                                                                  else None), row.text, row.break_after))
+                                                                  else None), row.text, row.break_after,
+                                              row.written))
             synth_s, redone = synth_s + (row.synth_s or 0.0), redone + bool(row.fp32_redo)
             kept.add(row.audio_path.rsplit("/", 1)[-1])
         else:

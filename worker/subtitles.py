@@ -22,8 +22,8 @@ def manifest(name: str, cues: list[dict[str, Any]], frames: int, sample_rate_hz:
         end_frame = min(cue["end_frame"], frames)
         if cue is cues[-1]:
             end_frame = frames  # whatever the encoder padded belongs to the last chunk
-        chunks.append({"idx": cue["idx"], "text": cue["text"], "break_after": cue["break_after"],
-                       "start_s": min(cue["start_frame"], frames) / sample_rate_hz,
+        chunks.append({"idx": cue["idx"], "text": cue["text"], "written": cue.get("written", cue["text"]),
+                       "break_after": cue["break_after"], "start_s": min(cue["start_frame"], frames) / sample_rate_hz,
                        "end_s": end_frame / sample_rate_hz})
     return {"audio": name, "format": str(fmt), "title": title, "sample_rate_hz": sample_rate_hz,
             "audio_s": frames / sample_rate_hz, "gain_db": round(20 * float(np.log10(gain)), 2),
@@ -39,13 +39,22 @@ def _timestamp(seconds: float, sep: str) -> str:
 
 
 def cues(chunks: Sequence[dict[str, Any]]) -> list[tuple[float, float, str]]:
-    """One subtitle cue per chunk with audio: start, end and the text wrapped to the subtitle width."""
-    found = []
+    """The subtitle cues: the written text (as the reader wrote it: "6 p.m.", not "six P M"), each piece
+    timed from the start of the first chunk that says it to the end of the last (a chunk whose `written`
+    is "" goes on with the piece before), wrapped to the subtitle width. A chunk without `written` (a
+    manifest made before it existed) shows its spoken text."""
+    spans: list[list[Any]] = []
     for chunk in chunks:
-        text = chunk["text"]
-        if chunk["end_s"] > chunk["start_s"] and text:
+        text = chunk.get("written", chunk["text"])
+        if text == "" and spans:
+            spans[-1][1] = max(spans[-1][1], chunk["end_s"])
+        elif text or chunk["text"]:
+            spans.append([chunk["start_s"], chunk["end_s"], text or chunk["text"]])
+    found = []
+    for start, end, text in spans:
+        if end > start:
             lines = text if len(text) <= SUBTITLE_WIDTH else "\n".join(textwrap.wrap(text, SUBTITLE_WIDTH)) or text
-            found.append((chunk["start_s"], chunk["end_s"], lines))
+            found.append((start, end, lines))
     return found
 
 

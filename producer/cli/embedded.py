@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from producer.cli.fleet import print_stats_table
+from producer.cli.tables import jobs_table
 from producer.jobs import job_views
 from producer.stats import compute_stats
 from producer.submit import submit
@@ -65,16 +64,17 @@ class _ProgressBar(Listener):
 def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env: Mapping[str, str], *,
                  device: str | None, precision: str | None, force: bool, show_progress: bool,
                  quiet: bool, inference_runtime: str | None = None, threads: int | None = None,
-                 listeners: Sequence[Listener] = ()) -> list[JobView]:
+                 listeners: Sequence[Listener] = (), verbose: bool = False) -> list[JobView]:
     """Submit `requests` without a broker, synthesize them in-process, return their final views.
-    `listeners` are added to the in-process worker (benchmarks read memory after each job with one)."""
+    `listeners` are added to the in-process worker (benchmarks read memory after each job with one);
+    `verbose`: every warning in the results table."""
     store = open_store(settings.database_url)
     submitted = submit(requests, settings, store, publisher=None, force=force)
     views = synthesize_stored([s.id for s in submitted], settings, env, device=device, precision=precision,
                               show_progress=show_progress, quiet=quiet, inference_runtime=inference_runtime,
                               threads=threads, listeners=listeners)
     if not quiet:
-        Console().print(_results_table(views))
+        Console().print(jobs_table(views, verbose=verbose, chunks=False, title="results"))
         print_stats_table(["card", "dtype"], compute_stats(store, ["card", "dtype"]), "all jobs in this store")
     return views
 
@@ -122,27 +122,3 @@ def _synthesize_all(runtime: WorkerRuntime, todo: list[JobView], console: Consol
         for outcome in runtime.run_delivery([view.id for view in todo]) if todo else []:
             if outcome.status is None:
                 console.print(f"job {outcome.job_id}: {outcome.detail}")
-
-
-def _results_table(views: list[JobView]) -> Table:
-    table = Table(title="results", title_justify="left")
-    table.add_column("job", overflow="fold")
-    table.add_column("status")
-    table.add_column("audio s", justify="right")
-    table.add_column("file / error", overflow="fold")
-    for v in views:
-        detail = v.error or _shown_path(v.audio_path)
-        if v.book_path:
-            detail += f"\nbook: {_shown_path(v.book_path)}"
-        table.add_row(v.id, v.status.value, f"{v.audio_s:.2f}" if v.audio_s is not None else "", detail)
-    return table
-
-
-def _shown_path(path: str | None) -> str:
-    """Relative to the current folder when inside it: short enough to read on a terminal."""
-    if not path:
-        return ""
-    try:
-        return str(Path(path).relative_to(Path.cwd()))
-    except ValueError:
-        return path

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.console import Console, RenderableType
 
 from producer.book_options import BookOptions, Matter, Notes
 from producer.cli.common import (
@@ -52,6 +51,8 @@ MatterOpt = Annotated[Matter, typer.Option("--matter", help="body: skip imprint,
                                                           "notes... (each reported on stderr); all: read everything")]
 NotesOpt = Annotated[Notes, typer.Option("--notes", help="skip notes, or read each after its paragraph")]
 CaptionsOpt = Annotated[bool, typer.Option("--captions", help="read figure captions and image descriptions")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="every warning of each job in the table "
+                                                                  "[default: the count and the first]")]
 
 
 def _settings(**overrides: object) -> ProducerSettings:
@@ -114,7 +115,8 @@ OffsetOpt = Annotated[int, typer.Option("--offset", help="skip this many (the ne
 
 def status(job_ids: Annotated[list[str] | None, typer.Argument(help="job ids [default: the newest jobs]")] = None,
            state: StatusFilterOpt = None, since: SinceOpt = None, limit: LimitOpt = 100, offset: OffsetOpt = 0,
-           as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None, output_dir: OutputDirOpt = None) -> None:
+           as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None, output_dir: OutputDirOpt = None,
+           verbose: VerboseOpt = False) -> None:
     """Job state and progress; without job ids, the newest jobs, filtered and paged. With an object store
     as the output, `--json` adds presigned `audio_url`/`book_url`."""
     from producer.jobs import JobFilter, job_views
@@ -129,7 +131,7 @@ def status(job_ids: Annotated[list[str] | None, typer.Argument(help="job ids [de
     if as_json:
         print_json([v.model_dump(mode="json") for v in _with_eta(store, views)])
     else:
-        Console().print(status_table(views))
+        Console().print(status_table(views, verbose))
 
 
 def _with_eta(store: Store, views: list[JobView]) -> list[JobView]:
@@ -145,7 +147,7 @@ def _with_eta(store: Store, views: list[JobView]) -> list[JobView]:
 
 def wait(job_ids: JobIdsArg,
          timeout: Annotated[float | None, typer.Option("--timeout", help="seconds [default: no limit]")] = None,
-         as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None:
+         as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None, verbose: VerboseOpt = False) -> None:
     """Block until the jobs are done (a progress bar on a terminal); non-zero exit if any failed or timed out."""
     from producer.jobs import job_views, wait_for
     from schemas.db import open_store
@@ -156,7 +158,7 @@ def wait(job_ids: JobIdsArg,
         views, timed_out = _wait_with_progress(store, job_ids, timeout)
     else:
         views, timed_out = wait_for(store, job_ids, timeout_s=timeout)
-    _print_outcome(views, as_json)
+    _print_outcome(views, as_json, verbose)
     if timed_out:
         err_console.print(f"error: timed out after {timeout:g} s")
         raise typer.Exit(1)
@@ -179,7 +181,8 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
         database_url: DatabaseUrlOpt = None,
         output_dir: OutputDirOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
         matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False,
-        voice_dirs: VoiceDirsOpt = None, runtime: RuntimeOpt = None, threads: ThreadsOpt = None) -> None:
+        voice_dirs: VoiceDirsOpt = None, runtime: RuntimeOpt = None, threads: ThreadsOpt = None,
+        verbose: VerboseOpt = False) -> None:
     """Embedded mode: submit, synthesize in this process (no broker), wait, print results and stats."""
     from producer.cli.embedded import run_embedded
 
@@ -191,7 +194,7 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
     requests = _requests(inputs, voice, fmt, priority, loudness, book, lexicon, speed)
     views = run_embedded(requests, settings, env, device=device, precision=precision, inference_runtime=runtime,
                          threads=threads, force=force,
-                         show_progress=stdout_is_terminal() and not as_json, quiet=as_json)
+                         show_progress=stdout_is_terminal() and not as_json, quiet=as_json, verbose=verbose)
     if as_json:
         print_json([v.model_dump(mode="json") for v in views])
     if any(v.status != JobStatus.SUCCEEDED for v in views):
@@ -217,27 +220,17 @@ def retry(job_ids: JobIdsArg, as_json: JsonOpt = False, broker_url: BrokerUrlOpt
     _print_outcome(job_views(store, ids), as_json)
 
 
-def status_table(views: list[JobView]) -> Table:
-    table = Table(title=None)
-    for col in ("job", "status", "chunks", "audio s", "file / error"):
-        table.add_column(col)
-    for v in views:
-        detail = v.error if v.status == JobStatus.FAILED else (v.audio_path or "")
-        if v.status != JobStatus.FAILED and v.attempt_errors:  # put back after an error: say which
-            detail = f"{detail}\nlast error (attempt {v.attempt_errors[-1].attempt}): {v.attempt_errors[-1].error}"
-        if v.segments_total and v.status == JobStatus.RUNNING:  # who is helping with a long job right now
-            detail = (f"{detail}\nsegments {v.segments_done}/{v.segments_total}, held by "
-                      f"{', '.join(v.segment_holders) or 'nobody'}").strip()
-        table.add_row(v.id, v.status.value, f"{v.chunks_done}/{v.chunks_total}",
-                      f"{v.audio_s:.2f}" if v.audio_s is not None else "", detail or "")
-    return table
+def status_table(views: list[JobView], verbose: bool = False) -> RenderableType:
+    from producer.cli.tables import jobs_table
+
+    return jobs_table(views, verbose=verbose)
 
 
-def _print_outcome(views: list[JobView], as_json: bool) -> None:
+def _print_outcome(views: list[JobView], as_json: bool, verbose: bool = False) -> None:
     if as_json:
         print_json([v.model_dump(mode="json") for v in views])
     else:
-        Console().print(status_table(views))
+        Console().print(status_table(views, verbose))
 
 
 def _wait_with_progress(store: object, job_ids: list[str], timeout: float | None) -> tuple[list[JobView], bool]:
