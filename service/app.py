@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from schemas.db import Store
 from schemas.errors import InvalidInput, JobNotFound, RetryableError, TtsfleetError, UnknownVoice, first_line
 from schemas.settings import ServiceSettings
-from service import fleet_api, jobs_api, speech
+from service import fleet_api, jobs_api, pronounce_api, speech
 from service.accept import QuotaExceeded
 from service.audio import AudioNotReady, AudioPurged
 from service.context import Context
@@ -101,7 +101,7 @@ def create_app(settings: ServiceSettings, store: Store, *, webhooks: bool = True
                               "Send API keys as `Authorization: Bearer KEY`.")
     app.state.ctx = ctx
     _handlers(app)
-    for router in (jobs_api.router, speech.router, fleet_api.router):
+    for router in (jobs_api.router, speech.router, fleet_api.router, pronounce_api.router):
         app.include_router(router)
     if settings.cors_origin_list:
         from fastapi.middleware.cors import CORSMiddleware

@@ -1,0 +1,113 @@
+"""Pronunciation fixed once per book: the preview sentence, the entry's checks, and the entry applied to
+every finished chapter with only the chunks that say the word synthesized again (an in-process worker on
+the model-free `null:` voice, against SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from producer.lexicon import Entry
+from producer.pronounce import book_chapter_ids, checked_entry, preview_sentence, pronounce
+from producer.submit import submit
+from schemas.db import Store, open_store
+from schemas.errors import InvalidInput, JobNotFound
+from schemas.job_options import JobOptions
+from schemas.messages import JobRequest
+from schemas.settings import ProducerSettings, WorkerSettings
+from schemas.status import JobStatus
+from schemas.tables import Chunk, Job
+from tests.conftest import TEST_VOICE_DIRS
+from worker.runtime import WorkerRuntime
+
+# Five chunks a chapter or more: a chapter keeps its chunks' audio (a job of at most four does not).
+CHAPTERS = [
+    ("One", "The morning was cold. Tess lit the stove. The kettle sang. The cat slept. Snow fell."),
+    ("Two", "A letter came for Tess. She read it twice.\n\nThen she burned it. The ashes were grey. Noon came."),
+    ("Three", "Nobody called that week. The rain kept on. The roof leaked at last. Bread ran out. Spring came."),
+]
+
+
+def test_the_preview_is_the_first_sentence_that_says_the_word() -> None:
+    text = "Chapter Two\n\nThe tessellated floor shone. A letter came for TESS, at last.   She read it twice."
+    assert preview_sentence(text, Entry("tess", "Tez")) == "A letter came for TESS, at last."
+    assert preview_sentence(text, Entry("Chapter", "Chap")) == "Chapter Two"
+    with pytest.raises(InvalidInput, match="'Tess' is not in this chapter's text"):
+        preview_sentence(text, Entry("Tess", "Tez"))  # a capital: exactly that spelling, and TESS is not it
+
+
+def test_an_entry_is_checked_as_a_lexicon_line_is() -> None:
+    assert checked_entry("  Tess ", "Tez") == Entry("Tess", "Tez")
+    assert checked_entry("nasa", "[[ nˈæsə ]]").is_phonemes
+    for word, say, message in [("a\tb", "c", "without TAB"), ("x", "[[ a", "unbalanced"), ("", "x", "empty"),
+                               ("#tag", "x", "start with #"), ("x" * 101, "y", "at most 100")]:
+        with pytest.raises(InvalidInput, match=message):
+            checked_entry(word, say)
+
+
+@pytest.fixture
+def book(db_url: str, tmp_path: Path) -> Iterator[tuple[ProducerSettings, Store, WorkerRuntime, list[str]]]:
+    """A three-chapter book on the `null:` voice, each chapter synthesized by an in-process worker."""
+    settings = ProducerSettings(database_url=db_url, output_dir=tmp_path / "out", voice="null:",
+                                voice_dirs=TEST_VOICE_DIRS, max_chunk_chars=40)
+    store = open_store(db_url)
+    requests = [JobRequest(text=body, title=title, group_title="Tess", group_index=n, source="tess.epub")
+                for n, (title, body) in enumerate(CHAPTERS, 1)]
+    jobs = submit(requests, settings, store, publisher=None)
+    runtime = WorkerRuntime.start(WorkerSettings(database_url=db_url, output_dir=tmp_path / "out", voice="null:",
+                                                 voice_dirs=TEST_VOICE_DIRS, device="cpu", worker_name="test"))
+    for job in jobs:
+        assert runtime.run_job(job.id).status == JobStatus.SUCCEEDED
+    yield settings, store, runtime, [j.id for j in jobs]
+    runtime.stop()
+    store.dispose()
+
+
+def _chunk_audio(store: Store, job_id: str) -> list[tuple[str, str | None, int | None]]:
+    with store.read() as session:
+        return [(c.text, c.audio_path, c.audio_offset) for c in
+                session.scalars(select(Chunk).where(Chunk.job_id == job_id).order_by(Chunk.idx))]
+
+
+def test_a_word_is_fixed_once_for_the_whole_book(book) -> None:  # type: ignore[no-untyped-def]
+    settings, store, runtime, ids = book
+    with store.read() as session:
+        book_id = session.scalar(select(Job.group_id).where(Job.id == ids[0]))
+    assert book_id and book_chapter_ids(store, book_id) == ids
+    before = {j: _chunk_audio(store, j) for j in ids}
+    published: list[str] = []
+
+    done = pronounce(store, ids, Entry("tess", "Tez"), settings, publish=published.extend)
+
+    # "Tess" is said in one chunk of chapter one and one of chapter two; chapter three never says it.
+    assert (done.jobs, done.chunks) == (2, 2) and published == ids[:2] == list(done.job_ids)
+    with store.read() as session:
+        rows = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(ids)))}
+    assert [rows[j].status for j in ids] == [JobStatus.QUEUED, JobStatus.QUEUED, JobStatus.SUCCEEDED]
+    assert all(("tess", "Tez") in JobOptions.from_stored(rows[j].options).lexicon for j in ids)
+    for job_id in ids[:2]:
+        after = _chunk_audio(store, job_id)
+        redone = [a for a in after if a[1] is None]
+        assert len(redone) == 1 and "Tez" in redone[0][0]
+        assert [a for a in after if a[1] is not None] == [b for b in before[job_id] if "Tess" not in b[0]]
+        assert runtime.run_job(job_id).status == JobStatus.SUCCEEDED
+    assert _chunk_audio(store, ids[2]) == before[ids[2]]
+
+    # The same entry again changes nothing the voice says: nothing is queued.
+    again = pronounce(store, ids, Entry("tess", "Tez"), settings, publish=published.extend)
+    assert (again.jobs, again.chunks) == (0, 0) and published == ids[:2]
+
+
+def test_a_book_still_being_made_is_refused_whole(book) -> None:  # type: ignore[no-untyped-def]
+    settings, store, _runtime, ids = book
+    with store.session() as session:
+        session.execute(update(Job).where(Job.id == ids[2]).values(status=JobStatus.RUNNING))
+    with pytest.raises(InvalidInput, match=r"^1 of 3 chapters are still being made"):
+        pronounce(store, ids, Entry("tess", "Tez"), settings, publish=lambda _ids: None)
+    with store.read() as session:
+        assert list(session.scalars(select(Job.status).where(Job.id.in_(ids[:2])))) == [JobStatus.SUCCEEDED] * 2
+    with pytest.raises(JobNotFound, match="no such book: 0123456789abcdef"):
+        book_chapter_ids(store, "0123456789abcdef")
