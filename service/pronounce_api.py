@@ -13,7 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -123,7 +123,7 @@ def _preview_request(ctx: Context, caller: Caller, book_id: str, body: Pronuncia
                         **ERRORS},
              summary="Hear the entry before applying it: the chapter's first sentence with the word, as WAV")
 async def preview_pronunciation(request: Request, book_id: str, body: PronunciationPreview,
-                                caller: Annotated[Caller, Depends(api_key)]) -> FileResponse | JSONResponse:
+                                caller: Annotated[Caller, Depends(api_key)]) -> FileResponse:
     ctx = context(request)
     job = await run_in_threadpool(_preview_request, ctx, caller, book_id, body)
     [accepted] = await run_in_threadpool(accept_jobs, ctx, caller, [job], idempotency_key=None, callback_url=None)

@@ -111,3 +111,31 @@ def test_a_book_still_being_made_is_refused_whole(book) -> None:  # type: ignore
         assert list(session.scalars(select(Job.status).where(Job.id.in_(ids[:2])))) == [JobStatus.SUCCEEDED] * 2
     with pytest.raises(JobNotFound, match="no such book: 0123456789abcdef"):
         book_chapter_ids(store, "0123456789abcdef")
+
+
+def test_the_routes_show_a_chapter_and_apply_a_word(book, redis_url: str) -> None:  # type: ignore[no-untyped-def]
+    from fastapi.testclient import TestClient
+
+    from schemas.settings import ServiceSettings
+    from service.app import create_app
+
+    settings, store, _runtime, ids = book
+    with store.read() as session:
+        book_id = session.scalar(select(Job.group_id).where(Job.id == ids[0]))
+    service = ServiceSettings(database_url=settings.database_url, broker_url=redis_url, output_dir=settings.output_dir,
+                              queue="ttsfleet-pronounce-test", voice="null:", voice_dirs=TEST_VOICE_DIRS)
+    with TestClient(create_app(service, store, webhooks=False)) as client:
+        assert client.get(f"/v1/jobs/{ids[1]}/text").json() == {"id": ids[1], "title": "Two", "text": CHAPTERS[1][1]}
+        assert client.get("/v1/jobs/nope/text").status_code == 404
+        bad = client.post(f"/v1/books/{book_id}/pronunciations", json={"word": "tess", "say": "[[ a"})
+        assert bad.status_code == 400 and bad.json() == {"detail": "the entry:1: unbalanced [[ ]] in the replacement"}
+        assert client.post(f"/v1/books/{book_id}/pronunciations", json={"word": "tess"}).status_code == 422
+        missing = client.post("/v1/books/0123456789abcdef/pronunciations", json={"word": "tess", "say": "Tez"})
+        assert missing.status_code == 404 and missing.json()["detail"] == "no such book: 0123456789abcdef"
+        applied = client.post(f"/v1/books/{book_id}/pronunciations", json={"word": "tess", "say": "Tez"})
+        assert applied.status_code == 202 and applied.json() == {"jobs": 2, "chunks": 2}
+        busy = client.post(f"/v1/books/{book_id}/pronunciations", json={"word": "kettle", "say": "pot"})
+        assert busy.status_code == 400 and busy.json()["detail"].startswith("2 of 3 chapters are still being made")
+        paths = client.get("/openapi.json").json()["paths"]
+        assert {"/v1/jobs/{job_id}/text", "/v1/books/{book_id}/pronunciations",
+                "/v1/books/{book_id}/pronunciations/preview"} <= set(paths)
