@@ -110,6 +110,7 @@ class JobRequest(BaseModel):
     title: str | None = None
     group_title: str | None = None
     group_index: int | None = None
+    chapter: int | None = Field(default=None, ge=0)  # its number in the book's chapter list (0: the opening)
     author: str | None = None  # a book's author, for the .m4b's metadata
     cover_image: bytes | None = Field(default=None, max_length=MAX_COVER_BYTES)  # a book's first job only
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 
 def build_epub(path: Path, chapters: list[tuple[str, str]], title: str = "A Small Book", *,
-               author: str | None = None, cover_png: bytes | None = None) -> Path:
+               author: str | None = None, cover_png: bytes | None = None, cover_svg: bytes | None = None) -> Path:
     """An EPUB with a cover-like empty page and the given (title, body) chapters, via ebooklib; with
-    `cover_png`, a real cover image (ebooklib's `set_cover`: EPUB 3 cover-image and EPUB 2 meta)."""
+    `cover_png` (or `cover_svg`), a real cover image (ebooklib's `set_cover`: EPUB 3 cover-image and EPUB 2
+    meta)."""
     from ebooklib import epub
 
     book = epub.EpubBook()
@@ -19,6 +20,8 @@ def build_epub(path: Path, chapters: list[tuple[str, str]], title: str = "A Smal
         book.add_author(author)
     if cover_png:
         book.set_cover("cover-image.png", cover_png, create_page=False)
+    if cover_svg:
+        book.set_cover("cover.svg", cover_svg, create_page=False)
     cover = epub.EpubHtml(title="Cover", file_name="cover.xhtml", lang="en")
     cover.content = "<html><body><img src='cover.png' alt=''/></body></html>"
     items = []
