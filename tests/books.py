@@ -44,11 +44,12 @@ SE_DATA = Path(__file__).resolve().parent / "data" / "standardebooks"
 
 def build_source_epub(path: Path, folder: str, spine: list[str], *, title: str, authors: list[str],
                       toc: dict[str, str], landmarks: dict[str, str], language: str = "en-US",
-                      made: dict[str, bytes] | None = None) -> Path:
+                      made: dict[str, bytes] | None = None, cover_svg: bytes | None = None) -> Path:
     """An EPUB 3 laid out as Standard Ebooks builds theirs, from the XHTML files kept in tests/data.
 
     `spine` names files of `SE_DATA/folder` (or of `made`: documents a test put together) in reading
-    order, stored under `text/` byte for byte; `toc` maps a file (or `file#id`) to its
+    order, stored under `text/` byte for byte; `cover_svg`, the EPUB 3 `cover-image` (Standard Ebooks' covers are
+    SVG); `toc` maps a file (or `file#id`) to its
     table-of-contents title and `landmarks` a file to its landmark `epub:type`, both written into a
     navigation document `toc.xhtml` beside the package document.
     """
@@ -56,6 +57,8 @@ def build_source_epub(path: Path, folder: str, spine: list[str], *, title: str, 
     from xml.sax.saxutils import escape
 
     manifest = "".join(f'<item id="{name}" href="text/{name}" media-type="application/xhtml+xml"/>' for name in spine)
+    if cover_svg is not None:
+        manifest += '<item id="cover.svg" href="images/cover.svg" media-type="image/svg+xml" properties="cover-image"/>'
     creators = "".join(f"<dc:creator>{escape(a)}</dc:creator>" for a in authors)
     opf = (f'<?xml version="1.0" encoding="utf-8"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
            f'unique-identifier="uid"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
@@ -78,6 +81,8 @@ def build_source_epub(path: Path, folder: str, spine: list[str], *, title: str, 
         archive.writestr("META-INF/container.xml", container)
         archive.writestr("epub/content.opf", opf)
         archive.writestr("epub/toc.xhtml", nav)
+        if cover_svg is not None:
+            archive.writestr("epub/images/cover.svg", cover_svg)
         for name in spine:
             data = (made or {}).get(name) or (SE_DATA / folder / name).read_bytes()
             archive.writestr(f"epub/text/{name}", data)

@@ -214,7 +214,9 @@ function chapterChoices(chapters) {
   select.dataset.list = wanted;
   const chosen = select.value;
   select.replaceChildren(...chapters.map((c) => new Option(`${c.index}. ${c.title || c.job_id}`, c.job_id)));
-  select.value = chosen || (chapters.find((c) => c.status === "succeeded") || chapters[0] || {}).job_id || "";
+  // The first finished chapter past the book's title line (chapter 0) has words worth fixing.
+  const first = chapters.find((c) => c.status === "succeeded" && c.index > 0) || chapters[0] || {};
+  select.value = chosen || first.job_id || "";
   if (select.value !== chosen) showChapterText();
 }
 
@@ -276,8 +278,8 @@ $("#pron-apply").addEventListener("click", async () => {
     button.disabled = true; message.textContent = "applying…"; message.className = "muted loading";
     const done = await postJson(`/v1/books/${openBookId}/pronunciations`, body);
     message.textContent = done.chunks
-      ? `“${body.word}” is now said “${body.say}”: ${done.chunks} chunks in ${done.jobs} chapters are being made ` +
-        "again, then the .m4b"
+      ? `“${body.word}” is now said “${body.say}”: ${done.chunks} chunks in ${done.jobs} ` +
+        `chapter${done.jobs === 1 ? "" : "s"} are being made again, then the .m4b`
       : `“${body.word}” is now said “${body.say}”; no finished chapter says it, nothing to make again`;
     message.className = "muted applied";
     refreshBook();
