@@ -2,7 +2,8 @@
 and a real worker subprocess on the model-free `null:` voice, Redis and SQLite, with a Standard Ebooks EPUB
 from tests/data (SVG cover).
 
-Upload -> the chapters and what is skipped -> pick chapters -> follow them -> listen -> fix a word's
+Upload -> the chapters and what is skipped -> pick chapters -> follow them (queued until a worker starts,
+then done, the page polling) -> listen -> fix a word's
 pronunciation once (only the chunks that say it are made again; every other chunk's audio is byte for byte
 what it was) -> the rebuilt `.m4b` downloaded and checked with ffprobe (chapters, title, author, cover), and a
 chapter downloaded under its title. Screenshots of the chapter list and the book page (desktop and 390 px)
@@ -26,7 +27,8 @@ from sqlalchemy import select
 from schemas.tables import Chunk
 from tests.books import build_source_epub
 from tests.conftest import REDIS_TEST_URL
-from tests.service_fleet import Service, running_service
+from tests.fleet import running_fleet
+from tests.service_fleet import Service, serve_process
 from tests.test_service import CHROMIUM, CHROMIUM_ARGS, DOCS
 from worker.audio import read_chunk
 
@@ -50,6 +52,8 @@ def _epub(tmp: Path) -> Path:
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
+    """`serve` (API keys required) with no worker yet: the test starts one once the book is queued, so the
+    page is seen following it from queued to done."""
     import redis
 
     client = redis.Redis.from_url(REDIS_TEST_URL)
@@ -57,8 +61,13 @@ def service(tmp_path: Path) -> Iterator[Service]:
         client.flushdb()
     except redis.RedisError as err:
         pytest.fail(f"Redis is required at {REDIS_TEST_URL} (run `make services`): {err}", pytrace=False)
-    with running_service(REDIS_TEST_URL, f"sqlite:///{tmp_path}/service.db", "null:", tmp_path) as svc:  # type: ignore[arg-type]
-        yield svc
+    with running_fleet(REDIS_TEST_URL, f"sqlite:///{tmp_path}/service.db", "null:", tmp_path) as fleet:
+        fleet.env["TTSFLEET_SPEECH_TIMEOUT_S"] = "60"
+        created = fleet.cli("keys", "create", "tests", "--json")
+        assert created.returncode == 0, created.stderr
+        key = json.loads(created.stdout)
+        with serve_process(fleet.env, tmp_path, "--require-api-keys") as (proc, base_url):
+            yield Service(fleet, base_url, key["key"], key["id"], proc)
     client.flushdb()
     client.close()
 
@@ -142,7 +151,11 @@ def test_a_book_made_listened_to_corrected_and_downloaded_in_the_browser(service
         expect(chapters.filter(has_text="III")).to_have_count(1)
         # The book's title line opens it (chapter 0), then the chapters picked.
         assert sorted(chapters.locator("td.name").all_inner_texts()) == sorted(["Northanger Abbey", *chosen])
+        expect(page.locator("#book-status")).to_have_text("queued")
+        expect(chapters.locator(".status")).to_have_text(["queued"] * (len(chosen) + 1))
+        service.fleet.start_worker()  # the page follows the book from here to done without a reload
         expect(page.locator("#book-status")).to_have_text("succeeded", timeout=60_000)
+        expect(chapters.locator(".status")).to_have_text(["succeeded"] * (len(chosen) + 1))
         expect(page.locator("#book-m4b a.download")).to_be_visible(timeout=60_000)
         book_id = book.get_attribute("data-book")
         assert book_id
