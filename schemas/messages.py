@@ -190,6 +190,7 @@ class JobView(BaseModel):
     created_at: str
     finished_at: str | None = None
     book_path: str | None = None  # a book's .m4b, on each of its chapters once all are done
+    book_id: str | None = None  # the book this job is a chapter of (`status BOOK_ID`, /v1/books/{id})
     attempt_errors: list[AttemptError] = Field(default_factory=list)  # oldest first
     # Presigned HTTP URLs of the audio and the book where the output store has them (S3, GCS), else None.
     audio_url: str | None = None

@@ -6,7 +6,7 @@ worker runs, so an interrupted `run` resumes when it is run again with the same 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -16,8 +16,8 @@ from rich.table import Table
 from producer.cli.fleet import print_stats_table
 from producer.jobs import job_views
 from producer.stats import compute_stats
-from producer.submit import submit
-from schemas.db import open_store
+from producer.submit import Submitted, submit
+from schemas.db import Store, open_store
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings, WorkerSettings
 from worker.events import Listener
@@ -37,11 +37,15 @@ class _ProgressBar(Listener):
 def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env: Mapping[str, str], *,
                  device: str | None, precision: str | None, force: bool, show_progress: bool,
                  quiet: bool, inference_runtime: str | None = None, threads: int | None = None,
-                 listeners: Sequence[Listener] = ()) -> list[JobView]:
+                 listeners: Sequence[Listener] = (),
+                 on_submitted: Callable[[Store, list[Submitted]], object] | None = None) -> list[JobView]:
     """Submit `requests` without a broker, synthesize them in-process, return their final views.
-    `listeners` are added to the in-process worker (benchmarks read memory after each job with one)."""
+    `listeners` are added to the in-process worker (benchmarks read memory after each job with one);
+    `on_submitted` is called once the jobs are stored (`run` records its books there)."""
     store = open_store(settings.database_url)
     submitted = submit(requests, settings, store, publisher=None, force=force)
+    if on_submitted is not None:
+        on_submitted(store, submitted)
     views = synthesize_stored([s.id for s in submitted], settings, env, device=device, precision=precision,
                               show_progress=show_progress, quiet=quiet, inference_runtime=inference_runtime,
                               threads=threads, listeners=listeners)
