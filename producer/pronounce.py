@@ -15,7 +15,7 @@ lexicon's own rules (whole words, case) so that what is previewed is what the re
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -38,12 +38,22 @@ _PARAGRAPH = re.compile(r"\n\s*")
 
 @dataclass(frozen=True, slots=True)
 class Pronounced:
-    """What a pronunciation fix queued: the chapters (jobs) put back in the queue and how many of their
-    chunks will be synthesized again; `job_ids` are the queued jobs, to publish."""
+    """What a pronunciation fix queued: each job put back in the queue with how many of its chunks will be
+    synthesized again, in the order given."""
 
-    jobs: int
-    chunks: int
-    job_ids: tuple[str, ...]
+    redone: tuple[tuple[str, int], ...]
+
+    @property
+    def job_ids(self) -> list[str]:
+        return [job_id for job_id, _ in self.redone]
+
+    @property
+    def jobs(self) -> int:
+        return len(self.redone)
+
+    @property
+    def chunks(self) -> int:
+        return sum(n for _, n in self.redone)
 
 
 def checked_entry(word: str, say: str) -> Entry:
@@ -63,30 +73,16 @@ def checked_entry(word: str, say: str) -> Entry:
     return entries[0]
 
 
-def with_entry(options: dict[str, object] | None, entry: Entry) -> dict[str, str]:
-    """A job's own lexicon (from its stored options) with `entry` added, replacing the same word's."""
+def with_entries(options: dict[str, object] | None, entries: Sequence[Entry]) -> dict[str, str]:
+    """A job's own lexicon (from its stored options) with `entries` added, each replacing the same word's."""
     own = dict(JobOptions.from_stored(options).lexicon)
-    own[entry.word] = entry.replacement
+    own.update((e.word, e.replacement) for e in entries)
     return own
 
 
-def book_chapter_ids(store: Store, book_id: str) -> list[str]:
-    """The job ids of a book's chapters, in reading order.
-
-    Raises:
-        JobNotFound: no job has this group id.
-    """
-    with store.read() as session:
-        ids = list(session.scalars(select(Job.id).where(Job.group_id == book_id)
-                                   .order_by(Job.group_index, Job.created_at, Job.id)))
-    if not ids:
-        raise JobNotFound(f"no such book: {book_id}")
-    return ids
-
-
-def pronounce(store: Store, job_ids: list[str], entry: Entry, settings: ProducerSettings,
+def pronounce(store: Store, job_ids: list[str], entries: Sequence[Entry], settings: ProducerSettings,
               publish: Callable[[list[str]], None]) -> Pronounced:
-    """Add `entry` to each of `job_ids` (a book's chapters, or one job) and re-render the finished ones,
+    """Add `entries` to each of `job_ids` (a book's chapters, or one job) and re-render the finished ones,
     redoing only the chunks whose spoken text changes; `publish` is called with each job as soon as it is
     queued again (so a refusal part way through leaves no queued job unannounced).
 
@@ -99,17 +95,15 @@ def pronounce(store: Store, job_ids: list[str], entry: Entry, settings: Producer
     if busy:
         raise InvalidInput(f"{len(busy)} of {len(jobs)} chapters are still being made (first: {busy[0]}); "
                            "fix pronunciations once they have finished, or cancel them")
-    queued: list[str] = []
-    chunks = 0
+    redone: list[tuple[str, int]] = []
     for job in jobs:
         if job.status != JobStatus.SUCCEEDED:  # failed or cancelled: no audio to correct; a retry redoes it all
             continue
-        done = rerender(store, job.id, settings, lexicon=with_entry(job.options, entry))
+        done = rerender(store, job.id, settings, lexicon=with_entries(job.options, entries))
         if done.queued:
             publish([job.id])
-            queued.append(job.id)
-            chunks += done.chunks_redone
-    return Pronounced(len(queued), chunks, tuple(queued))
+            redone.append((job.id, done.chunks_redone))
+    return Pronounced(tuple(redone))
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,15 +17,15 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from producer.books import book_chapter_ids
 from producer.pronounce import (
     MAX_SAY_CHARS,
     MAX_WORD_CHARS,
-    book_chapter_ids,
     checked_entry,
     job_text,
     preview_sentence,
     pronounce,
-    with_entry,
+    with_entries,
 )
 from producer.submit import publish_stored
 from schemas.errors import InvalidInput, JobNotFound
@@ -90,7 +90,7 @@ def get_text(request: Request, job_id: str, caller: Annotated[Caller, Depends(ap
 
 def _apply(ctx: Context, caller: Caller, book_id: str, body: PronunciationCreate) -> PronunciationQueued:
     entry = checked_entry(body.word, body.say)
-    done = pronounce(ctx.store, _book_jobs(ctx, caller, book_id), entry, ctx.settings,
+    done = pronounce(ctx.store, _book_jobs(ctx, caller, book_id), [entry], ctx.settings,
                      publish=lambda ids: publish_stored(ids, ctx.store, ctx.publisher))
     return PronunciationQueued(jobs=done.jobs, chunks=done.chunks)
 
@@ -114,7 +114,7 @@ def _preview_request(ctx: Context, caller: Caller, book_id: str, body: Pronuncia
     with ctx.store.read() as session:
         voice, options = session.execute(select(Job.voice, Job.options).where(Job.id == body.job_id)).one()
     return JobRequest(text=preview_sentence(text, entry), voice=voice, format=AudioFormat.WAV,
-                      priority=TOP_PRIORITY, lexicon=with_entry(options, entry),
+                      priority=TOP_PRIORITY, lexicon=with_entries(options, [entry]),
                       speed=JobOptions.from_stored(options).speed, title=f"pronunciation: {entry.word}")
 
 

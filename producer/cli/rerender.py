@@ -1,5 +1,5 @@
-"""`ttsfleet rerender JOB_ID [--lexicon FILE] [--text FILE]`: say a finished job again, redoing only the
-chunks whose spoken text changes.
+"""`ttsfleet rerender JOB_ID [--lexicon FILE] [--text FILE] [--say WORD=SAYING]`: say a finished job again,
+redoing only the chunks whose spoken text changes.
 
 By default the job is synthesized here, in this process, as `ttsfleet run` does (no broker needed);
 `--queue` instead hands it to the fleet's workers through the broker and returns at once.
@@ -28,6 +28,7 @@ from producer.cli.common import (
     stdout_is_terminal,
 )
 from producer.cli.jobs import LexiconOpt, status_table
+from producer.cli.pronounce import SayOpt, with_said
 from schemas.errors import InvalidInput
 from schemas.settings import ProducerSettings
 from schemas.status import JobStatus
@@ -44,7 +45,7 @@ def rerender(job_id: Annotated[str, typer.Argument(help="a finished, failed or c
              lexicon: LexiconOpt = None, text: TextOpt = None, queue: QueueOpt = False, as_json: JsonOpt = False,
              broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None, output_dir: OutputDirOpt = None,
              device: DeviceOpt = None, precision: PrecisionOpt = None, runtime: RuntimeOpt = None,
-             threads: ThreadsOpt = None, voice_dirs: VoiceDirsOpt = None) -> None:
+             threads: ThreadsOpt = None, voice_dirs: VoiceDirsOpt = None, say: SayOpt = None) -> None:
     """Re-render a job under a new lexicon and/or a corrected text; unchanged chunks keep their audio.
     Prints the job as `status` does, plus `chunks_redone`. A book id re-renders every chapter under the
     lexicon; its .m4b is built again once they succeed."""
@@ -60,6 +61,12 @@ def rerender(job_id: Annotated[str, typer.Argument(help="a finished, failed or c
         entries = {w: e.replacement for w, e in read_lexicon_file(lexicon).entries.items()}
     new_text = _read_text(text) if text is not None else None
     store = open_store(settings.database_url)
+    if say:  # each job's own lexicon plus the entries (producer/cli/pronounce.py); a book is done there
+        run = {"device": device, "precision": precision, "inference_runtime": runtime, "threads": threads}
+        entries = with_said(store, job_id, say, settings, replacing=lexicon or text, queue=queue, as_json=as_json,
+                            run=run, publish=lambda chapter: _publish(chapter, settings, store), table=status_table)
+        if entries is None:
+            return
     if book_ids(store, [job_id]):
         if new_text is not None:
             raise InvalidInput("--text corrects one job; give a chapter's job id (ttsfleet status BOOK_ID lists them)")
