@@ -112,6 +112,53 @@ def _wait_rebuilt(service: Service, book_id: str, old: bytes | None, timeout_s: 
     pytest.fail(f"the .m4b of {book_id} was not rebuilt in {timeout_s} s:\n{service.logs()}")
 
 
+def _job_list(page: Any, service: Service) -> None:
+    """Jobs by title, with their warnings (how many, the first, the rest when opened), paged; the chart
+    says it is being drawn while it is (its response held back a moment here)."""
+    from playwright.sync_api import expect
+
+    with service.client() as client:
+        [noted] = client.post("/v1/jobs", json={"text": "Read the XKCD strip tonight.", "lexicon": {"zebra": "zee"},
+                                                "voice": "null:"}).json()
+        warnings = service.wait_job(noted["id"])["warnings"]
+        total = len(client.get("/v1/jobs", params={"limit": 100}).json())
+    assert len(warnings) == 2 and total >= 5, warnings
+    page.goto(service.base_url + "/?jobs=2")
+    rows = page.locator("#jobs tbody tr")
+    expect(rows).to_have_count(2)
+    row = page.locator(f"#jobs tr[data-job='{noted['id']}']")
+    summary = row.locator("details.warnings summary")
+    expect(summary).to_have_text(f"2 warnings: {warnings[0]}")
+    expect(row.locator("details.warnings li")).to_have_text(warnings[1:])
+    summary.click()
+    expect(row.locator("details.warnings li")).to_be_visible()
+    expect(row.locator("td.voice")).to_have_text("null:")
+    seen = set(rows.evaluate_all("rs => rs.map(r => r.dataset.job)"))
+    page.click("#jobs-next")
+    expect(page.locator("#jobs-page")).to_have_text("page 2")
+    expect(page.locator("#jobs-prev")).to_be_enabled()
+    expect(rows).to_have_count(2)
+    assert not seen & set(rows.evaluate_all("rs => rs.map(r => r.dataset.job)"))
+    with service.client() as client:
+        chart = client.get("/v1/stats/chart.png")  # what the page will be answered
+    held: list[Any] = []
+    page.route("**/v1/stats/chart.png", lambda route: held.append(route))
+    page.click("#chart-btn")
+    expect(page.locator("#chart-status")).to_have_text("drawing the chart…")
+    expect(page.locator("#chart-btn")).to_be_disabled()
+    for _ in range(50):  # the route's handler runs while Playwright waits
+        if held:
+            break
+        page.wait_for_timeout(100)
+    held[0].continue_()
+    if chart.status_code == 200:
+        expect(page.locator("#chart")).to_be_visible(timeout=30_000)
+        expect(page.locator("#chart-status")).to_have_text("")
+    else:  # the null voice's jobs take no synthesis time: nothing to compare, and the page says so
+        expect(page.locator("#chart-status")).to_have_text(f"no chart: {chart.json()['detail']}", timeout=30_000)
+    expect(page.locator("#chart-btn")).to_be_enabled()
+
+
 def _shots(tmp: Path) -> Path:
     return DOCS if os.environ.get("TTSFLEET_UPDATE_SCREENSHOTS") == "1" else tmp
 
@@ -124,6 +171,8 @@ def test_a_book_made_listened_to_corrected_and_downloaded_in_the_browser(service
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
+        page.set_default_timeout(20_000)  # the two shared cores are often loaded: waits of 5 s are too short
+        expect.set_options(timeout=20_000)
         page.goto(service.base_url + "/")
         page.fill("#apikey", service.key)
         page.dispatch_event("#apikey", "change")
@@ -223,6 +272,12 @@ def test_a_book_made_listened_to_corrected_and_downloaded_in_the_browser(service
         assert chapter_file.value.suggested_filename == "III.wav"
 
         page.set_viewport_size({"width": 390, "height": 844})
+        _job_list(page, service)
+        page.goto(service.base_url + "/")
+        page.locator("#books button.link").first.click()
+        expect(page.locator("#book-title")).to_have_text("Northanger Abbey")
+        page.select_option("#pron-chapter", job_id)
+        expect(page.locator("#pron-text")).to_contain_text(WORD, timeout=10_000)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
         page.locator("#book").screenshot(path=str(_shots(tmp_path) / "book-phone.png"))
         browser.close()

@@ -1,7 +1,8 @@
 // The dashboard: jobs (paged), the fleet, the chart and the job form, over the same /v1 API as every client.
 "use strict";
 
-const PAGE_SIZE = 20;
+// Jobs a page: 20, or `?jobs=N` in the page's address (1 to 100).
+const PAGE_SIZE = Math.min(100, Math.max(1, Number(new URLSearchParams(location.search).get("jobs")) || 20));
 let jobsOffset = 0;
 
 keyInput.addEventListener("change", () => {
