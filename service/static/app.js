@@ -30,8 +30,9 @@ function jobRow(job) {
   cell(row, job.status).className = "status " + job.status;
   cell(row, progressBar(job.chunks_done, job.chunks_total));
   cell(row, job.voice).className = "voice";
-  cell(row, when(job.created_at)).className = "time";
-  cell(row, when(job.finished_at)).className = "time";
+  const times = cell(row, when(job.created_at));
+  times.className = "time";
+  if (job.finished_at) times.append(document.createElement("br"), `→ ${when(job.finished_at)}`);
   cell(row, duration(job.audio_s));
   cell(row, warningsView(job.warnings));
   cell(row, etaText(job)).className = "eta";

@@ -116,6 +116,8 @@ async function refreshBooks() {
     return row;
   }));
   labelCells(table);
+  table.hidden = !listed.books.length;
+  $("#books-none").hidden = Boolean(listed.books.length);
   if (openBookId) await refreshBook();
 }
 
