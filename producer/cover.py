@@ -63,8 +63,11 @@ def _cover_items(book: Any) -> list[Any]:
     found = list(book.get_items_of_type(ebooklib.ITEM_COVER))
     found += [item for item in book.get_items()
               if "cover-image" in (getattr(item, "properties", None) or []) and item not in found]
-    for value, attributes in book.get_metadata("OPF", "cover"):
-        item = book.get_item_with_id((attributes or {}).get("content") or value)
+    # EPUB 2: `<meta name="cover" content="ITEM-ID"/>`, which ebooklib keeps among the OPF `meta` entries
+    ids = [(attributes or {}).get("content") for _, attributes in book.get_metadata("OPF", "meta")
+           if (attributes or {}).get("name") == "cover"]
+    ids += [(attributes or {}).get("content") or value for value, attributes in book.get_metadata("OPF", "cover")]
+    for item in (book.get_item_with_id(i) for i in ids if i):
         if item is not None and item not in found:
             found.append(item)
     return found

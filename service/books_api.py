@@ -102,6 +102,8 @@ def _create(ctx: Context, caller: Caller, name: str, data: bytes, voice: str | N
     results = accept_jobs(ctx, caller, requests, idempotency_key=None, callback_url=None)
     options = {"voice": voice or ctx.settings.voice, "format": format.value, "chapters": chapters}
     book_of = record_books(ctx.store, reads, requests, results, options=options, key_id=caller.key_id or None)
+    if not book_of:
+        raise InvalidInput(f"{name}: no book was read from the upload")
     return next(iter(book_of.values()))
 
 

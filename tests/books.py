@@ -6,10 +6,11 @@ from pathlib import Path
 
 
 def build_epub(path: Path, chapters: list[tuple[str, str]], title: str = "A Small Book", *,
-               author: str | None = None, cover_png: bytes | None = None, cover_svg: bytes | None = None) -> Path:
+               author: str | None = None, cover_png: bytes | None = None, cover_svg: bytes | None = None,
+               cover_item: tuple[str, str, bytes] | None = None) -> Path:
     """An EPUB with a cover-like empty page and the given (title, body) chapters, via ebooklib; with
     `cover_png` (or `cover_svg`), a real cover image (ebooklib's `set_cover`: EPUB 3 cover-image and EPUB 2
-    meta)."""
+    meta); `cover_item` (file name, media type, bytes): any item named as the cover by the EPUB 2 meta only."""
     from ebooklib import epub
 
     book = epub.EpubBook()
@@ -22,6 +23,10 @@ def build_epub(path: Path, chapters: list[tuple[str, str]], title: str = "A Smal
         book.set_cover("cover-image.png", cover_png, create_page=False)
     if cover_svg:
         book.set_cover("cover.svg", cover_svg, create_page=False)
+    if cover_item:
+        name, media_type, data = cover_item
+        book.add_item(epub.EpubItem(uid="cover-item", file_name=name, media_type=media_type, content=data))
+        book.add_metadata(None, "meta", "", {"name": "cover", "content": "cover-item"})
     cover = epub.EpubHtml(title="Cover", file_name="cover.xhtml", lang="en")
     cover.content = "<html><body><img src='cover.png' alt=''/></body></html>"
     items = []

@@ -120,6 +120,9 @@ def test_a_book_over_http_from_preview_to_m4b(db_url: str, redis_url: str, store
         assert part.status_code == 206 and part.content == m4b.content[:100]
         assert client.get(f"/v1/jobs/{book['chapters'][1]['job_id']}/book").content == m4b.content
         assert client.get(f"/v1/books/{book['id']}/audio").content == m4b.content
+        chapter = client.get(f"/v1/jobs/{book['chapters'][1]['job_id']}").json()
+        assert chapter["book_id"] == book["id"] and chapter["book_url"] == f"/v1/books/{book['id']}/audio"
+        assert chapter["book_path"] == f"/v1/jobs/{chapter['id']}/book"
         assert client.get(f"/v1/jobs/{book['chapters'][1]['job_id']}/book", headers=as_other).status_code == 404
         cover = client.get(done["cover_url"])
         assert cover.status_code == 200 and cover.headers["content-type"] == "image/png"
