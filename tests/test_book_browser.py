@@ -112,6 +112,21 @@ def _wait_rebuilt(service: Service, book_id: str, old: bytes | None, timeout_s: 
     pytest.fail(f"the .m4b of {book_id} was not rebuilt in {timeout_s} s:\n{service.logs()}")
 
 
+def _another_key_sees_no_book(service: Service, book_id: str, job_id: str) -> None:
+    """Another key's book and chapter read as ones that do not exist, on every pronunciation route."""
+    created = service.fleet.cli("keys", "create", "someone-else", "--json")
+    assert created.returncode == 0, created.stderr
+    other = {"Authorization": f"Bearer {json.loads(created.stdout)['key']}"}
+    with service.client() as client:
+        answers = [client.get(f"/v1/jobs/{job_id}/text", headers=other),
+                   client.post(f"/v1/books/{book_id}/pronunciations", json={"word": "a", "say": "b"}, headers=other),
+                   client.post(f"/v1/books/{book_id}/pronunciations/preview", headers=other,
+                               json={"word": "a", "say": "b", "job_id": job_id})]
+        assert WORD in client.get(f"/v1/jobs/{job_id}/text").json()["text"]  # the owner's key reads it
+    assert [(a.status_code, a.json()["detail"]) for a in answers] == [
+        (404, f"no such job: {job_id}"), (404, f"no such book: {book_id}"), (404, f"no such book: {book_id}")]
+
+
 def _job_list(page: Any, service: Service) -> None:
     """Jobs by title, with their warnings (how many, the first, the rest when opened), paged; the chart
     says it is being drawn while it is (its response held back a moment here)."""
@@ -271,6 +286,7 @@ def test_a_book_made_listened_to_corrected_and_downloaded_in_the_browser(service
             third.locator("a.download").click()
         assert chapter_file.value.suggested_filename == "III.wav"
 
+        _another_key_sees_no_book(service, book_id, job_id)
         page.set_viewport_size({"width": 390, "height": 844})
         _job_list(page, service)
         page.goto(service.base_url + "/")
