@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from producer.chunks import MIN_CHUNK_CHARS, split_chunks
+from producer.chunks import split_chunks
 from producer.lexicon import Entry, Lexicon, parse_lexicon
 from producer.rerender import rerender
 from schemas.db import Store
@@ -136,7 +136,7 @@ def preview_sentence(text: str, entry: Entry) -> str:
         if at is None:
             continue
         start = 0
-        for chunk in split_chunks(flat, max(MIN_CHUNK_CHARS, PREVIEW_MAX_CHARS)):
+        for chunk in split_chunks(flat, PREVIEW_MAX_CHARS):
             if start <= at < start + len(chunk.text):
                 return chunk.text.strip()
             start += len(chunk.text)
