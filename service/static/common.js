@@ -62,13 +62,12 @@ function downloadLink(url, name, text) {
   const link = document.createElement("a");
   link.href = url; link.download = name; link.textContent = text; link.className = "download";
   link.addEventListener("click", async (event) => {
-    if (link.dataset.ready) return;  // the blob's own click, below
     event.preventDefault();
     const response = await fetch(url, { headers: headers() });
     if (!response.ok) return;
     const saver = document.createElement("a");
     saver.href = URL.createObjectURL(await response.blob());
-    saver.download = name; saver.dataset.ready = "1";
+    saver.download = name;
     document.body.append(saver);
     saver.click();
     saver.remove();
