@@ -1,9 +1,9 @@
 """Pronunciation fixed once for a whole book (or one job): a lexicon entry added to every chapter, and only
 the chunks whose spoken text changes synthesized again.
 
-A book's chapters are the jobs sharing its `group_id`. Each finished chapter is re-rendered by
-`producer.rerender` with its own lexicon plus the new entry: a chapter that never says the word keeps its
-audio and only records the entry; one that does is queued with just its changed chunks. Chapters still
+A book's chapters are the jobs sharing its `group_id`. Each finished chapter that says the word is
+re-rendered by `producer.rerender` with its own lexicon plus the new entry, queued with just its changed
+chunks; a chapter that never says it is left as it is. Chapters still
 queued or running are refused as a whole (their chunks are being cut or made with the old lexicon; the
 user applies the fix once they are done), and failed or cancelled ones are left alone (they have no audio
 to correct; the user stopped them or retries them).
@@ -28,7 +28,7 @@ from schemas.errors import InvalidInput, JobNotFound
 from schemas.job_options import JobOptions
 from schemas.settings import ProducerSettings
 from schemas.status import JobStatus
-from schemas.tables import Job
+from schemas.tables import Chunk, Job
 
 MAX_WORD_CHARS = 100
 MAX_SAY_CHARS = 200
@@ -97,8 +97,8 @@ def pronounce(store: Store, job_ids: list[str], entries: Sequence[Entry], settin
                            "fix pronunciations once they have finished, or cancel them")
     redone: list[tuple[str, int]] = []
     for job in jobs:
-        if job.status != JobStatus.SUCCEEDED:  # failed or cancelled: no audio to correct; a retry redoes it all
-            continue
+        if job.status != JobStatus.SUCCEEDED or not _says(store, job, entries):
+            continue  # failed or cancelled: no audio to correct (a retry redoes it all); or it never says them
         done = rerender(store, job.id, settings, lexicon=with_entries(job.options, entries))
         if done.queued:
             publish([job.id])
@@ -111,6 +111,19 @@ class _JobRow:
     id: str
     status: JobStatus
     options: dict[str, object] | None
+
+
+def _says(store: Store, job: _JobRow, entries: Sequence[Entry]) -> bool:
+    """Whether the job says a word of `entries`: one matches its spoken text (its chunks, normalized, under
+    its lexicon), or its own lexicon already has an entry for the word (its text then says the old
+    replacement). A chapter that never says the word is left as it is: given the entry it would only record
+    it, and warn that the entry matches nothing."""
+    own = {word for word, _ in JobOptions.from_stored(job.options).lexicon}
+    if any(e.word in own for e in entries):
+        return True
+    with store.read() as session:
+        spoken = "".join(session.scalars(select(Chunk.text).where(Chunk.job_id == job.id).order_by(Chunk.idx)))
+    return any(span.entry is not None for span in Lexicon(entries).spans(spoken))
 
 
 def _jobs(store: Store, job_ids: list[str]) -> list[_JobRow]:
