@@ -1,5 +1,5 @@
 """Pronunciation fixed once per book over HTTP: a chapter's text to choose a word from, a preview of one
-sentence said with the new entry, and the entry applied to every chapter (only changed chunks redone).
+sentence said with the new entry, and the entry applied to every chapter that says it (only changed chunks redone).
 
 A book is the set of jobs sharing its `group_id`, so these routes need nothing but the jobs table. The
 preview is synthesized by the fleet as `/v1/audio/speech` is: a one-sentence job at top priority that the
@@ -97,8 +97,8 @@ def _apply(ctx: Context, caller: Caller, book_id: str, body: PronunciationCreate
 
 @router.post("/v1/books/{book_id}/pronunciations", status_code=202, response_model=PronunciationQueued,
              responses=ERRORS, summary="Say a word another way across the whole book: every finished chapter "
-                                       "gets the lexicon entry and re-renders only the chunks that change; the "
-                                       ".m4b is rebuilt when they finish")
+                                       "that says it gets the lexicon entry and re-renders only the chunks that "
+                                       "change; the .m4b is rebuilt when they finish")
 def add_pronunciation(request: Request, book_id: str, body: PronunciationCreate,
                       caller: Annotated[Caller, Depends(api_key)]) -> PronunciationQueued:
     return _apply(context(request), caller, book_id, body)

@@ -22,15 +22,16 @@ if TYPE_CHECKING:
     from schemas.messages import JobView
 
 SayOpt = Annotated[list[str] | None, typer.Option(
-    "--say", metavar="WORD=SAYING", help="add this entry to the job's own lexicon (every chapter's, for a book): "
-                                         "WORD said as SAYING (text or [[ phonemes ]]); repeatable")]
+    "--say", metavar="WORD=SAYING", help="add this entry to the job's own lexicon (for a book, that of each "
+                                         "chapter that says it): WORD said as SAYING (text or [[ phonemes ]]); "
+                                         "repeatable")]
 
 
 def with_said(store: Store, target: str, say: list[str], settings: ProducerSettings, *, replacing: object,
               queue: bool, as_json: bool, run: Mapping[str, Any], publish: Callable[[str], None],
               table: Callable[[list[JobView]], Table]) -> dict[str, str] | None:
     """`rerender TARGET --say ...`: for a job, the lexicon to re-render it with (its own plus the entries);
-    for a book, every chapter re-rendered here (`say_in_book`) and None.
+    for a book, every chapter that says a word re-rendered here (`say_in_book`) and None.
 
     Raises:
         InvalidInput: `replacing` (--lexicon or --text given too), or a bad `--say`.
@@ -85,10 +86,10 @@ def own_lexicon_with(store: Store, job_id: str, entries: list[Entry]) -> dict[st
 def say_in_book(store: Store, book_id: str, entries: list[Entry], settings: ProducerSettings, *, queue: bool,
                 as_json: bool, publish: Callable[[str], None], table: Callable[[list[JobView]], Table],
                 run: Mapping[str, Any]) -> None:
-    """Every finished chapter of the book with `entries` added to its lexicon; the chapters whose spoken
-    text changes are queued with only their changed chunks, then published (`queue`) or synthesized here
-    with the `run` options; the .m4b is built again once they succeed. Prints the chapters as `status`
-    does, with `chunks_redone`."""
+    """Every finished chapter of the book that says a word of `entries`, with them added to its lexicon,
+    queued with only its changed chunks, then published (`queue`) or synthesized here with the `run`
+    options; the .m4b is built again once they succeed. Prints the chapters as `status` does, with
+    `chunks_redone`."""
     from producer.books import book_chapter_ids
     from producer.jobs import job_views
     from producer.pronounce import pronounce
