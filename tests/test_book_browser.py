@@ -226,6 +226,7 @@ def test_a_book_made_listened_to_corrected_and_downloaded_in_the_browser(service
         third = chapters.filter(has_text="III")
         job_id = third.get_attribute("data-job")
         assert job_id
+        third.locator("button.listen").click()  # fetched with the key when asked for, then played
         audio = third.locator("audio")
         expect(audio).to_have_attribute("src", re.compile("^blob:"), timeout=10_000)
         assert audio.evaluate("a => new Promise(r => { a.onloadedmetadata = () => r(a.duration);"

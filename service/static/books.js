@@ -199,7 +199,7 @@ function chapterRow(chapter) {
   const media = cell(row, "");
   if (chapter.audio_url && chapter.status === "succeeded") {
     const extension = chapter.audio_url.split("?")[0].split(".").pop();
-    media.append(audioPlayer(chapter.audio_url), " ",
+    media.append(lazyPlayer(chapter.audio_url), " ",
                  downloadLink(chapter.audio_url, fileName(chapter.title || chapter.job_id,
                                                           /^(wav|flac|ogg)$/.test(extension) ? extension : "wav"),
                               "download"));

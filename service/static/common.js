@@ -83,6 +83,27 @@ function audioPlayer(url) {
   return audio;
 }
 
+// A book's chapters are long (tens of megabytes each): with a key, where the audio must be fetched whole
+// before it plays, it is fetched when the person asks to listen, not for every chapter when the page opens.
+function lazyPlayer(url) {
+  if (!keyInput.value) return audioPlayer(url);  // the browser streams it, with range requests, on play
+  const button = document.createElement("button");
+  button.type = "button"; button.className = "listen"; button.textContent = "▶ listen";
+  button.addEventListener("click", async () => {
+    button.disabled = true; button.textContent = "loading…"; button.classList.add("loading");
+    const audio = document.createElement("audio");
+    audio.controls = true;
+    await attach(url, [audio], ["src"]);
+    if (!audio.getAttribute("src")) {
+      button.disabled = false; button.textContent = "▶ listen"; button.classList.remove("loading");
+      return;
+    }
+    button.replaceWith(audio);
+    audio.play().catch(() => {});  // a browser may want another gesture; the controls are there
+  });
+  return button;
+}
+
 function duration(seconds) {
   if (seconds == null) return "";
   const s = Math.round(seconds);
