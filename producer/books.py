@@ -29,12 +29,11 @@ class BookNotFound(JobNotFound):
 
 
 def record_books(store: Store, reads: Sequence[BookRead], requests: Sequence[JobRequest],
-                 results: Sequence[Submitted], *, options: Mapping[str, object], key_id: str | None = None,
-                 source_names: dict[str, str] | None = None) -> dict[str, str]:
+                 results: Sequence[Submitted], *, options: Mapping[str, object],
+                 key_id: str | None = None) -> dict[str, str]:
     """The `books` row of every book among `requests` (whose jobs `results` are, in the same order), unless
     it exists; returns job id -> book id for the chapter jobs. `options`: what the book was submitted with
-    (voice, format, chapters, ...); `source_names`: the name to store for a source (an upload's file name
-    instead of its temporary path)."""
+    (voice, format, chapters, ...); `key_id`: the API key whose book it is (None: the command line's)."""
     by_source = {read.source: read for read in reads}
     jobs = [r.id for r, q in zip(results, requests, strict=True) if q.source in by_source]
     groups = _group_ids(store, jobs)
@@ -46,7 +45,7 @@ def record_books(store: Store, reads: Sequence[BookRead], requests: Sequence[Job
             continue
         book_of[result.id] = group
         if group not in rows:
-            rows[group] = _row(group, by_source[request.source], options, key_id, source_names or {})
+            rows[group] = _row(group, by_source[request.source], options, key_id)
     _insert_new(store, rows)
     return book_of
 
@@ -61,10 +60,11 @@ def _group_ids(store: Store, job_ids: list[str]) -> dict[str, str]:
     return found
 
 
-def _row(book_id: str, read: BookRead, options: Mapping[str, object], key_id: str | None,
-         names: dict[str, str]) -> dict[str, object]:
-    return {"id": book_id, "title": read.title, "author": read.author, "language": read.language,
-            "source": names.get(read.source, read.source)[:1024], "source_sha256": read.sha256,
+def _row(book_id: str, read: BookRead, options: Mapping[str, object], key_id: str | None) -> dict[str, object]:
+    # within the columns' widths, as PostgreSQL requires (a book's metadata can be anything)
+    return {"id": book_id, "title": read.title[:512], "author": read.author[:512] if read.author else None,
+            "language": read.language[:32] if read.language else None,
+            "source": read.source[:1024], "source_sha256": read.sha256,
             "cover": read.cover, "cover_type": read.cover_type, "key_id": key_id or None,
             "options": {**options, "selected": list(read.selected)}, "warnings": list(read.warnings),
             "created_at": utcnow()}
@@ -104,6 +104,8 @@ def book_chapter_ids(store: Store, book_id: str) -> list[str]:
 def expand_ids(store: Store, ids: Sequence[str]) -> list[str]:
     """`ids` with every book id replaced by its chapters' job ids (in reading order); job ids kept as they
     are (an unknown id is left for the caller's own check to refuse), no id twice."""
+    if not ids:
+        return []
     with store.read() as session:
         books = set(session.scalars(select(Job.group_id).where(Job.group_id.in_(list(ids)))))
         jobs = set(session.scalars(select(Job.id).where(Job.id.in_(list(ids)))))

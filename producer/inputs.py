@@ -29,7 +29,7 @@ from pydantic import ValidationError
 
 from producer.book_options import BookOptions, Skipped
 from producer.book_read import read_epub_book, read_pdf_book
-from producer.chapters import BookRead
+from producer.chapters import BookRead, select_chapters
 from producer.html import collapse_blank_lines, html_text
 from producer.text import has_speakable
 from schemas.errors import InvalidInput, PermanentError
@@ -266,6 +266,9 @@ def _read_epub(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
 def _read_pdf(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
     """A PDF is a book of one chapter (its own title, else the file's name)."""
     text, read = read_pdf_book(path, _voice_language(defaults.get("voice")) or "en")
+    spec = defaults["_book"].chapters
+    if spec:  # one chapter: a selection can only name it, but a wrong one is still refused
+        select_chapters(spec, read.chapters, str(path))
     if defaults.get("_on_book") is not None:
         defaults["_on_book"](read)
     return [_request(text, str(path), defaults, title=read.title, group_title=read.title, group_index=0,

@@ -187,3 +187,19 @@ def test_cancelling_a_book_cancels_its_unfinished_chapters(db_url: str, redis_ur
         body = cancelled.json()
         assert body["status"] == "cancelled" and {c["status"] for c in body["chapters"]} == {"cancelled"}
         assert client.get(f"/v1/jobs/{book['chapters'][0]['job_id']}").json()["status"] == "cancelled"
+
+
+def test_book_uploads_take_the_upload_limit(db_url: str, redis_url: str, store: Store, epub: bytes,
+                                            tmp_path: Path) -> None:
+    _a, key = create_key(store, "big")
+    settings = _settings(db_url, redis_url, tmp_path / "out").model_copy(
+        update={"max_upload_bytes": len(epub) // 2, "max_body_bytes": 1024})
+    with TestClient(create_app(settings, store, webhooks=False)) as client:
+        client.headers["Authorization"] = f"Bearer {key}"
+        for route in ("/v1/books", "/v1/books/preview"):
+            answer = client.post(route, files={"file": ("alice.epub", epub, "application/epub+zip")})
+            assert answer.status_code == 413 and "above the limit" in answer.json()["detail"], (route, answer.text)
+    settings = settings.model_copy(update={"max_upload_bytes": len(epub) * 2})  # above the JSON limit: allowed
+    with TestClient(create_app(settings, store, webhooks=False)) as client:
+        client.headers["Authorization"] = f"Bearer {key}"
+        assert client.post("/v1/books/preview", files={"file": ("a.epub", epub, "x/y")}).status_code == 200

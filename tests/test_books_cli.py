@@ -142,3 +142,9 @@ def test_submit_cancel_and_retry_a_book(env: Path, db_url: str, capsys: pytest.C
     _out, err = _cli(capsys, "retry", book_id, code=1)
     assert f"book {book_id} has no failed chapter to retry" in err
     _out, err = _cli(capsys, "wait", book_id, "--timeout", "1", code=1)
+
+
+def test_run_into_a_pipe_says_each_chapter_as_it_is_done(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, err = _cli(capsys, "run", str(env), "--chapters", "Pool")  # pytest's capture is no terminal
+    assert "1/2 done (" in err and "2/2 done (" in err and ": The Pool of Tears" in err
+    assert "The Pool of Tears" not in out.split("results")[0]  # the lines go to stderr, the tables to stdout

@@ -113,3 +113,9 @@ def test_a_pdf_is_a_book_of_one_chapter(tmp_path: Path) -> None:
     assert "printed page" in text and read.title == "Field Notes" and read.cover is None
     assert [(c.index, c.title, c.skipped) for c in read.chapters] == [(1, "Field Notes", None)]
     assert read.selected == (1,)
+    from producer.inputs import read_inputs
+    from schemas.status import AudioFormat
+
+    with pytest.raises(InvalidInput, match="chapters 2 are not in the book: it has chapters 1-1"):
+        read_inputs([str(tmp_path / "notes.pdf")], io.StringIO(), voice=None, format=AudioFormat.WAV, priority=5,
+                    book=BookOptions(chapters="2"))

@@ -20,7 +20,7 @@ from producer.submit import Submitted, submit
 from schemas.db import Store, open_store
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings, WorkerSettings
-from worker.events import Listener
+from worker.events import JobFigures, JobOutcome, Listener
 from worker.runtime import WorkerRuntime
 
 
@@ -32,6 +32,25 @@ class _ProgressBar(Listener):
 
     def chunk_done(self, job_id: str, done: int, total: int) -> None:
         self._progress.advance(self._bar)
+
+
+class _Lines(Listener):
+    """Without a progress bar (output not a terminal: a log, a pipe) one line per finished job, so a long
+    `run` is not silent for minutes."""
+
+    def __init__(self, console: Console, todo: list[JobView]) -> None:
+        self._console, self._names, self._done = console, {v.id: v.title or v.id for v in todo}, 0
+
+    def _line(self, outcome: JobOutcome, what: str) -> None:
+        self._done += 1
+        name = self._names.get(outcome.job_id, outcome.job_id)
+        self._console.print(f"{self._done}/{len(self._names)} {what}: {name}", markup=False, highlight=False)
+
+    def job_finished(self, outcome: JobOutcome, figures: JobFigures) -> None:
+        self._line(outcome, f"done ({figures.audio_s:.1f} s of audio)")
+
+    def job_failed(self, outcome: JobOutcome) -> None:
+        self._line(outcome, "failed")
 
 
 def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env: Mapping[str, str], *,
@@ -92,7 +111,7 @@ def _synthesize_all(runtime: WorkerRuntime, todo: list[JobView], console: Consol
                   console=console, disable=not show_progress) as progress:
         bar = progress.add_task(f"synthesizing {len(todo)} job(s)",
                                 total=sum(v.chunks_total - v.chunks_done for v in todo))
-        runtime.add_listener(_ProgressBar(progress, bar))
+        runtime.add_listener(_ProgressBar(progress, bar) if show_progress else _Lines(console, todo))
         for outcome in runtime.run_delivery([view.id for view in todo]) if todo else []:
             if outcome.status is None:
                 console.print(f"job {outcome.job_id}: {outcome.detail}")
