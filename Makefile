@@ -12,7 +12,7 @@ PYTEST_ARGS ?= -n 2 --dist loadfile --durations=10
 GPU_DEVICE ?= cuda:0
 GPU_OUT ?= gpu-check-out
 
-.PHONY: demo test test-fast services lint typecheck bench bench-quick bench-fleet bench-bookkeeping gpu-wheels gpu-check gpu-check-small gpu-wer clean
+.PHONY: demo test test-fast services lint typecheck bench bench-quick bench-fleet bench-bookkeeping bench-books gpu-wheels gpu-check gpu-check-small gpu-wer clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ bench: $(VENV)/.test services
 	$(PY) -m bench.speed --device $(BENCH_DEVICE) $(BENCH_SPEED_ARGS)
 	$(PY) -m bench.kokoro --device $(BENCH_DEVICE)
 	$(PY) -m bench.bookkeeping $(BENCH_BOOKKEEPING_ARGS)
+
+# The .m4b after a book's last chapter: one encode at the end against the last chapter's encode + a join.
+bench-books: $(VENV)/.test
+	$(PY) -m bench.books
 
 # Bookkeeping at GPU speed (docs/benchmarks.md): `submit` and one worker with the model-free `null:` voice on
 # Redis, SQLite and PostgreSQL; BENCH_BOOKKEEPING_ARGS="--checkout ../other" measures another checkout.

@@ -27,12 +27,15 @@ class Notes(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class BookOptions:
-    """How books are read. `language` is the voice's (for "Chapter Three" and "by"); None: the book's."""
+    """How books are read. `language` is the voice's (for "Chapter Three" and "by"); None: the book's.
+    `chapters`: which chapters are spoken (`--chapters 1-3,7` or a title match; producer/chapters.py);
+    None: every one not skipped."""
 
     matter: Matter = Matter.BODY
     notes: Notes = Notes.SKIP
     captions: bool = False
     language: str | None = None
+    chapters: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

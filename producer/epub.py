@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from producer.book_options import BookOptions, Matter, Notes, Skipped
+from producer.cover import book_cover
 from producer.epub_shape import epub_types, shaped_text
 from producer.headings import book_intro
 from producer.html import parse_html
@@ -40,6 +41,7 @@ __all__ = ["SKIP_KINDS", "Book", "BookOptions", "Matter", "Notes", "Section", "S
 class Section:
     title: str
     text: str
+    name: str = ""  # the spine document it comes from (`name#id` for a part of one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,11 @@ class Book:
     sections: list[Section]
     skipped: list[Skipped] = field(default_factory=list)
     author: str | None = None  # the creators, joined with ", "
-    cover: bytes | None = None  # the cover image (JPEG or PNG), for the .m4b
+    cover: bytes | None = None  # the cover image (JPEG or PNG; SVG rasterized to PNG), for the .m4b
+    cover_type: str | None = None  # image/jpeg or image/png
+    language: str | None = None  # the book's own (its metadata), not the voice's
+    entries: list[Section | Skipped] = field(default_factory=list)  # spoken and skipped, in reading order
+    warnings: list[str] = field(default_factory=list)  # about the book itself (a cover that cannot be used)
 
 
 # EPUB 3 structural semantics (and EPUB 2 guide types, mapped below) a listener does not want read
@@ -97,23 +103,11 @@ def read_book(path: Path, options: BookOptions) -> Book:
     if options.matter is Matter.BODY:
         intro = book_intro(title[0], _metadata(book, "creator"), language)
     authors = _metadata(book, "creator")
+    cover = book_cover(book, str(path))
     return Book(title=title[0], intro=intro, sections=reader.sections, skipped=reader.skipped,
-                author=", ".join(authors) or None, cover=_cover(book))
-
-
-def _cover(book: Any) -> bytes | None:
-    """The cover image: the EPUB 3 `cover-image` item, else the EPUB 2 `<meta name="cover">` one; only
-    JPEG or PNG (what an .m4b can carry); None when there is none."""
-    import ebooklib
-
-    found = list(book.get_items_of_type(ebooklib.ITEM_COVER))
-    for value, attributes in book.get_metadata("OPF", "cover"):
-        item = book.get_item_with_id((attributes or {}).get("content") or value)
-        found += [item] if item is not None else []
-    for item in found:
-        if getattr(item, "media_type", "") in ("image/jpeg", "image/png") and item.get_content():
-            return bytes(item.get_content())
-    return None
+                author=", ".join(authors) or None, cover=cover.image, cover_type=cover.media_type,
+                entries=reader.entries,
+                language=next(iter(_metadata(book, "language")), None), warnings=list(cover.warnings))
 
 
 def _metadata(book: Any, name: str) -> list[str]:
@@ -127,6 +121,7 @@ class _Reader:
         self.path, self.book, self.options, self.language = path, book, options, language
         self.sections: list[Section] = []
         self.skipped: list[Skipped] = []
+        self.entries: list[Section | Skipped] = []  # both, in reading order (the numbers --chapters uses)
         entries = _toc_entries(book.toc)
         self.toc = _toc_titles(entries)
         self.whole = {document for document, fragment, _ in entries if not fragment}
@@ -157,7 +152,8 @@ class _Reader:
                                read_notes=self.options.notes is Notes.AFTER, captions=self.options.captions,
                                notes=self._note)
             if has_speakable(text):
-                self.sections.append(Section(part_title or f"Chapter {len(self.sections) + 1}", text))
+                self.sections.append(Section(part_title or f"Chapter {len(self.sections) + 1}", text, name))
+                self.entries.append(self.sections[-1])
 
     def _split(self, name: str, soup: Any) -> list[tuple[str | None, Any]]:
         """A document the table of contents lists only in parts (poems of a collection in one file) is
@@ -178,6 +174,7 @@ class _Reader:
     def _skip(self, name: str, soup: Any, title: str | None, reason: str) -> None:
         if has_speakable(soup.get_text()):  # an empty page (a cover image) is not worth a line
             self.skipped.append(Skipped(str(self.path), name, title, reason))
+            self.entries.append(self.skipped[-1])
 
     def _kind(self, name: str, soup: Any, title: str | None) -> str | None:
         guide = self.guide.get(name, "")

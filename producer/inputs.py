@@ -28,7 +28,8 @@ from typing import Any, TextIO
 from pydantic import ValidationError
 
 from producer.book_options import BookOptions, Skipped
-from producer.epub import read_book
+from producer.book_read import read_epub_book, read_pdf_book
+from producer.chapters import BookRead, select_chapters
 from producer.html import collapse_blank_lines, html_text
 from producer.text import has_speakable
 from schemas.errors import InvalidInput, PermanentError
@@ -44,11 +45,13 @@ _JSONL_KEYS = {"text", "id", "voice", "format", "title", "priority", "speed", "l
 
 def read_inputs(inputs: Sequence[str], stdin: TextIO, *, voice: str | None, format: AudioFormat,
                 priority: int, book: BookOptions | None = None,
-                on_skip: Callable[[Skipped], None] | None = None) -> list[JobRequest]:
+                on_skip: Callable[[Skipped], None] | None = None,
+                on_book: Callable[[BookRead], None] | None = None) -> list[JobRequest]:
     """Read every input into job requests, in the order given (folders: sorted).
 
     `book` says how EPUBs are read (default: body matter, notes and captions skipped, headings in the
-    voice's language); each part of a book left out is passed to `on_skip` (nothing is lost silently).
+    voice's language, every chapter); each part of a book left out is passed to `on_skip` (nothing is lost
+    silently), and what was read of each book (EPUB or PDF) to `on_book`.
 
     Raises:
         InvalidInput: a path is missing or of an unsupported type, a file is not UTF-8 (with byte
@@ -57,7 +60,7 @@ def read_inputs(inputs: Sequence[str], stdin: TextIO, *, voice: str | None, form
     """
     # request fields, plus reader settings under "_" keys (never passed to a JobRequest)
     defaults: dict[str, Any] = {"voice": voice, "format": format, "priority": priority,
-                                "_book": book or BookOptions(), "_on_skip": on_skip}
+                                "_book": book or BookOptions(), "_on_skip": on_skip, "_on_book": on_book}
     requests: list[JobRequest] = []
     for item in inputs:
         if item == "-":
@@ -96,10 +99,7 @@ def _read_file(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
     if suffix == ".epub":
         return _read_epub(path, defaults)
     if suffix == ".pdf":
-        from producer.pdf import read_pdf
-
-        text, title = read_pdf(path, _voice_language(defaults.get("voice")) or "en")
-        return [_request(text, str(path), defaults, title=title)]
+        return _read_pdf(path, defaults)
     text = _decode(path.read_bytes(), str(path))
     if suffix == ".jsonl":
         return list(_read_jsonl(text, str(path), defaults))
@@ -246,23 +246,33 @@ def _inline_text(children: list[Any]) -> str:
 
 
 def _read_epub(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
-    """One job per spoken section (after an opening "Title by Author" job), in reading order."""
+    """One job per spoken (and selected) section, after an opening "Title by Author" job, in reading order."""
     options: BookOptions = defaults["_book"]
     if options.language is None:
         options = replace(options, language=_voice_language(defaults.get("voice")))
-    book = read_book(path, options)
-    parts = ([(book.title, book.intro)] if book.intro else []) + [(s.title, s.text) for s in book.sections]
-    if not any(has_speakable(text) for _, text in parts[1 if book.intro else 0:]):
-        raise InvalidInput(f"{path}: nothing to speak (no chapter with text)"
-                           + (f"; {len(book.skipped)} section(s) skipped, --matter all reads them"
-                              if book.skipped else ""))
+    parts, read, skipped = read_epub_book(path, options)
     on_skip = defaults.get("_on_skip")
-    for skipped in book.skipped:
+    for item in skipped:
         if on_skip is not None:
-            on_skip(skipped)
-    return [_request(text, str(path), defaults, title=title, group_title=book.title, group_index=index,
-                     author=book.author, cover_image=book.cover if index == 0 else None)
-            for index, (title, text) in enumerate(parts)]
+            on_skip(item)
+    if defaults.get("_on_book") is not None:
+        defaults["_on_book"](read)
+    return [_request(part.text, str(path), defaults, title=part.title, group_title=read.title,
+                     group_index=part.group_index, chapter=part.chapter, author=read.author,
+                     cover_image=read.cover if part.group_index == 0 else None)
+            for part in parts]
+
+
+def _read_pdf(path: Path, defaults: dict[str, Any]) -> list[JobRequest]:
+    """A PDF is a book of one chapter (its own title, else the file's name)."""
+    text, read = read_pdf_book(path, _voice_language(defaults.get("voice")) or "en")
+    spec = defaults["_book"].chapters
+    if spec:  # one chapter: a selection can only name it, but a wrong one is still refused
+        select_chapters(spec, read.chapters, str(path))
+    if defaults.get("_on_book") is not None:
+        defaults["_on_book"](read)
+    return [_request(text, str(path), defaults, title=read.title, group_title=read.title, group_index=0,
+                     chapter=1)]
 
 
 def _voice_language(voice: str | None) -> str | None:

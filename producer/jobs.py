@@ -41,6 +41,7 @@ def _view(job: Job, errors: Sequence[JobError] = (), segments: Sequence[Segment]
         attempts=job.attempts, created_at=_utc_iso(job.created_at),
         finished_at=_utc_iso(job.finished_at) if job.finished_at else None,
         book_path=JobOptions.from_stored(job.options).book_path,
+        book_id=job.group_id,
         audio_purged_at=_utc_iso(job.audio_purged_at) if job.audio_purged_at else None,
         attempt_errors=[AttemptError(attempt=e.attempt, worker_id=e.worker_id, at=_utc_iso(e.at), error=e.error)
                         for e in errors],

@@ -254,6 +254,8 @@ def _book_metadata(request: JobRequest) -> dict[str, object]:
     """A book's author (every chapter) and cover image (its first job only, base64): what the worker that
     builds the `.m4b` tags it with. Kept out of the job's shape, so they never split a book's group."""
     found: dict[str, object] = {}
+    if request.chapter is not None:  # its number in the book's chapter list (what --chapters takes)
+        found["chapter"] = request.chapter
     if request.author:
         found["author"] = request.author
     if request.cover_image:

@@ -16,7 +16,8 @@ class JobOptions:
     """`speed`: times the voice's rate (None: 1); `seed`: the noise seed (None: from the job id);
     `loudness_lufs`: the job's target loudness (None: as synthesized); `lexicon`: (word, replacement)
     pairs; `render`: how many times `rerender` redid the job; `author`/`cover_b64`: a book's metadata for
-    its `.m4b`; `book_path`: the book's `.m4b` once made; `tenant`: the API key whose job it is."""
+    its `.m4b`; `book_path`: the book's `.m4b` once made; `tenant`: the API key whose job it is; `chapter`: a
+    chapter's number in its book; `aac_*`: its encode for the book's `.m4b` (worker/books.py)."""
 
     speed: float | None = None
     seed: int | None = None
@@ -27,6 +28,11 @@ class JobOptions:
     cover_b64: str | None = None
     book_path: str | None = None
     tenant: str | None = None  # the API key that submitted the job (part of its idempotency key)
+    chapter: int | None = None  # a book chapter's number in its book's chapter list (0: the opening line)
+    # A chapter's audio encoded for its book's .m4b: where, of which render, and how long it plays.
+    aac_path: str | None = None
+    aac_render: int | None = None
+    aac_s: float | None = None
     other: dict[str, Any] = field(default_factory=dict)  # keys this version does not know
 
     @classmethod
@@ -37,7 +43,8 @@ class JobOptions:
         kept = {k: v for k, v in values.items() if k in known and v is not None}
         if "lexicon" in kept:
             kept["lexicon"] = tuple((str(w), str(r)) for w, r in kept["lexicon"])
-        for name, kind in (("speed", float), ("loudness_lufs", float), ("seed", int), ("render", int)):
+        for name, kind in (("speed", float), ("loudness_lufs", float), ("seed", int), ("render", int),
+                           ("chapter", int), ("aac_render", int), ("aac_s", float)):
             if name in kept:
                 kept[name] = kind(kept[name])
         return cls(**kept, other={k: v for k, v in values.items() if k not in known})

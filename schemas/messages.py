@@ -110,6 +110,7 @@ class JobRequest(BaseModel):
     title: str | None = None
     group_title: str | None = None
     group_index: int | None = None
+    chapter: int | None = Field(default=None, ge=0)  # its number in the book's chapter list (0: the opening)
     author: str | None = None  # a book's author, for the .m4b's metadata
     cover_image: bytes | None = Field(default=None, max_length=MAX_COVER_BYTES)  # a book's first job only
 
@@ -189,6 +190,7 @@ class JobView(BaseModel):
     created_at: str
     finished_at: str | None = None
     book_path: str | None = None  # a book's .m4b, on each of its chapters once all are done
+    book_id: str | None = None  # the book this job is a chapter of (`status BOOK_ID`, /v1/books/{id})
     attempt_errors: list[AttemptError] = Field(default_factory=list)  # oldest first
     # Presigned HTTP URLs of the audio and the book where the output store has them (S3, GCS), else None.
     audio_url: str | None = None

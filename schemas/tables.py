@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -99,6 +100,30 @@ class Job(Base):
         Index("ix_jobs_status_lease", "status", "lease_expires_at"),
         Index("ix_jobs_status_finished", "status", "finished_at"),
     )
+
+
+class Book(Base):
+    """A book (an EPUB or PDF submitted): its metadata and options; its chapters are the jobs whose
+    `group_id` is the book's id (chosen at submit from the file, the book's title and the jobs' shape)."""
+
+    __tablename__ = "books"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(String(512))
+    author: Mapped[str | None] = mapped_column(String(512))
+    language: Mapped[str | None] = mapped_column(String(32))
+    source: Mapped[str | None] = mapped_column(String(1024))  # the file's name as given
+    source_sha256: Mapped[str | None] = mapped_column(String(64))
+    # The cover as the .m4b carries it (JPEG or PNG; an SVG cover rasterized to PNG), at most 8 MB.
+    cover: Mapped[bytes | None] = mapped_column(LargeBinary)
+    cover_type: Mapped[str | None] = mapped_column(String(32))
+    # voice, format, the chapter selection and how the book was read (matter, notes, captions)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    warnings: Mapped[list[str]] = mapped_column(JSON, default=list)  # the book's own (an unusable cover)
+    key_id: Mapped[str | None] = mapped_column(String(32), index=True)  # the API key whose book it is
+    m4b_path: Mapped[str | None] = mapped_column(String(1024))  # where the .m4b was last built
+    m4b_built_at: Mapped[datetime | None] = mapped_column(DateTime)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
 class Chunk(Base):

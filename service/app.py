@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from schemas.db import Store
 from schemas.errors import InvalidInput, JobNotFound, RetryableError, TtsfleetError, UnknownVoice, first_line
 from schemas.settings import ServiceSettings
-from service import fleet_api, jobs_api, speech
+from service import books_api, fleet_api, jobs_api, pronounce_api, speech
 from service.accept import QuotaExceeded
 from service.audio import AudioNotReady, AudioPurged
 from service.context import Context
@@ -26,6 +26,7 @@ from service.webhooks import WebhookSender
 
 log = logging.getLogger("ttsfleet.service")
 STATIC = Path(__file__).parent / "static"
+UPLOAD_ROUTES = ("/v1/jobs", "/v1/books", "/v1/books/preview")
 
 
 def _status_of(err: TtsfleetError) -> tuple[int, str]:
@@ -73,9 +74,9 @@ def _handlers(app: FastAPI) -> None:
 
 
 def _body_limit(settings: ServiceSettings, scope: Scope) -> int:
-    """Job submission takes uploads (TTSFLEET_MAX_UPLOAD_BYTES); every other route JSON at most
+    """Job and book submission take uploads (TTSFLEET_MAX_UPLOAD_BYTES); every other route JSON at most
     TTSFLEET_MAX_BODY_BYTES."""
-    if scope.get("method") == "POST" and str(scope.get("path", "")).rstrip("/") == "/v1/jobs":
+    if scope.get("method") == "POST" and str(scope.get("path", "")).rstrip("/") in UPLOAD_ROUTES:
         return settings.max_upload_bytes
     return settings.max_body_bytes
 
@@ -101,7 +102,7 @@ def create_app(settings: ServiceSettings, store: Store, *, webhooks: bool = True
                               "Send API keys as `Authorization: Bearer KEY`.")
     app.state.ctx = ctx
     _handlers(app)
-    for router in (jobs_api.router, speech.router, fleet_api.router):
+    for router in (jobs_api.router, books_api.router, speech.router, fleet_api.router, pronounce_api.router):
         app.include_router(router)
     if settings.cors_origin_list:
         from fastapi.middleware.cors import CORSMiddleware

@@ -77,6 +77,17 @@ def job_audio_path(store: Store, job_id: str, cache_s: float = 3600.0) -> Path:
     return path
 
 
+def fetched_copy(location: str, name: str, finished_at: datetime | None, cache_s: float) -> Path:
+    """A remote file that is not a job's own result (a book's `.m4b`) copied into the local cache as a
+    result is (`name` keys its folder; `finished_at` tells one build from the next).
+
+    Raises:
+        JobNotFound: it is no longer in the output store.
+    """
+    _sweep(cache_s)
+    return _fetched(location, name, finished_at.replace(tzinfo=None) if finished_at else None)
+
+
 def _fetched(location: str, job_id: str, finished_at: datetime | None) -> Path:
     """A remote result and its side files, copied once into a local cache folder named after the job and
     when it finished: a published result never changes in place, and a re-render finishes anew (its older

@@ -57,7 +57,8 @@ def _status(ctx: Context, job_id: str) -> JobStatus:
     return JobStatus(status)
 
 
-async def _wait(ctx: Context, job_id: str) -> JobStatus:
+async def wait_for_job(ctx: Context, job_id: str) -> JobStatus:
+    """The job's status once it has ended, or after TTSFLEET_SPEECH_TIMEOUT_S."""
     deadline = time.monotonic() + ctx.settings.speech_timeout_s
     while True:
         status = await run_in_threadpool(_status, ctx, job_id)
@@ -83,7 +84,7 @@ async def speech(request: Request, body: SpeechRequest, caller: Annotated[Caller
     [accepted] = await run_in_threadpool(accept_jobs, ctx, caller, [job], idempotency_key=None, callback_url=None)
     if len(body.input) > ctx.settings.speech_sync_max_chars:
         return _queued(accepted.id, accepted.status)
-    status = await _wait(ctx, accepted.id)
+    status = await wait_for_job(ctx, accepted.id)
     if status != JobStatus.SUCCEEDED:
         if status.is_terminal:
             raise InvalidInput(f"job {accepted.id} {status.value}; see {job_url(accepted.id)}")

@@ -70,8 +70,10 @@ def visible_view(view: JobView) -> JobView:
 def _detail(view: JobView, ctx: Context, throughput: Throughput, with_eta: bool) -> JobDetail:
     done = view.audio_path is not None and view.audio_purged_at is None
     fields = visible_view(view).model_dump()
+    book_ready = bool(view.book_path and view.book_id and done)
     fields.update(audio_path=job_url(view.id) + "/audio" if done else None,
-                  book_path=job_url(view.id) + "/book" if view.book_path and done else None)
+                  book_path=job_url(view.id) + "/book" if book_ready else None,
+                  book_url=f"/v1/books/{view.book_id}/audio" if book_ready else None)
     if with_eta:
         eta = job_eta(ctx.store, view.id, throughput)
         fields.update(eta_s=eta.eta_s, eta_at=_iso(eta.eta_at))

@@ -6,9 +6,11 @@ from pathlib import Path
 
 
 def build_epub(path: Path, chapters: list[tuple[str, str]], title: str = "A Small Book", *,
-               author: str | None = None, cover_png: bytes | None = None) -> Path:
+               author: str | None = None, cover_png: bytes | None = None, cover_svg: bytes | None = None,
+               cover_item: tuple[str, str, bytes] | None = None) -> Path:
     """An EPUB with a cover-like empty page and the given (title, body) chapters, via ebooklib; with
-    `cover_png`, a real cover image (ebooklib's `set_cover`: EPUB 3 cover-image and EPUB 2 meta)."""
+    `cover_png` (or `cover_svg`), a real cover image (ebooklib's `set_cover`: EPUB 3 cover-image and EPUB 2
+    meta); `cover_item` (file name, media type, bytes): any item named as the cover by the EPUB 2 meta only."""
     from ebooklib import epub
 
     book = epub.EpubBook()
@@ -19,6 +21,12 @@ def build_epub(path: Path, chapters: list[tuple[str, str]], title: str = "A Smal
         book.add_author(author)
     if cover_png:
         book.set_cover("cover-image.png", cover_png, create_page=False)
+    if cover_svg:
+        book.set_cover("cover.svg", cover_svg, create_page=False)
+    if cover_item:
+        name, media_type, data = cover_item
+        book.add_item(epub.EpubItem(uid="cover-item", file_name=name, media_type=media_type, content=data))
+        book.add_metadata(None, "meta", "", {"name": "cover", "content": "cover-item"})
     cover = epub.EpubHtml(title="Cover", file_name="cover.xhtml", lang="en")
     cover.content = "<html><body><img src='cover.png' alt=''/></body></html>"
     items = []
@@ -41,11 +49,12 @@ SE_DATA = Path(__file__).resolve().parent / "data" / "standardebooks"
 
 def build_source_epub(path: Path, folder: str, spine: list[str], *, title: str, authors: list[str],
                       toc: dict[str, str], landmarks: dict[str, str], language: str = "en-US",
-                      made: dict[str, bytes] | None = None) -> Path:
+                      made: dict[str, bytes] | None = None, cover_svg: bytes | None = None) -> Path:
     """An EPUB 3 laid out as Standard Ebooks builds theirs, from the XHTML files kept in tests/data.
 
     `spine` names files of `SE_DATA/folder` (or of `made`: documents a test put together) in reading
-    order, stored under `text/` byte for byte; `toc` maps a file (or `file#id`) to its
+    order, stored under `text/` byte for byte; `cover_svg`, the EPUB 3 `cover-image` (Standard Ebooks' covers are
+    SVG); `toc` maps a file (or `file#id`) to its
     table-of-contents title and `landmarks` a file to its landmark `epub:type`, both written into a
     navigation document `toc.xhtml` beside the package document.
     """
@@ -53,6 +62,8 @@ def build_source_epub(path: Path, folder: str, spine: list[str], *, title: str, 
     from xml.sax.saxutils import escape
 
     manifest = "".join(f'<item id="{name}" href="text/{name}" media-type="application/xhtml+xml"/>' for name in spine)
+    if cover_svg is not None:
+        manifest += '<item id="cover.svg" href="images/cover.svg" media-type="image/svg+xml" properties="cover-image"/>'
     creators = "".join(f"<dc:creator>{escape(a)}</dc:creator>" for a in authors)
     opf = (f'<?xml version="1.0" encoding="utf-8"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
            f'unique-identifier="uid"><metadata xmlns:dc="http://purl.org/dc/elements/1.1/">'
@@ -75,6 +86,8 @@ def build_source_epub(path: Path, folder: str, spine: list[str], *, title: str, 
         archive.writestr("META-INF/container.xml", container)
         archive.writestr("epub/content.opf", opf)
         archive.writestr("epub/toc.xhtml", nav)
+        if cover_svg is not None:
+            archive.writestr("epub/images/cover.svg", cover_svg)
         for name in spine:
             data = (made or {}).get(name) or (SE_DATA / folder / name).read_bytes()
             archive.writestr(f"epub/text/{name}", data)

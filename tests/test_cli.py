@@ -106,4 +106,5 @@ def test_run_with_output_redirected_reports_progress_as_lines(tmp_path: Path) ->
     (tmp_path / "jobs.jsonl").write_text(jobs)
     result = cli("run", "jobs.jsonl", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "jobs done" in result.stderr and "3/3 jobs done" in result.stderr.splitlines()[-1], result.stderr
+    lines = result.stderr.splitlines()
+    assert "1/3 done (" in result.stderr and lines[-1].startswith("3/3 done ("), result.stderr

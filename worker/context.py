@@ -83,6 +83,9 @@ class JobContext:
     should_stop: Callable[[], bool] = lambda: False
     republish: Callable[[Republish], None] = lambda _job: None
     held: HeldLeases = field(default_factory=HeldLeases)
+    # Where a finished book chapter goes for its AAC encode (worker/books.py, a thread beside synthesis);
+    # None: encoded at once, on the finishing thread (tests and tools that run jobs without a runtime).
+    book_queue: Callable[[str], None] | None = None
     _outputs: Outputs | None = field(default=None, repr=False)
 
     @property

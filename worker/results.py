@@ -187,7 +187,7 @@ def _settle_finished(ctx: JobContext, item: _Staged, won: bool) -> JobOutcome:
         member.files.keep_only(item.kept)
     outcome = JobOutcome(held.job_id, JobStatus.SUCCEEDED, item.finished.audio_path)
     if held.group_id is not None:
-        books.maybe_build_book(ctx, held)
+        books.chapter_finished(ctx, held.job_id)  # encoded beside synthesis; the .m4b joined after the last
     ctx.listeners.job_finished(outcome, item.finished.figures)
     log.info("job %s: %s %s", outcome.job_id, outcome.status, outcome.detail)
     return outcome

@@ -25,6 +25,7 @@ from schemas.settings import WorkerSettings
 from schemas.status import Runtime, WorkerState
 from schemas.voices import NULL_VOICE, split_speaker
 from worker import lease, reaper, registry, segments
+from worker.books import BookEncoder
 from worker.context import HeldLeases, JobContext
 from worker.events import JobOutcome, Listener, Listeners
 from worker.job import run_delivery, synthesize_job
@@ -64,6 +65,8 @@ class WorkerRuntime:
         self.ctx = JobContext(store=db, settings=settings, worker_id=self.worker_id, engine_for=self.engine_for,
                               listeners=self.listeners, should_stop=self._stopping.is_set,
                               republish=self._republish, held=self.held)
+        self.book_encoder = BookEncoder(self.ctx)  # chapters encoded for their .m4b beside synthesis
+        self.ctx.book_queue = self.book_encoder.submit
 
     def add_listener(self, listener: Listener) -> None:
         """Hook `listener` into every job this runtime runs from now on (called in the order added)."""
@@ -244,6 +247,8 @@ class WorkerRuntime:
             self._thread.join(timeout=5)
         for engine in self._engines.values() if free_engines else ():
             engine.cleanup()
+        if free_engines:  # a normal stop: the chapters finished so far are encoded and their books joined
+            self.book_encoder.stop()  # (not when abandoning on a fatal error: that exits at once)
         try:
             registry.set_worker_state(self.store, self.worker_id, WorkerState.STOPPED)
         except RetryableError:

@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
     try:
-        app(args, standalone_mode=False)
+        # Without standalone mode click answers a `typer.Exit(code)` by returning the code, not raising it:
+        # passed on here, or `wait` on a failed job would exit 0.
+        code = app(args, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except TtsfleetError as err:
         _fail(err, debug)
     except typer.Exit as done:

@@ -7,7 +7,7 @@ worker runs, so an interrupted `run` resumes when it is run again with the same 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -16,39 +16,12 @@ from producer.cli.fleet import print_stats_table
 from producer.cli.tables import jobs_table
 from producer.jobs import job_views
 from producer.stats import compute_stats
-from producer.submit import submit
-from schemas.db import open_store
+from producer.submit import Submitted, submit
+from schemas.db import Store, open_store
 from schemas.messages import JobRequest, JobView
 from schemas.settings import ProducerSettings, WorkerSettings
 from worker.events import JobFigures, JobOutcome, Listener
 from worker.runtime import WorkerRuntime
-
-
-class _ProgressLines(Listener):
-    """Progress as a plain line on stderr every `every_s` when a bar cannot be drawn (output redirected to a
-    file or a pipe): a long book otherwise prints nothing for minutes."""
-
-    def __init__(self, console: Console, chunks_total: int, jobs_total: int, every_s: float = 15.0) -> None:
-        self._console, self._every_s = console, every_s
-        self._chunks_total, self._jobs_total = chunks_total, jobs_total
-        self._chunks = self._jobs = 0
-        self._started = self._shown = time.monotonic()
-
-    def chunk_done(self, job_id: str, done: int, total: int) -> None:
-        self._chunks += 1
-        self._maybe_show()
-
-    def job_finished(self, outcome: JobOutcome, figures: JobFigures) -> None:
-        self._jobs += 1
-        self._maybe_show(force=self._jobs == self._jobs_total)
-
-    def _maybe_show(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if force or now - self._shown >= self._every_s:
-            self._shown = now
-            chunks = f"{min(self._chunks, self._chunks_total)}/{self._chunks_total} chunks"
-            self._console.print(f"synthesizing: {chunks}, {self._jobs}/{self._jobs_total} jobs done, "
-                                f"{now - self._started:.0f} s", soft_wrap=True)
 
 
 class _ProgressBar(Listener):
@@ -61,15 +34,58 @@ class _ProgressBar(Listener):
         self._progress.advance(self._bar)
 
 
+class _ProgressLines(Listener):
+    """Progress as plain lines on stderr when no bar can be drawn (output in a log or a pipe), so a long
+    `run` is never silent for minutes: a line per finished job when there are at most EACH_JOB_LINES (a
+    book's chapters), else one every `every_s` and at the end; between them, chunk counts every `every_s`."""
+
+    EACH_JOB_LINES = 100
+
+    def __init__(self, console: Console, todo: list[JobView], every_s: float = 15.0) -> None:
+        self._console, self._every_s = console, every_s
+        self._names = {v.id: v.title or v.id for v in todo}
+        self._chunks_total = sum(v.chunks_total - v.chunks_done for v in todo)
+        self._chunks = self._jobs = 0
+        self._started = self._shown = time.monotonic()
+
+    def chunk_done(self, job_id: str, done: int, total: int) -> None:
+        self._chunks += 1
+        if time.monotonic() - self._shown >= self._every_s:
+            self._print(f"synthesizing: {min(self._chunks, self._chunks_total)}/{self._chunks_total} chunks, "
+                        f"{self._jobs}/{len(self._names)} jobs done, {time.monotonic() - self._started:.0f} s")
+
+    def job_finished(self, outcome: JobOutcome, figures: JobFigures) -> None:
+        self._job_line(outcome, f"done ({figures.audio_s:.1f} s of audio)")
+
+    def job_failed(self, outcome: JobOutcome) -> None:
+        self._job_line(outcome, "failed")
+
+    def _job_line(self, outcome: JobOutcome, what: str) -> None:
+        self._jobs += 1
+        last = self._jobs == len(self._names)
+        if len(self._names) <= self.EACH_JOB_LINES:
+            self._print(f"{self._jobs}/{len(self._names)} {what}: {self._names.get(outcome.job_id, outcome.job_id)}")
+        elif last or time.monotonic() - self._shown >= self._every_s:
+            self._print(f"{self._jobs}/{len(self._names)} jobs done, {time.monotonic() - self._started:.0f} s")
+
+    def _print(self, line: str) -> None:
+        self._shown = time.monotonic()
+        self._console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def run_embedded(requests: Sequence[JobRequest], settings: ProducerSettings, env: Mapping[str, str], *,
                  device: str | None, precision: str | None, force: bool, show_progress: bool,
                  quiet: bool, inference_runtime: str | None = None, threads: int | None = None,
-                 listeners: Sequence[Listener] = (), verbose: bool = False) -> list[JobView]:
+                 listeners: Sequence[Listener] = (), verbose: bool = False,
+                 on_submitted: Callable[[Store, list[Submitted]], object] | None = None) -> list[JobView]:
     """Submit `requests` without a broker, synthesize them in-process, return their final views.
     `listeners` are added to the in-process worker (benchmarks read memory after each job with one);
-    `verbose`: every warning in the results table."""
+    `verbose`: every warning in the results table; `on_submitted` is called once the jobs are stored
+    (`run` records its books there)."""
     store = open_store(settings.database_url)
     submitted = submit(requests, settings, store, publisher=None, force=force)
+    if on_submitted is not None:
+        on_submitted(store, submitted)
     views = synthesize_stored([s.id for s in submitted], settings, env, device=device, precision=precision,
                               show_progress=show_progress, quiet=quiet, inference_runtime=inference_runtime,
                               threads=threads, listeners=listeners)
@@ -117,8 +133,7 @@ def _synthesize_all(runtime: WorkerRuntime, todo: list[JobView], console: Consol
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, disable=not show_progress) as progress:
         bar = progress.add_task(f"synthesizing {len(todo)} job(s)", total=chunks_total)
-        runtime.add_listener(_ProgressBar(progress, bar) if show_progress
-                             else _ProgressLines(console, chunks_total, len(todo)))
+        runtime.add_listener(_ProgressBar(progress, bar) if show_progress else _ProgressLines(console, todo))
         for outcome in runtime.run_delivery([view.id for view in todo]) if todo else []:
             if outcome.status is None:
                 console.print(f"job {outcome.job_id}: {outcome.detail}")

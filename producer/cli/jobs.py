@@ -10,6 +10,7 @@ import typer
 from rich.console import Console, RenderableType
 
 from producer.book_options import BookOptions, Matter, Notes
+from producer.chapters import BookRead
 from producer.cli.common import (
     BrokerUrlOpt,
     DatabaseUrlOpt,
@@ -45,7 +46,7 @@ LexiconOpt = Annotated[Path | None, typer.Option("--lexicon", help="pronunciatio
                                                    "or WORD<TAB>[[ phonemes ]] per line (docs/text.md)")]
 SpeedOpt = Annotated[float | None, typer.Option(
     "--speed", min=0.25, max=4.0, help="speaking rate, 0.25-4.0 (2.0: twice as fast) [default: the voice's]")]
-JobIdsArg = Annotated[list[str], typer.Argument(help="job ids")]
+JobIdsArg = Annotated[list[str], typer.Argument(help="job ids or book ids")]
 # How books are read (EPUB): see docs/text.md "Books"
 MatterOpt = Annotated[Matter, typer.Option("--matter", help="body: skip imprint, colophon, contents, index, "
                                                           "notes... (each reported on stderr); all: read everything")]
@@ -53,6 +54,10 @@ NotesOpt = Annotated[Notes, typer.Option("--notes", help="skip notes, or read ea
 CaptionsOpt = Annotated[bool, typer.Option("--captions", help="read figure captions and image descriptions")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="every warning of each job in the table "
                                                                   "[default: the count and the first]")]
+ChaptersOpt = Annotated[str | None, typer.Option("--chapters", help="only these chapters of a book: numbers from "
+                                                              "--list-chapters (1-3,7) or a title to match")]
+ListChaptersOpt = Annotated[bool, typer.Option("--list-chapters", help="print each book's chapters and what "
+                                                                       "would be skipped; synthesize nothing")]
 
 
 def _settings(**overrides: object) -> ProducerSettings:
@@ -61,12 +66,13 @@ def _settings(**overrides: object) -> ProducerSettings:
 
 def _requests(inputs: list[str], voice: str | None, fmt: AudioFormat, priority: int,
               loudness: float | None, book: BookOptions, lexicon: Path | None = None,
-              speed: float | None = None) -> list[JobRequest]:
+              speed: float | None = None, reads: list[BookRead] | None = None) -> list[JobRequest]:
     from producer.inputs import read_inputs
     from producer.lexicon import read_lexicon_file
 
     requests = read_inputs(inputs, sys.stdin, voice=voice, format=fmt, priority=priority, book=book,
-                           on_skip=lambda skipped: typer.echo(str(skipped), err=True))
+                           on_skip=lambda skipped: typer.echo(str(skipped), err=True),
+                           on_book=reads.append if reads is not None else None)
     if loudness is not None:
         requests = [r.model_copy(update={"loudness_lufs": loudness}) for r in requests]
     if speed is not None:  # a JSONL line's own speed wins
@@ -82,24 +88,31 @@ def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioForm
            lexicon: LexiconOpt = None, speed: SpeedOpt = None, as_json: JsonOpt = False,
            broker_url: BrokerUrlOpt = None, database_url: DatabaseUrlOpt = None,
            matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False,
-           voice_dirs: VoiceDirsOpt = None) -> None:
-    """Validate INPUTs and enqueue one job per text (per chapter for EPUB); prints the job ids."""
+           voice_dirs: VoiceDirsOpt = None, chapters: ChaptersOpt = None, list_only: ListChaptersOpt = False) -> None:
+    """Validate INPUTs and enqueue one job per text (per chapter for EPUB); prints the job ids (and, on
+    stderr, each book's id)."""
+    from producer.cli.books import list_chapters, record
     from producer.submit import submit as submit_jobs
     from schemas.broker import Publisher
     from schemas.db import open_store
 
     settings = _settings(broker_url=broker_url, database_url=database_url, voice_dirs=voice_dirs)
-    book = BookOptions(matter, notes, captions)
-    requests = _requests(inputs, voice, fmt, priority, loudness, book, lexicon, speed)
+    book = BookOptions(matter, notes, captions, chapters=chapters)
+    if list_only:
+        list_chapters(inputs, voice, book, as_json)
+        return
+    reads: list[BookRead] = []
+    requests = _requests(inputs, voice, fmt, priority, loudness, book, lexicon, speed, reads)
     store = open_store(settings.database_url)
     publisher = Publisher(settings.broker_url, settings.queue)
     try:
         results = submit_jobs(requests, settings, store, publisher=publisher, force=force)
     finally:
         publisher.close()
+    book_of = record(store, reads, requests, results, voice=voice or settings.voice, fmt=fmt, book=book)
     if as_json:
-        print_json([{"id": r.id, "status": r.status.value, "created": r.created, "chunks_total": r.chunks_total}
-                    for r in results])
+        print_json([{"id": r.id, "status": r.status.value, "created": r.created, "chunks_total": r.chunks_total,
+                     "book_id": book_of.get(r.id)} for r in results])
         return
     for r in results:
         note = "" if r.created else f"  (already submitted: {r.status.value})"
@@ -119,6 +132,8 @@ def status(job_ids: Annotated[list[str] | None, typer.Argument(help="job ids [de
            verbose: VerboseOpt = False) -> None:
     """Job state and progress; without job ids, the newest jobs, filtered and paged. With an object store
     as the output, `--json` adds presigned `audio_url`/`book_url`."""
+    from producer.books import expand_ids
+    from producer.cli.books import book_ids, print_status
     from producer.jobs import JobFilter, job_views
     from producer.results import with_audio_urls
     from producer.stats import parse_time
@@ -127,7 +142,10 @@ def status(job_ids: Annotated[list[str] | None, typer.Argument(help="job ids [de
     settings = _settings(database_url=database_url, output_dir=output_dir)
     where = JobFilter(status=state, since=parse_time(since) if since else None, limit=limit, offset=offset)
     store = open_store(settings.database_url)
-    views = with_audio_urls(job_views(store, job_ids or [], where=where), settings)
+    if job_ids and not as_json and book_ids(store, job_ids):
+        print_status(store, job_ids, lambda v: status_table(v, verbose))  # each book's line, then its chapters
+        return
+    views = with_audio_urls(job_views(store, expand_ids(store, job_ids or []), where=where), settings)
     if as_json:
         print_json([v.model_dump(mode="json") for v in _with_eta(store, views)])
     else:
@@ -148,11 +166,14 @@ def _with_eta(store: Store, views: list[JobView]) -> list[JobView]:
 def wait(job_ids: JobIdsArg,
          timeout: Annotated[float | None, typer.Option("--timeout", help="seconds [default: no limit]")] = None,
          as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None, verbose: VerboseOpt = False) -> None:
-    """Block until the jobs are done (a progress bar on a terminal); non-zero exit if any failed or timed out."""
+    """Block until the jobs are done (a progress bar on a terminal); non-zero exit if any failed or timed out.
+    A book id waits for every chapter of the book."""
+    from producer.books import expand_ids
     from producer.jobs import job_views, wait_for
     from schemas.db import open_store
 
     store = open_store(_settings(database_url=database_url).database_url)
+    job_ids = expand_ids(store, job_ids)
     job_views(store, job_ids)  # unknown ids fail now, not after a wait
     if stdout_is_terminal() and not as_json:
         views, timed_out = _wait_with_progress(store, job_ids, timeout)
@@ -167,11 +188,14 @@ def wait(job_ids: JobIdsArg,
 
 
 def cancel(job_ids: JobIdsArg, as_json: JsonOpt = False, database_url: DatabaseUrlOpt = None) -> None:
-    """Cancel queued or running jobs (a running job stops at its next chunk boundary)."""
+    """Cancel queued or running jobs (a running job stops at its next chunk boundary); a book id: every
+    unfinished chapter of the book."""
+    from producer.books import expand_ids
     from producer.jobs import cancel_jobs
     from schemas.db import open_store
 
-    views = cancel_jobs(open_store(_settings(database_url=database_url).database_url), job_ids)
+    store = open_store(_settings(database_url=database_url).database_url)
+    views = cancel_jobs(store, expand_ids(store, job_ids))
     _print_outcome(views, as_json)
 
 
@@ -182,19 +206,27 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
         output_dir: OutputDirOpt = None, device: DeviceOpt = None, precision: PrecisionOpt = None,
         matter: MatterOpt = Matter.BODY, notes: NotesOpt = Notes.SKIP, captions: CaptionsOpt = False,
         voice_dirs: VoiceDirsOpt = None, runtime: RuntimeOpt = None, threads: ThreadsOpt = None,
-        verbose: VerboseOpt = False) -> None:
+        verbose: VerboseOpt = False, chapters: ChaptersOpt = None, list_only: ListChaptersOpt = False) -> None:
     """Embedded mode: submit, synthesize in this process (no broker), wait, print results and stats."""
+    from producer.cli.books import list_chapters, record
     from producer.cli.embedded import run_embedded
 
     env = environ()
     roles = parse_voice_roles(voice)  # narrator=A,dialogue=B: the in-process worker starts with A's model
     settings = _settings(database_url=database_url, output_dir=output_dir,
                          voice=roles.narrator if roles else voice, voice_dirs=voice_dirs)
-    book = BookOptions(matter, notes, captions)
-    requests = _requests(inputs, voice, fmt, priority, loudness, book, lexicon, speed)
+    book = BookOptions(matter, notes, captions, chapters=chapters)
+    if list_only:
+        list_chapters(inputs, voice, book, as_json)
+        return
+    reads: list[BookRead] = []
+    requests = _requests(inputs, voice, fmt, priority, loudness, book, lexicon, speed, reads)
     views = run_embedded(requests, settings, env, device=device, precision=precision, inference_runtime=runtime,
                          threads=threads, force=force,
-                         show_progress=stdout_is_terminal() and not as_json, quiet=as_json, verbose=verbose)
+                         show_progress=stdout_is_terminal() and not as_json, quiet=as_json, verbose=verbose,
+                         on_submitted=lambda store, results: record(store, reads, requests, results,
+                                                                    voice=voice or settings.voice, fmt=fmt,
+                                                                    book=book))
     if as_json:
         print_json([v.model_dump(mode="json") for v in views])
     if any(v.status != JobStatus.SUCCEEDED for v in views):
@@ -203,7 +235,9 @@ def run(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioFormat.
 
 def retry(job_ids: JobIdsArg, as_json: JsonOpt = False, broker_url: BrokerUrlOpt = None,
           database_url: DatabaseUrlOpt = None) -> None:
-    """Re-queue failed jobs (attempts counted afresh, every chunk synthesized again, earlier errors kept in status)."""
+    """Re-queue failed jobs (attempts counted afresh, every chunk synthesized again, earlier errors kept in status);
+    a book id: the book's failed chapters."""
+    from producer.cli.books import failed_chapters
     from producer.jobs import job_views, retry_jobs
     from producer.submit import publish_stored
     from schemas.broker import Publisher
@@ -211,7 +245,7 @@ def retry(job_ids: JobIdsArg, as_json: JsonOpt = False, broker_url: BrokerUrlOpt
 
     settings = _settings(broker_url=broker_url, database_url=database_url)
     store = open_store(settings.database_url)
-    ids = retry_jobs(store, job_ids)
+    ids = retry_jobs(store, failed_chapters(store, job_ids))
     publisher = Publisher(settings.broker_url)
     try:
         publish_stored(ids, store, publisher)

@@ -1,53 +1,15 @@
-// The dashboard: plain JavaScript over the same /v1 API as every client (no build step).
+// The dashboard: jobs (paged), the fleet, the chart and the job form, over the same /v1 API as every client.
 "use strict";
 
-const $ = (sel) => document.querySelector(sel);
-const keyInput = $("#apikey");
-keyInput.value = sessionStorage.getItem("ttsfleet-key") || "";
+// Jobs a page: 20, or `?jobs=N` in the page's address (1 to 100).
+const PAGE_SIZE = Math.min(100, Math.max(1, Number(new URLSearchParams(location.search).get("jobs")) || 20));
+let jobsOffset = 0;
+
 keyInput.addEventListener("change", () => {
   sessionStorage.setItem("ttsfleet-key", keyInput.value);
   loadVoices();
   refresh();
 });
-
-function headers(extra = {}) {
-  const h = { ...extra };
-  if (keyInput.value) h.Authorization = "Bearer " + keyInput.value;
-  return h;
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, { ...options, headers: headers(options.headers) });
-  const body = response.headers.get("content-type")?.includes("json") ? await response.json() : null;
-  if (!response.ok) throw new Error((body && body.detail) || response.statusText);
-  return body;
-}
-
-function cell(row, content) {
-  const td = document.createElement("td");
-  if (content instanceof Node) td.append(content); else td.textContent = content ?? "";
-  row.append(td);
-  return td;
-}
-
-// With no key the browser fetches files itself (range requests, streaming); with a key, an <audio> or a
-// link cannot send the Authorization header, so the file is fetched once and given as a blob URL.
-async function attach(url, elements, attributes) {
-  let target = url;
-  if (keyInput.value) {
-    const response = await fetch(url, { headers: headers() });
-    if (!response.ok) return;
-    target = URL.createObjectURL(await response.blob());
-  }
-  elements.forEach((element, i) => element.setAttribute(attributes[i], target));
-}
-
-function eta(job) {
-  if (job.status === "queued" || job.status === "running") {
-    return job.eta_s == null ? "measuring…" : `${Math.ceil(job.eta_s)} s`;
-  }
-  return "";
-}
 
 // Rows are kept across refreshes so a playing <audio> is not interrupted.
 const rows = new Map();
@@ -59,32 +21,33 @@ function jobRow(job) {
     row.dataset.job = job.id;
     rows.set(job.id, row);
   }
-  if (row.dataset.status === job.status && job.status !== "running" && job.status !== "queued") return row;
+  const active = job.status === "running" || job.status === "queued";
+  if (row.dataset.status === job.status && !active) return row;
   row.dataset.status = job.status;
   row.replaceChildren();
-  cell(row, job.title || job.id).title = job.id;
+  const name = cell(row, job.title || job.id);
+  name.title = job.id; name.className = "name";
   cell(row, job.status).className = "status " + job.status;
-  const bar = document.createElement("progress");
-  bar.max = job.chunks_total || 1; bar.value = job.chunks_done;
-  const progress = cell(row, bar);
-  progress.append(` ${job.chunks_done}/${job.chunks_total}`);
-  cell(row, eta(job)).className = "eta";
+  cell(row, progressBar(job.chunks_done, job.chunks_total));
+  cell(row, job.voice).className = "voice";
+  const times = cell(row, when(job.created_at));
+  times.className = "time";
+  if (job.finished_at) times.append(document.createElement("br"), `→ ${when(job.finished_at)}`);
+  cell(row, duration(job.audio_s));
+  cell(row, warningsView(job.warnings));
+  cell(row, etaText(job)).className = "eta";
   const media = cell(row, "");
   if (job.audio_url) {
-    const audio = document.createElement("audio");
-    audio.controls = true; audio.preload = "none";
-    const link = document.createElement("a");
-    link.download = `${job.id}.${job.format}`; link.textContent = "download"; link.className = "download";
-    const subs = document.createElement("a");
-    subs.download = `${job.id}.srt`; subs.textContent = "subtitles";
+    const audio = audioPlayer(job.audio_url);
+    const link = downloadLink(job.audio_url, fileName(job.title || job.id, job.format), "download");
+    const subs = downloadLink(job.subtitles_url, fileName(job.title || job.id, "srt"), "subtitles");
+    subs.className = "subtitles";
     media.append(audio, " ", link, " ", subs);
-    attach(job.audio_url, [audio, link], ["src", "href"]);
-    attach(job.subtitles_url, [subs], ["href"]);
   } else if (job.error) {
     media.textContent = job.error; media.className = "failed";
   }
   const actions = cell(row, "");
-  if (job.status === "queued" || job.status === "running") {
+  if (active) {
     const button = document.createElement("button");
     button.textContent = "Cancel"; button.className = "cancel";
     button.onclick = async () => { await api(`/v1/jobs/${job.id}`, { method: "DELETE" }); refresh(); };
@@ -94,37 +57,39 @@ function jobRow(job) {
 }
 
 async function refreshJobs() {
-  const jobs = await api("/v1/jobs?limit=50");
-  $("#jobs tbody").replaceChildren(...jobs.map(jobRow));
+  // One more than a page: whether there is an older page is known without counting every job.
+  const jobs = await api(`/v1/jobs?limit=${PAGE_SIZE + 1}&offset=${jobsOffset}`);
+  const table = $("#jobs");
+  table.tBodies[0].replaceChildren(...jobs.slice(0, PAGE_SIZE).map(jobRow));
+  labelCells(table);
+  $("#jobs-next").disabled = jobs.length <= PAGE_SIZE;
+  $("#jobs-prev").disabled = jobsOffset === 0;
+  $("#jobs-page").textContent = `page ${jobsOffset / PAGE_SIZE + 1}`;
 }
 
 async function refreshWorkers() {
   const workers = await api("/v1/workers");
-  $("#workers tbody").replaceChildren(...workers.map((w) => {
+  const table = $("#workers");
+  table.tBodies[0].replaceChildren(...workers.map((w) => {
     const row = document.createElement("tr");
     [w.id, w.card, w.dtype, w.state, `${Math.round(w.heartbeat_age_s)} s ago`, w.current_job || ""]
       .forEach((value) => cell(row, value));
     return row;
   }));
+  labelCells(table);
 }
 
 async function refresh() {
   try {
-    await Promise.all([refreshJobs(), refreshWorkers()]);
+    await Promise.all([refreshJobs(), refreshWorkers(), refreshBooks()]);
     $("#health").textContent = "";
   } catch (err) {
     $("#health").textContent = err.message;
   }
 }
 
-async function loadVoices() {
-  try {
-    const voices = await api("/v1/voices");
-    const select = $("#voice");
-    select.replaceChildren(new Option("server default", ""),
-      ...voices.filter((v) => v.available).map((v) => new Option(v.name, v.name)));
-  } catch (err) { /* the key may be missing still; the default voice is used */ }
-}
+$("#jobs-prev").addEventListener("click", () => { jobsOffset = Math.max(0, jobsOffset - PAGE_SIZE); refresh(); });
+$("#jobs-next").addEventListener("click", () => { jobsOffset += PAGE_SIZE; refresh(); });
 
 $("#job-form").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -147,18 +112,28 @@ $("#job-form").addEventListener("submit", async (event) => {
     const accepted = await api("/v1/jobs", options);
     message.textContent = `submitted ${accepted.map((j) => j.id).join(", ")}`;
     $("#text").value = ""; $("#file").value = "";
+    jobsOffset = 0;
     refresh();
   } catch (err) {
     message.textContent = "error: " + err.message;
   }
 });
 
+// The chart is drawn from every job's figures, which takes a moment: say so, and say what went wrong.
 $("#chart-btn").addEventListener("click", async () => {
-  const response = await fetch("/v1/stats/chart.png", { headers: headers() });
-  if (!response.ok) return;
-  const img = $("#chart");
-  img.src = URL.createObjectURL(await response.blob());
-  img.hidden = false;
+  const button = $("#chart-btn"), status = $("#chart-status"), img = $("#chart");
+  button.disabled = true; status.textContent = "drawing the chart…"; status.className = "muted loading";
+  try {
+    const response = await fetch("/v1/stats/chart.png", { headers: headers() });
+    if (!response.ok) throw new Error((await response.json().catch(() => ({}))).detail || response.statusText);
+    img.src = URL.createObjectURL(await response.blob());
+    await img.decode();
+    img.hidden = false; status.textContent = ""; status.className = "muted";
+  } catch (err) {
+    status.textContent = "no chart: " + err.message; status.className = "failed";
+  } finally {
+    button.disabled = false;
+  }
 });
 
 loadVoices();
