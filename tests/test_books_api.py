@@ -13,6 +13,7 @@ from urllib.parse import unquote
 import pytest
 from fastapi.testclient import TestClient
 
+from producer.book_view import book_view
 from schemas.db import Store, open_store
 from schemas.settings import ServiceSettings, WorkerSettings
 from schemas.status import JobStatus
@@ -203,3 +204,30 @@ def test_book_uploads_take_the_upload_limit(db_url: str, redis_url: str, store: 
     with TestClient(create_app(settings, store, webhooks=False)) as client:
         client.headers["Authorization"] = f"Bearer {key}"
         assert client.post("/v1/books/preview", files={"file": ("a.epub", epub, "x/y")}).status_code == 200
+
+
+def test_a_book_in_an_object_store(sqlite_url: str, redis_url: str, epub: bytes, tmp_path: Path) -> None:
+    """Chapters, their encodes and the .m4b kept remotely (fsspec `memory://`): the worker fetches and puts each,
+    the service serves the .m4b from its local copy, with ranges."""
+    store = open_store(sqlite_url)
+    out = "memory://books-remote/out"
+    settings = _settings(sqlite_url, redis_url, tmp_path).model_copy(update={"output_url": out})
+    _a, key = create_key(store, "remote")
+    with TestClient(create_app(settings, store, webhooks=False)) as client:
+        client.headers["Authorization"] = f"Bearer {key}"
+        book = client.post("/v1/books", files={"file": ("alice.epub", epub, "application/epub+zip")},
+                           data={"chapters": "Pool"}).json()
+        runtime = WorkerRuntime.start(WorkerSettings(database_url=sqlite_url, output_dir=out, voice="null:",  # type: ignore[arg-type]
+                                                     device="cpu", worker_name="books-remote"))
+        try:
+            for chapter in book["chapters"]:
+                assert runtime.run_job(chapter["job_id"]).status == JobStatus.SUCCEEDED
+        finally:
+            runtime.stop()
+        done = client.get(f"/v1/books/{book['id']}").json()
+        assert done["m4b_url"] is not None, done
+        assert str(book_view(store, book["id"]).m4b_path).startswith(out + "/")
+        m4b = client.get(done["m4b_url"])
+        assert m4b.status_code == 200 and m4b.content[4:8] == b"ftyp"
+        assert client.get(done["m4b_url"], headers={"Range": "bytes=4-7"}).content == b"ftyp"
+    store.dispose()
