@@ -104,3 +104,44 @@ def _book(store: Store, ids: list[str]) -> str:
     book_id = job_views(store, ids[:1])[0].book_id
     assert book_id is not None
     return book_id
+
+
+def test_a_book_whose_encode_was_lost_with_its_worker_is_joined_by_a_reaper(
+        book: tuple[ProducerSettings, Store, list[str]], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed between its chapters' success and their encode (here: its encoder never gets them)
+    leaves a book with no .m4b; once the book has been finished for UNJOINED_AFTER_S, any worker's reaper
+    encodes what is missing and joins it, once."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from schemas.tables import Book, Job, utcnow
+    from worker import books
+
+    settings, store, ids = book
+    encoded = _counting(monkeypatch)
+    killed = _runtime(settings)
+    killed.ctx.book_queue = lambda _job_id: None  # what a SIGKILL after each success amounts to
+    try:
+        for job_id in ids:
+            assert killed.run_job(job_id).status == JobStatus.SUCCEEDED
+    finally:
+        killed.stop()
+    book_id = _book(store, ids)
+    with store.session() as session:  # its row, as `submit` and the API record it
+        session.add(Book(id=book_id, title="Encoded", author="A. Writer"))
+    assert encoded == [] and book_view(store, book_id).m4b_path is None
+    assert books.unjoined_chapters(store) == []  # just finished: its own worker may still be encoding
+    with store.session() as session:
+        session.execute(update(Job).where(Job.id.in_(ids)).values(
+            finished_at=utcnow() - timedelta(seconds=books.UNJOINED_AFTER_S + 60)))
+    assert sorted(books.unjoined_chapters(store)) == sorted(ids)
+    reaper = _runtime(settings)
+    try:
+        reaper.reap(lambda _job: None)
+        reaper.reap(lambda _job: None)  # a second pass hands nothing over again
+    finally:
+        reaper.stop()  # drains its encoder
+    view = book_view(store, book_id)
+    assert view.m4b_path is not None and Path(view.m4b_path).is_file() and len(encoded) == len(ids)
+    assert books.unjoined_chapters(store) == []

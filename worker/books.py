@@ -8,8 +8,8 @@ synthesis starts at once instead of after the encode. Not a Celery task: a worke
 in place of synthesis, behind the same prefetch, and it would need a message type of its own; not a
 process of its own: the thread shares the worker's store and output store as they are. A worker that stops
 (SIGTERM, the end of `run`) drains the queue first; one that is killed between a chapter's success and its
-encode leaves that chapter unencoded, and its book is joined when the chapter is rendered again
-(`ttsfleet rerender BOOK_ID`).
+encode leaves that chapter unencoded: every worker's reaper looks for such books (`unjoined_chapters`: all
+chapters succeeded UNJOINED_AFTER_S ago, no `.m4b` since) and hands their unencoded chapters to its encoder.
 
 Whoever records the last missing encode of a book joins it; two chapters finishing at once may both join
 (the same file, put atomically), never neither: each records its encode before it looks.
@@ -22,10 +22,12 @@ import logging
 import queue
 import tempfile
 import threading
+from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import case, func, or_, select, update
 
+from schemas.db import Store
 from schemas.errors import PermanentError, RetryableError
 from schemas.job_options import JobOptions
 from schemas.status import JobStatus
@@ -36,6 +38,7 @@ from worker.naming import output_key, slug
 
 log = logging.getLogger("ttsfleet.worker.books")
 NO_FFMPEG = "ffmpeg is not installed: no .m4b was made; the chapter files are complete"
+UNJOINED_AFTER_S = 600.0  # a book finished this long ago without its .m4b lost an encode (its worker was killed)
 
 
 def chapter_finished(ctx: JobContext, job_id: str) -> None:
@@ -132,6 +135,27 @@ def _record_book(ctx: JobContext, group: str, job_ids: list[str], location: str)
         for job in session.scalars(select(Job).where(Job.id.in_(job_ids)).with_for_update()):
             job.options = {**(job.options or {}), "book_path": location}
         session.execute(update(Book).where(Book.id == group).values(m4b_path=location, m4b_built_at=utcnow()))
+
+
+def unjoined_chapters(store: Store, *, older_than_s: float = UNJOINED_AFTER_S, limit: int = 20) -> list[str]:
+    """Chapters to hand to an encoder for books (with a `books` row: submitted by the CLI or the API) whose
+    chapters all succeeded, the last over `older_than_s` ago, with no `.m4b` joined since: each chapter whose current render has no encode, or (every chapter
+    encoded, the join lost) the first chapter, whose encode is then skipped and the book joined. At most
+    `limit` books a call; encode and join are idempotent, so a duplicate costs time, never a wrong file."""
+    chapters = (select(Job.group_id, func.max(Job.finished_at).label("last_s"), func.count().label("n"),
+                       func.sum(case((Job.status == JobStatus.SUCCEEDED, 1), else_=0)).label("ok"))
+                .where(Job.group_id.is_not(None)).group_by(Job.group_id).subquery())
+    with store.read() as session:
+        books = list(session.scalars(select(Book.id).join(chapters, chapters.c.group_id == Book.id).where(
+            chapters.c.n == chapters.c.ok, chapters.c.last_s < utcnow() - timedelta(seconds=older_than_s),
+            or_(Book.m4b_built_at.is_(None), Book.m4b_built_at < chapters.c.last_s)).limit(limit)))
+    found: list[str] = []
+    for book_id in books:
+        jobs = lease.group_jobs(store, book_id)
+        unencoded = [j.id for j in jobs if (o := JobOptions.from_stored(j.options)).aac_path is None
+                     or o.aac_render != o.render]
+        found += unencoded or [jobs[0].id]
+    return found
 
 
 class BookEncoder:

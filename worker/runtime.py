@@ -24,7 +24,7 @@ from schemas.errors import RetryableError, WorkerStopping
 from schemas.settings import WorkerSettings
 from schemas.status import Runtime, WorkerState
 from schemas.voices import NULL_VOICE, split_speaker
-from worker import lease, reaper, registry, segments
+from worker import books, lease, reaper, registry, segments
 from worker.books import BookEncoder
 from worker.context import HeldLeases, JobContext
 from worker.events import JobOutcome, Listener, Listeners
@@ -66,6 +66,7 @@ class WorkerRuntime:
                               listeners=self.listeners, should_stop=self._stopping.is_set,
                               republish=self._republish, held=self.held)
         self.book_encoder = BookEncoder(self.ctx)  # chapters encoded for their .m4b beside synthesis
+        self._rejoined: set[str] = set()  # chapters the reaper handed to the encoder
         self.ctx.book_queue = self.book_encoder.submit
 
     def add_listener(self, listener: Listener) -> None:
@@ -235,6 +236,11 @@ class WorkerRuntime:
         for job in orphans:
             log.warning("re-publishing orphaned job %s to %s", job.job_id, job.queue)
             republish(job)
+        for chapter in books.unjoined_chapters(self.store):  # a worker killed before a chapter's encode
+            if chapter not in self._rejoined:  # once per process: a book that cannot be joined is not retried
+                self._rejoined.add(chapter)
+                log.warning("book chapter %s has no encode for its .m4b: encoding it again", chapter)
+                self.book_encoder.submit(chapter)
         return [job.job_id for job in orphans]
 
     def stop(self, free_engines: bool = True) -> None:
