@@ -25,7 +25,7 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
-from sqlalchemy import case, func, or_, select, update
+from sqlalchemy import exists, func, or_, select, update
 
 from schemas.db import Store
 from schemas.errors import PermanentError, RetryableError
@@ -139,16 +139,16 @@ def _record_book(ctx: JobContext, group: str, job_ids: list[str], location: str)
 
 def unjoined_chapters(store: Store, *, older_than_s: float = UNJOINED_AFTER_S, limit: int = 20) -> list[str]:
     """Chapters to hand to an encoder for books (with a `books` row: submitted by the CLI or the API) whose
-    chapters all succeeded, the last over `older_than_s` ago, with no `.m4b` joined since: each chapter whose current render has no encode, or (every chapter
-    encoded, the join lost) the first chapter, whose encode is then skipped and the book joined. At most
-    `limit` books a call; encode and join are idempotent, so a duplicate costs time, never a wrong file."""
-    chapters = (select(Job.group_id, func.max(Job.finished_at).label("last_s"), func.count().label("n"),
-                       func.sum(case((Job.status == JobStatus.SUCCEEDED, 1), else_=0)).label("ok"))
-                .where(Job.group_id.is_not(None)).group_by(Job.group_id).subquery())
-    with store.read() as session:
-        books = list(session.scalars(select(Book.id).join(chapters, chapters.c.group_id == Book.id).where(
-            chapters.c.n == chapters.c.ok, chapters.c.last_s < utcnow() - timedelta(seconds=older_than_s),
-            or_(Book.m4b_built_at.is_(None), Book.m4b_built_at < chapters.c.last_s)).limit(limit)))
+    chapters all succeeded, the last over `older_than_s` ago, with no `.m4b` joined since: each chapter
+    whose current render has no encode, or (every chapter encoded, the join lost) the first chapter, whose
+    encode is then skipped and the book joined. At most `limit` books a call; encode and join are
+    idempotent, so a duplicate costs time, never a wrong file."""
+    last_s = select(func.max(Job.finished_at)).where(Job.group_id == Book.id).scalar_subquery()
+    unfinished = exists().where(Job.group_id == Book.id, Job.status != JobStatus.SUCCEEDED)
+    with store.read() as session:  # per book, two lookups on the chapters' group_id index
+        books = list(session.scalars(select(Book.id).where(
+            ~unfinished, last_s < utcnow() - timedelta(seconds=older_than_s),
+            or_(Book.m4b_built_at.is_(None), Book.m4b_built_at < last_s)).limit(limit)))
     found: list[str] = []
     for book_id in books:
         jobs = lease.group_jobs(store, book_id)
