@@ -20,7 +20,7 @@ from schemas.tables import Chunk
 from tests.fleet import Fleet, running_fleet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-LONG_TEXT = " ".join(f"Sentence number {i} is read aloud slowly and clearly." for i in range(60))
+LONG_TEXT = " ".join(f"Sentence number {i} is read aloud slowly and clearly." for i in range(30))
 
 
 @pytest.fixture
