@@ -11,7 +11,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -263,12 +263,19 @@ def _book_metadata(request: JobRequest) -> dict[str, object]:
     return found
 
 
+NAME_BY_ID_AFTER = 2  # clashes on the unique keys before jobs (not chapters) are named by their ids
+
+
 def _store(prepared: list[_Prepared], store: Store) -> tuple[list[Submitted], list[str]]:
-    for _ in range(3):  # a concurrent identical submit may win the unique key; look again
+    """Store the jobs; a concurrent submission that wins a unique key (the same text, or the same output
+    name) sends us to look again. Under a burst of texts that share their first words every racer wants the
+    same next name, so after NAME_BY_ID_AFTER clashes the jobs are named by their ids, which cannot clash."""
+    for attempt in range(NAME_BY_ID_AFTER + 3):
         try:
             return _store_once(prepared, store)
         except IntegrityError:
-            continue
+            if attempt + 1 == NAME_BY_ID_AFTER:
+                prepared = [p if "/" in p.stem else replace(p, stem=str(p.job["id"])) for p in prepared]
     raise RetryableError("could not store the jobs: conflicting concurrent submissions; try again")
 
 

@@ -142,3 +142,26 @@ def test_plain_names_skip_pathvalidate_only_where_it_would_change_nothing(text: 
     from producer.naming import sanitized
 
     assert safe_name(text) == sanitized(text)
+
+
+def test_jobs_that_keep_losing_their_name_to_racers_are_named_by_their_ids(
+        settings: ProducerSettings, db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two clashes on the unique keys (racers taking the same next free name) and the jobs are named by
+    their ids, which cannot clash; a book's chapters keep their folder names."""
+    from sqlalchemy.exc import IntegrityError
+
+    import producer.submit as submit_module
+
+    real = submit_module._store_once
+    stems: list[list[str]] = []
+
+    def clashing(prepared, store):  # type: ignore[no-untyped-def]
+        stems.append([p.stem for p in prepared])
+        if len(stems) <= submit_module.NAME_BY_ID_AFTER:
+            raise IntegrityError("INSERT", {}, Exception("output_name taken by a racer"))
+        return real(prepared, store)
+
+    monkeypatch.setattr(submit_module, "_store_once", clashing)
+    [job] = submit([JobRequest(text="The office opens at nine today.", voice="null:")], settings, db, publisher=None)
+    assert stems[0] == ["the-office-opens-at-nine-today"] and stems[-1] == [job.id]
+    assert len(stems) == submit_module.NAME_BY_ID_AFTER + 1
