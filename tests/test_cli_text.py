@@ -41,6 +41,10 @@ def test_tables_warnings_names_and_written_subtitles(tmp_path: Path) -> None:
     assert "The quick brown fox jumps over" in _column(table, 0)  # stdin text by its first words
     assert f"{LONG_NAME[:20]}" in _column(table, 0) and "…" in _column(table, 0)  # cut at the end, not folded
     assert all(len(line) <= 80 for line in table.splitlines() if line.startswith(("┃", "│")))
+    stats = table[table.index("ttsfleet stats"):]  # the stats table after it fits too, nothing cropped
+    caption = " ".join(stats.split())  # its words, however the caption wraps
+    assert "latency = submitted → finished" in caption and "or with --format json" in caption, stats
+    assert all(len(line.rstrip()) <= 80 for line in stats.splitlines()), stats
 
     verbose = _column(_cli(tmp_path, "status", "--verbose").stdout, 4)
     assert "2 warnings: 1. unspeakable characters dropped: 😀" in verbose

@@ -129,6 +129,7 @@ def _print_csv(keys: Sequence[str], rows: Sequence[StatsRow]) -> None:
 # Figure columns shown on any terminal; the others need a wide one (or --format json/csv).
 _PRIMARY = ("jobs", "failed", "× real\ntime", "chars/s", "latency\np50 s", "latency\np95 s", "peak\nmem", "fidelity")
 _WIDE_TABLE_COLUMNS = 140
+_FIDELITY_COLUMNS = 110
 
 
 def print_stats_table(keys: Sequence[str], rows: Sequence[StatsRow], window: str) -> None:
@@ -138,7 +139,10 @@ def print_stats_table(keys: Sequence[str], rows: Sequence[StatsRow], window: str
 
     console = Console()
     headers = list(_stats_cells(None))
-    shown = [h for h in headers if h in _PRIMARY or console.width >= _WIDE_TABLE_COLUMNS]
+    # The fidelity column needs ~20 more columns: below _FIDELITY_COLUMNS it would crop the table (and its
+    # caption) on an 80-column terminal, so it joins the columns the caption says are hidden.
+    primary = [h for h in _PRIMARY if h != "fidelity" or console.width >= _FIDELITY_COLUMNS]
+    shown = [h for h in headers if h in primary or console.width >= _WIDE_TABLE_COLUMNS]
     caption = ("× real time = audio s ÷ synthesis s of succeeded jobs · latency = submitted → finished · "
                "wait = submitted → started")
     if len(shown) < len(headers):
