@@ -15,6 +15,7 @@ import soundfile as sf
 
 from schemas.errors import PermanentError
 from schemas.status import AudioFormat, BreakKind
+from worker import audio as audio_module
 from worker.audio import PAUSE_S, AssemblyPiece, assemble, read_chunk, write_chunk
 from worker.book_audio import build_book, chapter_metadata, ffmpeg_available
 
@@ -118,6 +119,18 @@ def test_loudness_normalization_reaches_the_target(tmp_path: Path) -> None:
     result = assemble(pieces, RATE, AudioFormat.WAV, tmp_path / "loud.wav", loudness_lufs=-23.0)
     audio, rate = sf.read(str(result.path), dtype="float64")
     assert pyloudnorm.Meter(rate).integrated_loudness(audio) == pytest.approx(-23.0, abs=0.5)
+
+
+def test_a_result_written_from_memory_equals_one_written_as_it_goes(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A short job's WAV is assembled in memory and written once, a long job's streamed: the same bytes."""
+    pieces = [*_pieces(tmp_path, SPEC), AssemblyPiece(_tone(0.4, 330.0), " In memory. ", BreakKind.NONE)]
+    in_memory = assemble(pieces, RATE, AudioFormat.WAV, tmp_path / "memory" / "job.wav")
+    monkeypatch.setattr(audio_module, "MEMORY_WAV_PIECES", 0)
+    streamed = assemble(pieces, RATE, AudioFormat.WAV, tmp_path / "streamed" / "job.wav")
+    assert in_memory.path.read_bytes() == streamed.path.read_bytes()
+    samples, rate = sf.read(str(in_memory.path), dtype="int16")
+    assert rate == RATE and len(samples) == round(in_memory.audio_s * RATE) and np.abs(samples).max() > 1000
 
 
 def test_a_failed_assembly_leaves_no_file(tmp_path: Path) -> None:

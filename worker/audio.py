@@ -12,6 +12,7 @@ is given (a private staging folder: `publish` moves them into place). No torch h
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
 import wave
@@ -298,6 +299,9 @@ def assemble(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: AudioFor
     return AssembledAudio(out_path, written / sample_rate_hz, sample_rate_hz, *paths[1:])
 
 
+MEMORY_WAV_PIECES = 16  # results of at most this many chunks are assembled in memory (see `_write_audio`)
+
+
 def _write_audio(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: AudioFormat, path: Path, gain: float,
                  tags: Tags) -> tuple[list[dict[str, Any]], int]:
     """Write the job's audio file; returns its cues (chunk frames) and its length in frames. An untagged
@@ -305,18 +309,25 @@ def _write_audio(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: Audi
     cues: list[dict[str, Any]] = []
     frames = 0
     if fmt == AudioFormat.WAV and tags == Tags():
-        with open(path, "wb") as raw, wave.open(raw, "wb") as out:
-            out.setnchannels(1)
-            out.setsampwidth(2)
-            out.setframerate(sample_rate_hz)
-            for index, piece in enumerate(pieces):
-                parts = _pcm16_parts(piece, sample_rate_hz, gain)
-                length = sum(len(p) for p in parts)
-                cues.append(_cue(len(cues), piece, frames, length))
-                pause = 0 if index == len(pieces) - 1 else round(PAUSE_S[piece.break_after] * sample_rate_hz)
-                for part in (*parts, np.zeros(pause, dtype="<i2")):
-                    out.writeframesraw(part.data.cast("B"))
-                frames += length + pause
+        # A short job's file is assembled in memory and written in one call: `wave` patches its header with
+        # seeks at close, and each syscall on a results folder costs more than copying a notice's few hundred
+        # kilobytes. A long job's is written as it goes (memory stays bounded).
+        with io.BytesIO() if len(pieces) <= MEMORY_WAV_PIECES else open(path, "wb") as raw:
+            with wave.open(raw, "wb") as out:
+                out.setnchannels(1)
+                out.setsampwidth(2)
+                out.setframerate(sample_rate_hz)
+                for index, piece in enumerate(pieces):
+                    parts = _pcm16_parts(piece, sample_rate_hz, gain)
+                    length = sum(len(p) for p in parts)
+                    cues.append(_cue(len(cues), piece, frames, length))
+                    pause = 0 if index == len(pieces) - 1 else round(PAUSE_S[piece.break_after] * sample_rate_hz)
+                    for part in (*parts, np.zeros(pause, dtype="<i2")):
+                        out.writeframesraw(part.data.cast("B"))
+                    frames += length + pause
+            if isinstance(raw, io.BytesIO):
+                with raw.getbuffer() as view:
+                    path.write_bytes(view)
         return cues, frames
     chunks = _pieces_audio(pieces, sample_rate_hz, gain)
     container, subtype = _SOUNDFILE[fmt]
