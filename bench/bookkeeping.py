@@ -200,8 +200,11 @@ def store_run(h: Harness, kind: str, count: int, old: int) -> Run:
         prefill(url, old)
         queue = f"bench-{kind[:2]}-{uuid.uuid4().hex[:6]}"
         one = submit(h, url, f"{queue}-one", write_jsonl(h.work / f"{queue}-one.jsonl", ["A single notice."]))
-        many = submit(h, url, queue, write_jsonl(h.work / f"{queue}.jsonl", notices(count)))
+        path = write_jsonl(h.work / f"{queue}.jsonl", notices(count))
+        os.sync()  # each measured step starts with no other stage's writes still going to disk
+        many = submit(h, url, queue, path)
         before = commits(url) if kind == "postgresql" else None
+        os.sync()
         worker_s = drain(h, url, queue, count, h.work / f"out-{queue}")
         after = commits(url) if kind == "postgresql" else None
         return Run(count, max(many - one, 1e-6), worker_s,
@@ -220,6 +223,7 @@ def book_run(h: Harness) -> float:
     path = h.work / "book.txt"
     path.write_text(book, encoding="utf-8")
     submit(h, url, queue, path)
+    os.sync()
     seconds = drain(h, url, queue, 1, h.work / f"out-{queue}")
     engine = create_engine(url)
     with engine.connect() as conn:
@@ -241,6 +245,7 @@ def file_floor(work: Path, count: int) -> float:
     stage, out = work / "floor-stage", work / "floor-out"
     stage.mkdir()
     out.mkdir()
+    os.sync()
     started = time.perf_counter()
     for n in range(count):
         for suffix, data in ((".wav", wav), (".manifest.json", small[0]), (".srt", small[1]), (".vtt", small[2])):

@@ -7,7 +7,6 @@ Also how a job ends otherwise: failed for good (`fail_job`), or no longer ours (
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from schemas.errors import JobInterrupted, PermanentError, RetryableError, SynthesisFailed
@@ -65,22 +64,20 @@ def finish_members(ctx: JobContext, engine: Engine, members: list[Member]) -> li
     return outcomes + [_settle_finished(ctx, item, item.member.job_id in won) for item in staged]
 
 
-STAGE_THREADS = 4  # jobs staged at once: file writes and numpy release the GIL, and a flush waits on the disk
-
-
 def _stage_all(ctx: JobContext, engine: Engine, jobs: list[Member], peak: int | None) -> list[_Staged | BaseException]:
-    """Each job's staged result, or the error that stopped it; several at once when there are several
-    (notices finishing together spend most of their time writing files)."""
-    def stage(member: Member) -> _Staged | BaseException:
-        try:
-            return _stage(ctx, engine, member, peak)
-        except Exception as err:  # handed back to the caller, which decides (a permanent error fails one job)
-            return err
+    """Each job's staged result, or the error that stopped it (handed back: the caller decides, and a
+    permanent error fails only its own job).
 
-    if len(jobs) < 2:
-        return [stage(member) for member in jobs]
-    with ThreadPoolExecutor(max_workers=min(STAGE_THREADS, len(jobs)), thread_name_prefix="ttsfleet-stage") as pool:
-        return list(pool.map(stage, jobs))
+    One after another, on purpose: staging a notice is ~0.5 ms of numpy and small file writes, and a pool
+    of four threads measured 1.1-1.5x slower on 16 notices at a time (GIL hand-offs: ~50,000 context
+    switches and twice the kernel time per 2,000 notices; docs/benchmarks.md)."""
+    staged: list[_Staged | BaseException] = []
+    for member in jobs:
+        try:
+            staged.append(_stage(ctx, engine, member, peak))
+        except Exception as err:
+            staged.append(err)
+    return staged
 
 
 def _end_segment(ctx: JobContext, member: Member) -> JobOutcome | None:
