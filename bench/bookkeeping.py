@@ -32,6 +32,7 @@ from bench.inputs import chapter_text, notice_texts, sentences
 
 ROOT = Path(__file__).resolve().parent.parent
 BOOK_CHUNKS = 400
+SLOW_FLOOR = 1_000  # result files a second below which the run measures the filesystem's state
 
 
 @dataclass(frozen=True)
@@ -337,6 +338,9 @@ def main() -> None:
         noop = celery_noop(harnesses[0], 2_000)
         floor = file_floor(harnesses[0].work, count)
         print(f"celery no-op tasks: {noop:.0f}/s; result files alone: {floor:.0f} notices/s", file=sys.stderr)
+        if floor < SLOW_FLOOR:
+            print(f"warning: this folder's filesystem is slow right now ({floor:.0f} notices' files a second): "
+                  "after a mass deletion, wait a few minutes (docs/benchmarks.md)", file=sys.stderr)
         results = measure(harnesses[::-1], count)[::-1]  # the other checkout first in every stage
     slower = min(results[0]["null_notices_per_s_sqlite"], results[0]["null_notices_per_s_pg"])
     result = results[0] | {"celery_noop_tasks_per_s": round(noop, 1), "null_vs_celery_noop": round(slower / noop, 3),

@@ -15,7 +15,7 @@ import soundfile as sf
 from sqlalchemy import event, func, select, text
 
 from producer.jobs import job_views
-from producer.submit import submit
+from producer.submit import Submitted, submit
 from schemas.broker import Publisher
 from schemas.db import Store
 from schemas.errors import InvalidInput, UnknownVoice
@@ -253,3 +253,33 @@ def test_refusals_at_submit_leave_nothing_even_in_bulk(settings: ProducerSetting
         submit([*good, JobRequest(text="   ")], settings, db, publisher=None)
     with db.read() as s:
         assert s.scalar(select(func.count()).select_from(Job)) == 0
+
+
+def test_a_large_batch_prepared_in_several_processes_stores_what_one_process_would(
+        settings: ProducerSettings, db: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import producer.submit as submit_module
+
+    monkeypatch.setattr(submit_module, "PARALLEL_FROM", 8)
+    texts = [NOTICE.format(n=n) + (" It is 5 p.m. on 3/4/2027." if n % 3 else "") for n in range(40)]
+    serial = submit([JobRequest(text=t, title=f"serial {n}") for n, t in enumerate(texts)], settings, db,
+                    publisher=None)
+    shared = submit([JobRequest(text=t, title=f"shared {n}") for n, t in enumerate(texts)], settings, db,
+                    publisher=None, processes=2)
+    assert [r.created for r in shared] == [True] * 40 and len({r.id for r in serial + shared}) == 80
+
+    def rows(results: list[Submitted]) -> list[tuple[object, ...]]:
+        with db.read() as s:
+            jobs = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_([r.id for r in results])))}
+            chunks = {(c.job_id, c.idx): c for c in s.scalars(select(Chunk).where(
+                Chunk.job_id.in_([r.id for r in results])))}
+        return [(jobs[r.id].chars, jobs[r.id].chunks_total, jobs[r.id].warnings,
+                 [(c.text, c.written, c.break_after) for (job, _i), c in sorted(chunks.items()) if job == r.id])
+                for r in results]
+
+    assert rows(shared) == rows(serial)
+    bad = [JobRequest(text=t, title=f"bad {n}") for n, t in enumerate(texts)]
+    bad[17] = JobRequest(text="   ", source="notice-17.txt")
+    with pytest.raises(InvalidInput, match=r"notice-17\.txt.*nothing to speak"):
+        submit(bad, settings, db, publisher=None, processes=2)
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Job)) == 80

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -106,7 +107,8 @@ def submit(inputs: InputsArg, voice: VoiceOpt = None, fmt: FormatOpt = AudioForm
     store = open_store(settings.database_url)
     publisher = Publisher(settings.broker_url, settings.queue)
     try:
-        results = submit_jobs(requests, settings, store, publisher=publisher, force=force)
+        results = submit_jobs(requests, settings, store, publisher=publisher, force=force,
+                              processes=os.cpu_count() or 1)
     finally:
         publisher.close()
     book_of = record(store, reads, requests, results, voice=voice or settings.voice, fmt=fmt, book=book)
