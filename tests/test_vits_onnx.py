@@ -95,7 +95,11 @@ def test_an_export_that_does_not_match_stays_on_torch(tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(worker.vits_onnx, "check", off_by_noise)
     warned = logging.getLogger("ttsfleet.worker")
-    warned.addHandler(caplog.handler)  # directly: another test may have stopped this logger propagating
+    # Directly, enabled and at WARNING: a test run earlier in this process may have stopped this logger
+    # propagating, disabled it, or raised its level (the record was lost once in CI that way).
+    warned.addHandler(caplog.handler)
+    monkeypatch.setattr(warned, "disabled", False)
+    caplog.set_level(logging.WARNING, logger="ttsfleet.worker")
     try:
         voice = exported_voice(load_folder_voice(folder), tmp_path / "cache")
     finally:
