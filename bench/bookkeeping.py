@@ -262,7 +262,7 @@ def set_aside(folder: Path) -> None:
     """Move a stage's spent files out of the way, to be deleted only once everything is measured. Deleting
     thousands of files between stages slows the next stage's file creation for minutes on an ext4 without
     a journal (this project's machines): its inode allocator skips inodes deleted in the last 60-360 s,
-    reading each one's inode block (`recently_deleted`, seen with `perf`: 70% of a staging run's CPU time
+    reading each one's inode block (`recently_deleted`, seen with `perf`: ~60% of a staging run's CPU time
     went there after the previous stage's outputs were removed). A rename frees no inode."""
     if folder.exists():
         spent = folder.parent.parent / "spent"

@@ -313,18 +313,7 @@ def _write_audio(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: Audi
         # seeks at close, and each syscall on a results folder costs more than copying a notice's few hundred
         # kilobytes. A long job's is written as it goes (memory stays bounded).
         with io.BytesIO() if len(pieces) <= MEMORY_WAV_PIECES else open(path, "wb") as raw:
-            with wave.open(raw, "wb") as out:
-                out.setnchannels(1)
-                out.setsampwidth(2)
-                out.setframerate(sample_rate_hz)
-                for index, piece in enumerate(pieces):
-                    parts = _pcm16_parts(piece, sample_rate_hz, gain)
-                    length = sum(len(p) for p in parts)
-                    cues.append(_cue(len(cues), piece, frames, length))
-                    pause = 0 if index == len(pieces) - 1 else round(PAUSE_S[piece.break_after] * sample_rate_hz)
-                    for part in (*parts, np.zeros(pause, dtype="<i2")):
-                        out.writeframesraw(part.data.cast("B"))
-                    frames += length + pause
+            cues, frames = _write_pcm16(raw, pieces, sample_rate_hz, gain)
             if isinstance(raw, io.BytesIO):
                 with raw.getbuffer() as view:
                     path.write_bytes(view)
@@ -341,6 +330,26 @@ def _write_audio(pieces: Sequence[AssemblyPiece], sample_rate_hz: int, fmt: Audi
             frames += len(samples) + pause
     # Vorbis may pad its last page: the file's own length is the truth there.
     return cues, sf.info(str(path)).frames if fmt == AudioFormat.OGG else frames
+
+
+def _write_pcm16(raw: Any, pieces: Sequence[AssemblyPiece], sample_rate_hz: int,
+                 gain: float) -> tuple[list[dict[str, Any]], int]:
+    """The pieces with their pauses as a 16-bit mono WAV into the binary file `raw`; their cues and frames."""
+    cues: list[dict[str, Any]] = []
+    frames = 0
+    with wave.open(raw, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate_hz)
+        for index, piece in enumerate(pieces):
+            parts = _pcm16_parts(piece, sample_rate_hz, gain)
+            length = sum(len(p) for p in parts)
+            cues.append(_cue(len(cues), piece, frames, length))
+            pause = 0 if index == len(pieces) - 1 else round(PAUSE_S[piece.break_after] * sample_rate_hz)
+            for part in (*parts, np.zeros(pause, dtype="<i2")):
+                out.writeframesraw(part.data.cast("B"))
+            frames += length + pause
+    return cues, frames
 
 
 def _pcm16_parts(piece: AssemblyPiece, sample_rate_hz: int, gain: float) -> list[np.ndarray]:
